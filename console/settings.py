@@ -1,0 +1,234 @@
+"""Trendreel settings: everything comes from the environment, with safe defaults.
+
+Invalid values raise ``ImproperlyConfigured`` naming the variable, so a typo fails at start-up
+instead of half-way through a job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("TRENDREEL_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no)")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def env_json(name: str, default: Any) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if DEBUG or env_bool("TRENDREEL_DEV_SECRET", True):
+        # A per-checkout development key; production sets SECRET_KEY (check --deploy says so).
+        SECRET_KEY = "dev-insecure-trendreel-" + str(BASE_DIR)
+    else:
+        raise ImproperlyConfigured("SECRET_KEY must be set")
+
+ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "django_q",
+    "jobs",
+    "stages",
+    "console",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "console.urls"
+WSGI_APPLICATION = "console.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DEFAULT_SQLITE = VAR_DIR / "trendreel.sqlite3"
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DEFAULT_SQLITE}")
+try:
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+except Exception as exc:  # dj-database-url raises ValueError / KeyError for unknown schemes
+    raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the console read while a worker writes; IMMEDIATE takes the write lock at BEGIN so
+    # two writers queue on busy_timeout instead of failing with "database is locked" mid-transaction.
+    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+    }
+    # Tests (and the qcluster subprocesses they start) share one file, never an in-memory DB.
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"test_{Path(_db['NAME']).stem}.sqlite3")}
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    _db.setdefault("OPTIONS", {})
+elif not _db["ENGINE"]:
+    raise ImproperlyConfigured(f"DATABASE_URL scheme is not supported: {DATABASE_URL.split(':', 1)[0]}")
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+# Media is never served as static files: console views check the user first.
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = "/media/"
+OUTBOX_DIR = Path(env_str("TRENDREEL_OUTBOX", str(VAR_DIR / "outbox")))
+
+LOGIN_URL = "admin:login"
+
+# --- Security (check --deploy clean when DEBUG is off and the env says HTTPS) ------------------
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG and SECURE_SSL_REDIRECT)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_PROXY", False) else None
+X_FRAME_OPTIONS = "SAMEORIGIN"
+
+# --- Pipeline engine ------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+TRENDREEL_WORKERS = env_int("TRENDREEL_WORKERS", 2, minimum=1)
+# Seconds between a running stage's heartbeats (which also carry cancel detection).
+TRENDREEL_HEARTBEAT_SECONDS = env_float("TRENDREEL_HEARTBEAT_SECONDS", 1.0, minimum=0.05)
+# A running attempt whose heartbeat is older than this is taken for dead (worker killed).
+TRENDREEL_STALE_SECONDS = env_float("TRENDREEL_STALE_SECONDS", 30.0, minimum=0.2)
+# How often the sweeper loop inside `manage.py worker` runs.
+TRENDREEL_SWEEP_SECONDS = env_float("TRENDREEL_SWEEP_SECONDS", 1.0, minimum=0.05)
+# A queued run pushed this long ago and still not claimed is pushed again (lost Redis push,
+# tasks prefetched by a killed cluster). Duplicates are harmless: the claim is conditional.
+TRENDREEL_REQUEUE_SECONDS = env_float("TRENDREEL_REQUEUE_SECONDS", 120.0, minimum=0.1)
+# Per-stage function overrides {"stage_key": "dotted.path"} and policy overrides
+# {"stage_key": {"time_limit": 5, "max_attempts": 2, "backoff_base": 0.1, "backoff_cap": 1}}.
+TRENDREEL_STAGE_FUNCTIONS = env_json("TRENDREEL_STAGE_FUNCTIONS", {})
+TRENDREEL_STAGE_POLICY = env_json("TRENDREEL_STAGE_POLICY", {})
+if not isinstance(TRENDREEL_STAGE_FUNCTIONS, dict) or not isinstance(TRENDREEL_STAGE_POLICY, dict):
+    raise ImproperlyConfigured("TRENDREEL_STAGE_FUNCTIONS and TRENDREEL_STAGE_POLICY must be JSON objects")
+
+_poll = env_float("TRENDREEL_BROKER_POLL", 0.01, minimum=0.001)
+# The ORM broker hands an unacknowledged task out again after `retry` seconds. It must exceed the
+# longest stage time limit plus queue wait, or a slow stage would be started twice while running
+# (the conditional claim makes that harmless, but it wastes a worker).
+_retry = env_int("TRENDREEL_BROKER_RETRY", 3600, minimum=30)
+Q_CLUSTER: dict[str, Any] = {
+    "name": env_str("TRENDREEL_CLUSTER_NAME", "trendreel"),
+    "workers": TRENDREEL_WORKERS,
+    "recycle": 500,
+    "timeout": _retry - 10,
+    "retry": _retry,
+    "max_attempts": 1,  # retries are the orchestrator's (backoff, jitter, crash counting)
+    "ack_failures": True,
+    "queue_limit": TRENDREEL_WORKERS * 2,
+    "save_limit": -1,  # no result rows: StageRun is the record
+    "catch_up": False,
+    "poll": _poll,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django_q": {"level": env_str("Q_LOG_LEVEL", "WARNING"), "propagate": True}},
+}

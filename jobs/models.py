@@ -1,0 +1,298 @@
+"""Trendreel's records. Status fields are written only by ``jobs.orchestrator``."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from stages.pipeline import STAGE_CHOICES, STAGE_KEYS
+
+
+def _list() -> list:
+    return []
+
+
+def _dict() -> dict:
+    return {}
+
+
+class Theme(models.Model):
+    """What a job is about: where trends come from and how the video should look and sound."""
+
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=80, unique=True)
+    keywords = models.JSONField(default=_list, blank=True, help_text="Words that make a trend relevant, e.g. [\"ai\", \"python\"].")
+    sources = models.JSONField(
+        default=_list,
+        blank=True,
+        help_text='Feeds to read: [{"name": "hn", "url": "https://…/rss"} or {"name": "local", "path": "feeds/x.xml"}].',
+    )
+    target_seconds = models.PositiveSmallIntegerField(default=30, help_text="Target video length (30-60 s).")
+    voice = models.CharField(max_length=120, blank=True, default="", help_text="Voice name for the voiceover provider.")
+    settings = models.JSONField(default=_dict, blank=True, help_text="Per-stage settings: {\"voiceover\": {…}, …}.")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if not isinstance(self.keywords, list) or not all(isinstance(k, str) for k in self.keywords):
+            errors["keywords"] = "Keywords must be a list of strings."
+        if not isinstance(self.sources, list) or not all(
+            isinstance(s, dict) and (s.get("url") or s.get("path")) for s in self.sources
+        ):
+            errors["sources"] = "Sources must be a list of objects, each with a url or a path."
+        if not isinstance(self.settings, dict):
+            errors["settings"] = "Settings must be an object keyed by stage."
+        else:
+            unknown = set(self.settings) - set(STAGE_KEYS) - {"providers"}
+            if unknown:
+                errors["settings"] = f"Unknown stages in settings: {', '.join(sorted(unknown))}."
+        if not 5 <= (self.target_seconds or 0) <= 180:
+            errors["target_seconds"] = "Target length must be between 5 and 180 seconds."
+        if errors:
+            raise ValidationError(errors)
+
+    def as_input(self) -> dict:
+        """The theme as stages see it (plain data, no ORM objects)."""
+        return {
+            "id": self.pk,
+            "name": self.name,
+            "slug": self.slug,
+            "keywords": list(self.keywords or []),
+            "sources": list(self.sources or []),
+            "target_seconds": self.target_seconds,
+            "voice": self.voice,
+            "settings": dict(self.settings or {}),
+        }
+
+
+class Trend(models.Model):
+    """One item seen in a feed. Upserted on (source, external_id): re-reading a feed adds nothing."""
+
+    source = models.CharField(max_length=200)
+    external_id = models.CharField(max_length=500)
+    title = models.CharField(max_length=500)
+    url = models.URLField(max_length=1000, blank=True, default="")
+    summary = models.TextField(blank=True, default="")
+    published = models.DateTimeField(null=True, blank=True)
+    engagement = models.IntegerField(default=0, help_text="Score/points/comments where the feed has them.")
+    raw = models.JSONField(default=_dict, blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "external_id"], name="trend_source_external_id")]
+        indexes = [models.Index(fields=["-published"], name="trend_published")]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class JobQuerySet(models.QuerySet):
+    def active(self) -> JobQuerySet:
+        return self.filter(status__in=Job.ACTIVE)
+
+    def for_dashboard(self) -> JobQuerySet:
+        return self.select_related("theme")
+
+
+class Job(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        AWAITING_REVIEW = "awaiting_review", "Awaiting review"
+        PUBLISHING = "publishing", "Publishing"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        REJECTED = "rejected", "Rejected"
+
+    ACTIVE = (Status.PENDING, Status.RUNNING, Status.AWAITING_REVIEW, Status.PUBLISHING)
+    FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.REJECTED)
+
+    theme = models.ForeignKey(Theme, on_delete=models.PROTECT, related_name="jobs")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    current_stage = models.CharField(max_length=40, choices=STAGE_CHOICES, blank=True, default="")
+    params = models.JSONField(default=_dict, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    updated = models.DateTimeField(default=timezone.now)
+    cancel_requested = models.BooleanField(default=False)
+    error_stage = models.CharField(max_length=40, blank=True, default="")
+    error_kind = models.CharField(max_length=20, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_hint = models.TextField(blank=True, default="")
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        permissions = [("review_job", "Can approve, reject or request changes on a job in review")]
+        indexes = [
+            # dashboard: counts by status, running jobs, review queue, recent failures
+            models.Index(fields=["status", "-created"], name="job_status_created"),
+            models.Index(fields=["-created"], name="job_created"),
+            models.Index(fields=["theme", "-created"], name="job_theme_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} ({self.theme_id and self.theme.slug})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class StageRun(models.Model):
+    """One attempt of one stage of one job. Never deleted or rewritten by a retry."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting for review"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        CRASHED = "crashed", "Crashed"
+
+    class ErrorKind(models.TextChoices):
+        TRANSIENT = "transient", "Transient"
+        PERMANENT = "permanent", "Permanent"
+        TIMEOUT = "timeout", "Time limit"
+        CRASHED = "crashed", "Worker lost"
+        CANCELLED = "cancelled", "Cancelled"
+        UNEXPECTED = "unexpected", "Unexpected error"
+
+    OPEN = (Status.QUEUED, Status.RUNNING, Status.WAITING)
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs")
+    stage = models.CharField(max_length=40, choices=STAGE_CHOICES)
+    attempt = models.PositiveIntegerField(default=1)
+    # 0 for a run the pipeline or an operator started, +1 for each automatic retry after it:
+    # the retry budget (max_attempts) counts from the last operator action.
+    retry_index = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    reason = models.CharField(max_length=200, blank=True, default="", help_text="Why this attempt exists.")
+    queued_at = models.DateTimeField(default=timezone.now)
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Backoff: not started before this time.")
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="Last push to the broker.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=500, blank=True, default="")
+    error_kind = models.CharField(max_length=20, choices=ErrorKind.choices, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_hint = models.TextField(blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+    log_tail = models.TextField(blank=True, default="")
+    input = models.JSONField(default=_dict, blank=True, help_text="Operator input for this attempt (review notes).")
+    output = models.JSONField(null=True, blank=True)
+    output_dir = models.CharField(max_length=500, blank=True, default="", help_text="Checkpoint folder, relative to MEDIA_ROOT.")
+    superseded_at = models.DateTimeField(null=True, blank=True, help_text="Set when an operator re-ran an earlier stage.")
+    worker = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["job_id", "queued_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["job", "stage", "attempt"], name="stagerun_job_stage_attempt")]
+        indexes = [
+            # sweeper: running attempts by heartbeat, queued attempts by due time
+            models.Index(fields=["status", "heartbeat_at"], name="stagerun_status_heartbeat"),
+            models.Index(fields=["status", "not_before"], name="stagerun_status_due"),
+            # dashboard: per-stage stats over 24 h / 7 days
+            models.Index(fields=["finished_at", "stage"], name="stagerun_finished_stage"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stage} #{self.attempt} of job {self.job_id}"
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+    @property
+    def is_checkpoint(self) -> bool:
+        return self.status == self.Status.SUCCEEDED and self.superseded_at is None
+
+
+class FailedStageRunManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(status__in=[StageRun.Status.FAILED, StageRun.Status.CRASHED])
+
+
+class FailedStageRun(StageRun):
+    """Admin list of failed and crashed attempts (proxy)."""
+
+    objects = FailedStageRunManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "failed stage run"
+
+
+class Artifact(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="artifacts")
+    stage_run = models.ForeignKey(StageRun, on_delete=models.CASCADE, related_name="artifacts")
+    kind = models.CharField(max_length=20)
+    label = models.CharField(max_length=200, blank=True, default="")
+    path = models.CharField(max_length=500, help_text="Relative to MEDIA_ROOT.")
+    size = models.BigIntegerField(default=0)
+    checksum = models.CharField(max_length=64, help_text="SHA-256 of the file.")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["stage_run", "path"], name="artifact_run_path")]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class ReviewDecision(models.Model):
+    class Decision(models.TextChoices):
+        APPROVE = "approve", "Approved"
+        REJECT = "reject", "Rejected"
+        REQUEST_CHANGES = "request_changes", "Changes requested"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="reviews")
+    stage_run = models.ForeignKey(StageRun, on_delete=models.SET_NULL, null=True, related_name="+")
+    decision = models.CharField(max_length=20, choices=Decision.choices)
+    from_stage = models.CharField(max_length=40, choices=STAGE_CHOICES, blank=True, default="")
+    notes = models.TextField(blank=True, default="")
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    decided_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["decided_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_decision_display()} job {self.job_id}"
+
+
+class Publication(models.Model):
+    """One delivery of one job to one destination: the unique key makes publishing idempotent."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="publications")
+    destination = models.CharField(max_length=200)
+    external_id = models.CharField(max_length=500, blank=True, default="")
+    location = models.CharField(max_length=1000, blank=True, default="")
+    meta = models.JSONField(default=_dict, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "destination"], name="publication_job_destination")]
+
+    def __str__(self) -> str:
+        return f"{self.destination}: job {self.job_id}"

@@ -1,0 +1,259 @@
+"""The one interface every stage implements.
+
+A stage is a callable ``run(ctx: StageContext) -> StageResult | dict``. It reads its inputs from
+the context (theme, params, earlier stages' outputs and folders), writes files only under
+``ctx.work_dir``, reports progress through ``ctx.progress`` and raises ``TransientStageError`` or
+``PermanentStageError`` for failures it understands. It never touches Job or StageRun rows: the
+orchestrator records the result.
+
+Long work must stay stoppable: call ``ctx.check_cancelled()`` (``ctx.progress`` does it too) and
+run child processes through ``ctx.run_process`` so cancel and time limits can kill their process
+group.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class StageError(Exception):
+    """A failure the stage understands. ``permanent`` failures are not retried."""
+
+    permanent = False
+    kind = "transient"
+
+    def __init__(self, message: str, *, hint: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        # A provider may say when to come back (HTTP Retry-After); the orchestrator waits at least this.
+        self.retry_after = retry_after
+
+
+class TransientStageError(StageError):
+    """Network hiccups, 5xx, 429, timeouts: worth another attempt after a backoff."""
+
+
+class PermanentStageError(StageError):
+    """Bad config, bad input, 4xx, missing credentials: fail the job at once with a hint."""
+
+    permanent = True
+    kind = "permanent"
+
+
+class StageAborted(Exception):
+    """Raised inside a stage when its run was cancelled, timed out or taken away (crash sweep).
+
+    Not an error of the stage: the orchestrator has already recorded why the run stopped.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class ArtifactSpec:
+    """A file the stage produced, relative to its ``work_dir`` (or absolute inside it)."""
+
+    path: str
+    kind: str  # video, audio, image, thumbnail, json, text, other
+    label: str = ""
+
+
+@dataclass
+class StageResult:
+    output: dict[str, Any]
+    artifacts: list[ArtifactSpec] = field(default_factory=list)
+
+
+class AbortSignal:
+    """Shared between a running stage and the watchdog that heartbeats for it.
+
+    The watchdog sets ``reason`` (cancelled / timeout / lost) and kills every registered process
+    group; the stage notices at its next ``check_cancelled``.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+        self._groups: set[int] = set()
+
+    def register(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+            aborted = self.reason is not None
+        if aborted:
+            kill_group(pgid)
+
+    def unregister(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.discard(pgid)
+
+    def abort(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            groups = list(self._groups)
+        for pgid in groups:
+            kill_group(pgid)
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    return None
+
+
+@dataclass
+class StageContext:
+    job_id: int
+    stage: str
+    attempt: int
+    theme: dict[str, Any]  # name, slug, keywords, sources, target_seconds, voice, settings
+    params: dict[str, Any]  # the job's params (operator/API supplied)
+    upstream: dict[str, dict[str, Any]]  # earlier stages' outputs by stage key
+    upstream_dirs: dict[str, Path]  # earlier stages' checkpoint folders by stage key
+    work_dir: Path
+    review_notes: list[str] = field(default_factory=list)  # operator notes, oldest first
+    run_id: int | None = None
+    abort: AbortSignal = field(default_factory=AbortSignal)
+    report: Callable[[float, str], None] = _no_progress
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("trendreel.stage"))
+
+    # -- inputs -----------------------------------------------------------------------------
+    @property
+    def stage_settings(self) -> dict[str, Any]:
+        """The theme's settings for this stage (``theme.settings[stage]``), never None."""
+        return dict((self.theme.get("settings") or {}).get(self.stage) or {})
+
+    def output_of(self, stage: str) -> dict[str, Any]:
+        try:
+            return self.upstream[stage]
+        except KeyError:
+            raise PermanentStageError(
+                f"{self.stage} needs the output of {stage}, which has no checkpoint",
+                hint="re-run the job from the earlier stage",
+            ) from None
+
+    def input_path(self, stage: str, relative: str) -> Path:
+        """A file written by an earlier stage, by the relative path it put in its output."""
+        base = self.upstream_dirs.get(stage)
+        if base is None:
+            raise PermanentStageError(f"{self.stage} needs files of {stage}, which has no checkpoint")
+        path = (base / relative).resolve()
+        if base.resolve() not in path.parents and path != base.resolve():
+            raise PermanentStageError(f"{stage} output names a file outside its folder: {relative}")
+        if not path.exists():
+            raise PermanentStageError(f"{stage} checkpoint is missing {relative}", hint="re-run from " + stage)
+        return path
+
+    # -- control ----------------------------------------------------------------------------
+    def check_cancelled(self) -> None:
+        if self.abort.reason is not None:
+            raise StageAborted(self.abort.reason)
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.check_cancelled()
+        self.report(max(0.0, min(1.0, float(fraction))), message[:500])
+
+    def run_process(
+        self,
+        args: Sequence[str],
+        *,
+        on_line: Callable[[str], None] | None = None,
+        input_bytes: bytes | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a child in its own process group that cancel/time limits can kill.
+
+        stderr lines go to ``on_line`` as they arrive (ffmpeg's progress). Returns the completed
+        process (stdout bytes, stderr text tail); raises ``StageAborted`` when stopped.
+        """
+        self.check_cancelled()
+        proc = subprocess.Popen(
+            list(args),
+            stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+        self.abort.register(proc.pid)
+        tail: list[str] = []
+        stdout_chunks: list[bytes] = []
+
+        def pump_stdout() -> None:
+            assert proc.stdout is not None
+            for chunk in iter(lambda: proc.stdout.read(65536), b""):
+                stdout_chunks.append(chunk)
+
+        reader = threading.Thread(target=pump_stdout, daemon=True)
+        reader.start()
+        try:
+            if input_bytes is not None:
+                assert proc.stdin is not None
+                try:
+                    proc.stdin.write(input_bytes)
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+            assert proc.stderr is not None
+            deadline = time.monotonic() + timeout if timeout else None
+            buf = b""
+            while True:
+                chunk = proc.stderr.read1(65536) if hasattr(proc.stderr, "read1") else proc.stderr.read(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.replace(b"\r", b"\n").split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").strip()
+                    if not line:
+                        continue
+                    tail.append(line)
+                    del tail[:-40]
+                    if on_line is not None:
+                        on_line(line)
+                if deadline is not None and time.monotonic() > deadline:
+                    kill_group(proc.pid)
+                    raise TransientStageError(f"{Path(args[0]).name} took longer than {timeout:.0f}s")
+            proc.wait()
+            reader.join(timeout=5)
+        finally:
+            if proc.poll() is None:
+                kill_group(proc.pid)
+                proc.wait()
+            self.abort.unregister(proc.pid)
+        self.check_cancelled()
+        return subprocess.CompletedProcess(list(args), proc.returncode, b"".join(stdout_chunks), "\n".join(tail))
+
+
+StageFunction = Callable[[StageContext], "StageResult | dict[str, Any]"]
+
+
+def normalise_result(value: StageResult | dict[str, Any] | None) -> StageResult:
+    if value is None:
+        return StageResult(output={})
+    if isinstance(value, StageResult):
+        return value
+    if isinstance(value, dict):
+        return StageResult(output=value)
+    raise PermanentStageError(f"stage returned {type(value).__name__}, expected StageResult or dict")
