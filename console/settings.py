@@ -219,6 +219,9 @@ Q_CLUSTER: dict[str, Any] = {
     "poll": _poll,
     "label": "Task queue",
 }
+if env_str("TRENDREEL_QUEUE_NAME"):
+    # the broker list / queue key; clusters sharing a PREFIX ("name") can read each other's tasks
+    Q_CLUSTER["cluster_name"] = env_str("TRENDREEL_QUEUE_NAME")
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:

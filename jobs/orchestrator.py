@@ -35,7 +35,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -673,6 +673,5 @@ def run_inline(job_id: int, *, on_tick=None, sleep=None) -> Job:
                 sleep(min(wait, 0.5))
                 continue
             execute_run(run.pk)
-            close_old_connections()
             if on_tick:
                 on_tick(job_id)

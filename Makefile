@@ -1,0 +1,38 @@
+# Trendreel: `make demo` runs the console + a worker and makes a real video; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PG_URL ?= postgres://postgres@127.0.0.1:5432/trendreel
+PYTEST_ARGS ?=
+
+.PHONY: test test-sqlite test-postgres demo venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+test: venv
+	$(PY) manage.py check --fail-level WARNING
+	$(PY) manage.py makemigrations --check --dry-run >/dev/null
+	$(MAKE) --no-print-directory test-sqlite
+	@if $(PY) -c "import psycopg,sys; psycopg.connect('$(PG_URL)'.rsplit('/',1)[0]+'/postgres', connect_timeout=3).close()" 2>/dev/null; then \
+		$(MAKE) --no-print-directory test-postgres; \
+	else echo "PostgreSQL not reachable at $(PG_URL): ran the suite on SQLite only"; fi
+
+test-sqlite: venv
+	@echo "== test suite on SQLite =="
+	env -u DATABASE_URL $(PY) -m pytest --create-db $(PYTEST_ARGS)
+
+test-postgres: venv
+	@echo "== test suite on PostgreSQL =="
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest --create-db $(PYTEST_ARGS)
+
+demo: venv
+	bash bin/demo
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,67 @@
+"""Stage functions the engine tests register in place of the real stages.
+
+What each call does comes from the job's params, so a worker in another process follows the
+same script: ``params["behave"][stage]`` is a list of actions, one per attempt (the last one
+repeats). Every call appends ``stage attempt pid`` to ``params["call_log"]``.
+
+Actions: ``ok``, ``transient``, ``permanent``, ``unexpected``, ``sleep:S`` (sleeps S seconds in
+steps, reporting progress), ``child:S`` (runs ``sleep S`` as a child process, writing its pid to
+``params["pid_file"]``), ``spin:S`` (busy Python loop that never checks cancel), ``kill`` (SIGKILLs
+its own worker process), ``retry_after:S`` (transient with a Retry-After).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageResult, TransientStageError
+
+
+def action_for(ctx: StageContext) -> str:
+    script = (ctx.params.get("behave") or {}).get(ctx.stage) or ["ok"]
+    return script[min(ctx.attempt, len(script)) - 1]
+
+
+def run(ctx: StageContext) -> StageResult:
+    log = ctx.params.get("call_log")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{ctx.stage} {ctx.attempt} {os.getpid()}\n")
+    action = action_for(ctx)
+    name, _, arg = action.partition(":")
+    if name == "transient":
+        raise TransientStageError(f"{ctx.stage} hit a flaky upstream")
+    if name == "retry_after":
+        raise TransientStageError("rate limited", retry_after=float(arg))
+    if name == "permanent":
+        raise PermanentStageError(f"{ctx.stage} got bad input", hint="fix the theme's sources")
+    if name == "unexpected":
+        raise KeyError("surprise")
+    if name == "sleep":
+        end = time.monotonic() + float(arg)
+        while time.monotonic() < end:
+            ctx.progress(1 - (end - time.monotonic()) / float(arg), "sleeping")
+            time.sleep(0.05)
+    if name == "child":
+        pid_file = ctx.params["pid_file"]
+        ctx.run_process(["sh", "-c", f'echo $$ > "{pid_file}"; exec sleep {arg}'])
+    if name == "spin":
+        end = time.monotonic() + float(arg)
+        while time.monotonic() < end:
+            pass
+    if name == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    (ctx.work_dir / "out.json").write_text(f'{{"stage": "{ctx.stage}", "attempt": {ctx.attempt}}}')
+    return StageResult(
+        output={"stage": ctx.stage, "attempt": ctx.attempt, "notes": ctx.review_notes, "seen": sorted(ctx.upstream)},
+        artifacts=[ArtifactSpec("out.json", "json")],
+    )
+
+
+def calls(log: Path) -> list[tuple[str, int]]:
+    if not log.exists():
+        return []
+    return [(s, int(a)) for s, a, _ in (line.split() for line in log.read_text().splitlines())]

@@ -1,0 +1,405 @@
+"""Scene cards: one 1080x1920 still per script segment, drawn with Pillow.
+
+Each card is a background derived from the topic (a palette from a hash of the topic title,
+a vertical gradient, soft geometric shapes and a little grain so a slow Ken Burns move reads
+as motion) with the segment's headline in large, wrapped, auto-fitted type on top.
+
+Everything drawn over the background stays inside the platforms' safe zone: Shorts, Reels and
+TikTok put their own UI over the top ~250 px (status bar, tabs), the bottom ~420 px (caption,
+account, music ticker) and the right ~140 px (like/comment/share column). The box is shrunk
+further by ``MOTION_ZOOM`` so the text is still clear of that UI when composition zooms in by
+that much. The lower part of the box (``CAPTION_ZONE``) is left free of card text for the
+voiceover captions composition lays on top.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import random
+import unicodedata
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+from typing import Any, Protocol
+
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from stages.media import FONT_PATH
+
+WIDTH, HEIGHT = 1080, 1920
+# Platform UI overlays (px at 1080x1920), the largest of YouTube Shorts, Instagram Reels, TikTok.
+SAFE_TOP = 250
+SAFE_BOTTOM = 420
+SAFE_RIGHT = 140
+SAFE_LEFT = 60  # no UI there, but type touching the edge looks cut off
+MOTION_ZOOM = 1.08  # the most composition may zoom in (Ken Burns) with text still clear of the UI
+
+
+def _inset_box(zoom: float) -> tuple[int, int, int, int]:
+    """The safe zone, shrunk toward the centre so it still fits after a ``zoom`` x centre zoom."""
+    cx, cy = WIDTH / 2, HEIGHT / 2
+    left = cx - (cx - SAFE_LEFT) / zoom
+    top = cy - (cy - SAFE_TOP) / zoom
+    right = cx + (WIDTH - SAFE_RIGHT - cx) / zoom
+    bottom = cy + (HEIGHT - SAFE_BOTTOM - cy) / zoom
+    return (int(left) + 1, int(top) + 1, int(right), int(bottom))
+
+
+SAFE_BOX = (SAFE_LEFT, SAFE_TOP, WIDTH - SAFE_RIGHT, HEIGHT - SAFE_BOTTOM)
+TEXT_BOX = _inset_box(MOTION_ZOOM)  # (96, 303, 910, 1460): all card text lives in here
+CAPTION_ZONE = (TEXT_BOX[0], 1140, TEXT_BOX[2], TEXT_BOX[3])  # kept free for composition's captions
+HEADLINE_ZONE = (TEXT_BOX[0], TEXT_BOX[1] + 120, TEXT_BOX[2], CAPTION_ZONE[1] - 40)
+
+HEADLINE_MAX_SIZE, HEADLINE_MIN_SIZE = 132, 64
+HEADLINE_MAX_LINES = 5
+SHADOW_PAD = 18  # the drop shadow's layer reaches this far around the headline
+WHITE = (255, 255, 255)
+_BG_SCALE = 2  # the background is drawn at half size and scaled up: soft shapes, 4x fewer pixels
+
+
+class SceneRenderer(Protocol):
+    """Draws one card per segment; ``style`` describes the look for later stages."""
+
+    name: str
+
+    def render(self, spec: CardSpec, *, with_text: bool = True) -> Card: ...
+
+    def style(self, seed: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class CardSpec:
+    headline: str
+    index: int  # 0-based position of the segment
+    total: int
+    seed: str  # the topic title: palette and shapes come from it
+    label: str = ""  # small caps line beside the segment marker (the theme name)
+    footer: str = ""  # line under the headline ("via Hacker News" on the hook card)
+
+
+@dataclass
+class Card:
+    image: Image.Image
+    boxes: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # what was drawn over the background
+    headline: str = ""  # the headline as drawn (glyphs the font lacks removed)
+
+
+@dataclass(frozen=True)
+class Palette:
+    top: tuple[int, int, int]
+    bottom: tuple[int, int, int]
+    accent: tuple[int, int, int]
+    secondary: tuple[int, int, int]
+    ink: tuple[int, int, int]  # near-black of the same hue: outlines, shadows, text on accent
+
+    def as_hex(self) -> dict[str, str]:
+        return {name: "#%02x%02x%02x" % getattr(self, name) for name in ("top", "bottom", "accent", "secondary", "ink")}
+
+
+def _seed_int(seed: str, salt: str = "") -> int:
+    return int.from_bytes(hashlib.sha256(f"{salt}|{seed.strip().lower()}".encode()).digest()[:8], "big")
+
+
+def _hls(h: float, lightness: float, saturation: float) -> tuple[int, int, int]:
+    r, g, b = colorsys.hls_to_rgb(h % 1.0, lightness, saturation)
+    return (round(r * 255), round(g * 255), round(b * 255))
+
+
+# Base hues (degrees) that stay rich when dark; olive, brown and khaki (about 30-140) look muddy.
+BASE_HUES = (150, 165, 180, 195, 205, 215, 225, 235, 245, 258, 270, 282, 295, 310, 325, 340, 352, 5)
+
+
+def palette_for(seed: str, index: int = 0) -> Palette:
+    """A dark, saturated palette from the topic; each segment shifts the hue a little (analogous)."""
+    n = _seed_int(seed, "hue")
+    base = (BASE_HUES[n % len(BASE_HUES)] + (n >> 16) % 9 - 4) / 360
+    h = base + ((index % 6) - 2.5) * 0.022
+    return Palette(
+        top=_hls(h, 0.25, 0.55),
+        bottom=_hls(h + 0.07, 0.08, 0.6),
+        accent=_hls(base + 0.42, 0.62, 0.95),  # complementary, fixed across segments
+        secondary=_hls(h - 0.09, 0.45, 0.75),
+        ink=_hls(h, 0.06, 0.5),
+    )
+
+
+# --- glyphs ---------------------------------------------------------------------------------
+
+
+@cache
+def font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(FONT_PATH), size)
+
+
+@cache
+def _notdef() -> tuple[tuple[int, int], bytes]:
+    mask = font(48).getmask("\uffff")  # a noncharacter: every font draws its .notdef box for it
+    return mask.size, bytes(mask)
+
+
+@lru_cache(maxsize=8192)
+def has_glyph(ch: str) -> bool:
+    """Does the card font draw ``ch``? A missing glyph renders exactly like .notdef (a tofu box)."""
+    if ch.isspace():
+        return True
+    if unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn", "Mn", "Me"}:
+        return False  # controls, joiners, variation selectors, combining marks left after NFC
+    mask = font(48).getmask(ch)
+    return (mask.size, bytes(mask)) != _notdef()
+
+
+def renderable(text: str) -> str:
+    """``text`` without the characters the font cannot draw (emoji, CJK with Lato), spaces tidied."""
+    text = unicodedata.normalize("NFC", text or "")
+    kept = "".join(ch if has_glyph(ch) else " " for ch in text)
+    return " ".join(kept.split())
+
+
+# --- layout ---------------------------------------------------------------------------------
+
+
+def _wrap(text: str, fnt: ImageFont.FreeTypeFont, width: float) -> list[str]:
+    """Greedy word wrap; a word wider than the line is split with a hyphen."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        while fnt.getlength(word) > width and len(word) > 1:
+            cut = len(word) - 1
+            while cut > 1 and fnt.getlength(word[:cut] + "-") > width:
+                cut -= 1
+            head, word = word[:cut] + "-", word[cut:]
+            if line:
+                lines.append(line)
+            lines.append(head)
+            line = ""
+        candidate = f"{line} {word}".strip()
+        if line and fnt.getlength(candidate) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    if line:
+        lines.append(line)
+    return lines
+
+
+def _balanced(text: str, fnt: ImageFont.FreeTypeFont, width: float) -> list[str]:
+    """Wrap into as few lines as the width allows, with the most even line lengths (no lone last word)."""
+    lines = _wrap(text, fnt, width)
+    if len(lines) < 2:
+        return lines
+    best, best_score = lines, None
+    for step in range(13):
+        candidate = _wrap(text, fnt, width * (1 - step * 0.04))
+        if len(candidate) != len(lines):
+            continue
+        lengths = [fnt.getlength(line) for line in candidate]
+        score = max(lengths) - min(lengths)
+        if best_score is None or score < best_score - 1:
+            best, best_score = candidate, score
+    return best
+
+
+def fit_headline(text: str, width: int, height: int) -> tuple[ImageFont.FreeTypeFont, list[str], int]:
+    """The largest size at which ``text`` fits the box in at most ``HEADLINE_MAX_LINES`` lines."""
+    for size in range(HEADLINE_MAX_SIZE, HEADLINE_MIN_SIZE - 1, -4):
+        fnt = font(size)
+        pad = _stroke(size) * 2
+        lines = _wrap(text, fnt, width - pad)
+        line_h = round(size * 1.1)
+        if len(lines) <= HEADLINE_MAX_LINES and len(lines) * line_h <= height:
+            return fnt, _balanced(text, fnt, width - pad), line_h
+    fnt = font(HEADLINE_MIN_SIZE)
+    width -= _stroke(HEADLINE_MIN_SIZE) * 2
+    lines = _wrap(text, fnt, width)[:HEADLINE_MAX_LINES]
+    while lines and fnt.getlength(lines[-1] + "…") > width:
+        lines[-1] = lines[-1][:-1].rstrip()
+    if lines and len(_wrap(text, fnt, width)) > HEADLINE_MAX_LINES:
+        lines[-1] += "…"
+    return fnt, lines, round(HEADLINE_MIN_SIZE * 1.1)
+
+
+def _stroke(size: int) -> int:
+    return max(2, size // 22)
+
+
+def _union(a: tuple[int, int, int, int] | None, b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    if a is None:
+        return b
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def _truncate(text: str, fnt: ImageFont.FreeTypeFont, width: float) -> str:
+    if fnt.getlength(text) <= width:
+        return text
+    while text and fnt.getlength(text + "…") > width:
+        text = text[:-1]
+    return text.rstrip() + "…" if text else ""
+
+
+# --- the renderer ---------------------------------------------------------------------------
+
+
+class CardRenderer:
+    """The offline renderer: gradient + shapes background, headline card on top. ~0.1 s a card."""
+
+    name = "cards"
+
+    def style(self, seed: str) -> dict[str, Any]:
+        return {
+            "renderer": self.name,
+            "palette": palette_for(seed).as_hex(),
+            "font": FONT_PATH.name,
+            "size": [WIDTH, HEIGHT],
+            "safe_zone": {"top": SAFE_TOP, "bottom": SAFE_BOTTOM, "left": SAFE_LEFT, "right": SAFE_RIGHT},
+            "text_box": list(TEXT_BOX),
+            "caption_zone": list(CAPTION_ZONE),
+            "max_zoom": MOTION_ZOOM,
+        }
+
+    def render(self, spec: CardSpec, *, with_text: bool = True) -> Card:
+        pal = palette_for(spec.seed, spec.index)
+        rng = random.Random(_seed_int(spec.seed, f"shapes-{spec.index}"))
+        image = self._background(pal, rng)
+        card = Card(image=image)
+        if with_text:
+            self._draw_text(card, spec, pal)
+        return card
+
+    # -- background -------------------------------------------------------------------------
+    @staticmethod
+    def _background(pal: Palette, rng: random.Random) -> Image.Image:
+        w, h = WIDTH // _BG_SCALE, HEIGHT // _BG_SCALE
+        mask = Image.linear_gradient("L").resize((w, h))
+        base = Image.composite(Image.new("RGB", (w, h), pal.bottom), Image.new("RGB", (w, h), pal.top), mask)
+        layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        # Large soft discs: the main shapes; positions differ per segment.
+        for color, alpha in ((pal.secondary, 70), (pal.accent, 46), (pal.secondary, 40)):
+            r = rng.randint(int(w * 0.28), int(w * 0.55))
+            cx, cy = rng.randint(-r // 2, w + r // 2), rng.randint(-r // 3, h + r // 3)
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(*color, alpha))
+        # Rings and a diagonal band: crisp-ish lines a slow zoom visibly moves.
+        for _ in range(2):
+            r = rng.randint(int(w * 0.15), int(w * 0.4))
+            cx, cy = rng.randint(0, w), rng.randint(0, h)
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=(*pal.accent, 90), width=rng.randint(3, 6))
+        y0 = rng.randint(int(h * 0.15), int(h * 0.85))
+        slope = rng.choice((-1, 1)) * rng.uniform(0.25, 0.6) * w
+        for k in range(5):
+            off = k * 16
+            draw.line((0, y0 + off, w, y0 + off + slope), fill=(*WHITE, 22), width=4)
+        # A dot grid in one corner.
+        gx, gy = rng.choice(((24, 24), (w - 160, 24), (24, h - 160), (w - 160, h - 160)))
+        for i in range(6):
+            for j in range(6):
+                x, y = gx + i * 26, gy + j * 26
+                draw.ellipse((x, y, x + 6, y + 6), fill=(*WHITE, 60))
+        layer = layer.filter(ImageFilter.GaussianBlur(1.2))
+        image = Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")
+        # Vignette: darker edges keep the eye (and the white type) in the middle.
+        vignette = Image.radial_gradient("L").resize((w, h)).point(lambda v: min(255, int(v * 0.55)))
+        image = Image.composite(Image.new("RGB", (w, h), pal.ink), image, vignette)
+        # No film grain: it made each PNG 6x larger (2.5 MB), 4x slower to save and costs H.264
+        # bitrate; the shapes are what make a slow zoom read as motion.
+        return image.resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC)
+
+    # -- text --------------------------------------------------------------------------------
+    def _draw_text(self, card: Card, spec: CardSpec, pal: Palette) -> None:
+        image = card.image
+        draw = ImageDraw.Draw(image)
+        x0, top, x1, _ = TEXT_BOX
+
+        # Segment marker pill ("2/5") and the theme name beside it.
+        marker_font = font(38)
+        marker = f"{spec.index + 1}/{max(spec.total, spec.index + 1)}"
+        tb = draw.textbbox((0, 0), marker, font=marker_font, anchor="lt")
+        pill = (x0, top, x0 + (tb[2] - tb[0]) + 44, top + (tb[3] - tb[1]) + 28)
+        draw.rounded_rectangle(pill, radius=(pill[3] - pill[1]) // 2, fill=pal.accent)
+        draw.text((pill[0] + 22, pill[1] + 14), marker, font=marker_font, fill=pal.ink, anchor="lt")
+        card.boxes["marker"] = pill
+        label = renderable(spec.label).upper()
+        if label:
+            label_font = font(32)
+            label_x = pill[2] + 22
+            label = _truncate(label, label_font, x1 - label_x)
+            if label:
+                pos = (label_x, (pill[1] + pill[3]) // 2)
+                draw.text(pos, label, font=label_font, fill=(235, 235, 240), anchor="lm")
+                card.boxes["label"] = tuple(int(v) for v in draw.textbbox(pos, label, font=label_font, anchor="lm"))
+
+        # Headline: auto-fitted, vertically centred in its zone together with the footer.
+        headline = renderable(spec.headline)
+        wanted = sum(1 for ch in spec.headline if ch.isalnum())
+        if sum(1 for ch in headline if ch.isalnum()) < wanted * 0.4:  # mostly glyphs the font lacks (CJK)
+            headline = renderable(spec.label) or headline or "Trending now"
+        card.headline = headline
+        # The zone shrunk by the shadow's reach, so the shadow stays inside the safe box too.
+        zx0, zy0, zx1, zy1 = HEADLINE_ZONE
+        zx0, zx1, zy1 = zx0 + SHADOW_PAD, zx1 - SHADOW_PAD, zy1 - SHADOW_PAD - 12
+        footer = renderable(spec.footer)
+        footer_font = font(44)
+        footer_h = 44 + 40 if footer else 0
+        bar_h = 14 + 34
+        fnt, lines, line_h = fit_headline(headline, zx1 - zx0, zy1 - zy0 - footer_h - bar_h)
+        size = fnt.size
+        stroke = _stroke(size)
+        block_h = bar_h + len(lines) * line_h + footer_h
+        y = zy0 + max(0, (zy1 - zy0 - block_h) // 2)
+
+        bar = (zx0 + stroke, y, zx0 + stroke + 120, y + 14)
+        draw.rounded_rectangle(bar, radius=7, fill=pal.accent)
+        card.boxes["accent"] = bar
+        y += bar_h
+
+        text_box: tuple[int, int, int, int] | None = None
+        positions = []
+        for i, line in enumerate(lines):
+            pos = (zx0 + stroke, y + i * line_h)
+            positions.append((pos, line))
+            text_box = _union(text_box, draw.textbbox(pos, line, font=fnt, anchor="la", stroke_width=stroke))
+        if text_box is not None:
+            card.boxes["shadow"] = self._shadow(image, positions, fnt, stroke, text_box, pal, offset=max(4, size // 16))
+            for pos, line in positions:
+                self._draw_line(draw, pos, line, fnt, stroke, pal)
+            card.boxes["headline"] = text_box
+
+        if footer:
+            fy = y + len(lines) * line_h + 40
+            footer = _truncate(footer, footer_font, zx1 - zx0 - 8)
+            pos = (zx0 + stroke, fy)
+            draw.text(pos, footer, font=footer_font, fill=pal.accent, anchor="la", stroke_width=3, stroke_fill=pal.ink)
+            card.boxes["footer"] = tuple(draw.textbbox(pos, footer, font=footer_font, anchor="la", stroke_width=3))
+
+    @staticmethod
+    def _draw_line(draw: ImageDraw.ImageDraw, pos: tuple[int, int], line: str, fnt: ImageFont.FreeTypeFont, stroke: int, pal: Palette) -> None:
+        """White type with a dark outline; words with digits ("$80", "2026") in the accent colour."""
+        x, y = pos
+        space = fnt.getlength(" ")
+        for word in line.split(" "):
+            color = pal.accent if any(ch.isdigit() for ch in word) else WHITE
+            draw.text((x, y), word, font=fnt, fill=color, anchor="la", stroke_width=stroke, stroke_fill=pal.ink)
+            x += fnt.getlength(word) + space
+
+    @staticmethod
+    def _shadow(
+        image: Image.Image,
+        positions: list[tuple[tuple[int, int], str]],
+        fnt: ImageFont.FreeTypeFont,
+        stroke: int,
+        box: tuple[int, int, int, int],
+        pal: Palette,
+        *,
+        offset: int,
+    ) -> tuple[int, int, int, int]:
+        """A soft drop shadow under the headline, blurred inside its own small layer (cheap, bounded)."""
+        pad = SHADOW_PAD
+        bx0, by0, bx1, by1 = box
+        layer = Image.new("L", (bx1 - bx0 + 2 * pad, by1 - by0 + 2 * pad), 0)
+        draw = ImageDraw.Draw(layer)
+        for (x, y), line in positions:
+            draw.text((x - bx0 + pad, y - by0 + pad), line, font=fnt, fill=150, anchor="la", stroke_width=stroke, stroke_fill=150)
+        layer = layer.filter(ImageFilter.GaussianBlur(max(3, fnt.size // 18)))
+        image.paste(pal.ink, (bx0 - pad, by0 - pad + offset), layer)
+        return (bx0 - pad, by0 - pad + offset, bx0 - pad + layer.width, by0 - pad + offset + layer.height)
+

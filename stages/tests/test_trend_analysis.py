@@ -1,0 +1,237 @@
+"""trend_analysis: scoring, near-duplicate merging, topic reuse and determinism."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from jobs.models import Job, StageRun, Theme, Trend
+from stages import trend_analysis, trend_collection
+from stages.base import PermanentStageError
+from stages.demo import DEMO_THEME
+from stages.tests.helpers import make_context
+from stages.trend_analysis import similar, title_tokens
+
+NEWEST = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+_ids = itertools.count(1)
+
+
+def trend(source: str, title: str, *, hours_ago: float = 0, engagement: int = 0, url: str = "", summary: str = "") -> Trend:
+    n = next(_ids)
+    return Trend.objects.create(
+        source=source,
+        external_id=f"{source}-{n}",
+        title=title,
+        url=url or f"https://{source}.example/story-{n}",
+        summary=summary,
+        published=NEWEST - timedelta(hours=hours_ago),
+        engagement=engagement,
+    )
+
+
+def analyse(tmp_path: Path, trends: list[Trend], *, theme: dict | None = None, params: dict | None = None, job_id: int = 1):
+    ctx = make_context(
+        tmp_path,
+        "trend_analysis",
+        theme=theme,
+        params=params,
+        upstream={"trend_collection": {"trend_ids": [t.id for t in trends], "count": len(trends), "sources": []}},
+    )
+    ctx.job_id = job_id
+    return trend_analysis.run(ctx).output
+
+
+@pytest.mark.django_db
+def test_it_picks_the_same_demo_topic_every_time(tmp_path, settings):
+    settings.VAR_DIR = tmp_path / "var"
+    collected = trend_collection.run(make_context(tmp_path, "trend_collection", theme=DEMO_THEME)).output
+    upstream = {"trend_collection": collected}
+
+    first = trend_analysis.run(make_context(tmp_path / "a", "trend_analysis", theme=DEMO_THEME, upstream=upstream)).output
+    second = trend_analysis.run(make_context(tmp_path / "b", "trend_analysis", theme=DEMO_THEME, upstream=upstream)).output
+
+    assert first == second
+    topic = first["topic"]
+    assert "Raspberry Pi" in topic["title"] and "open-source AI model" in topic["title"]
+    assert {r["source"] for r in topic["related"]} | {topic["source"]} == {
+        "thecircuit",
+        "planet-devtools",
+        "reddit-technology",
+        "hn-frontpage",
+    }
+    assert topic["keywords"][:2] == ["ai", "open source"]
+    assert topic["hashtags"][:2] == ["#AI", "#OpenSource"]
+    assert topic["hashtags"][-1] == "#TechPulse"
+    assert all(h.startswith("#") and " " not in h for h in topic["hashtags"])
+    assert topic["angle"] == "breaking"
+    assert topic["summary"].startswith("The Oslo-based lab")
+    assert first["reference_time"] == "2026-11-28T17:02:44+00:00"  # the newest item, not the wall clock
+
+    candidates = first["candidates"]
+    assert len(candidates) == 5
+    assert candidates[0]["trend_id"] == topic["trend_id"]
+    assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
+    assert candidates[0]["components"]["sources"] == 4
+    assert set(candidates[0]["components"]) == {"recency", "engagement", "keywords", "sources"}
+    assert (tmp_path / "a" / "trend_analysis" / "attempt-1.partial" / "analysis.json").exists()
+
+
+@pytest.mark.django_db
+def test_it_is_deterministic_for_equal_scores(tmp_path):
+    twins = [trend(f"feed-{i}", title, engagement=5) for i, title in enumerate(["Solar kiosk charges phones", "Tidal clock keeps time"])]
+    outputs = {analyse(tmp_path / str(n), twins)["topic"]["trend_id"] for n in range(3)}
+    assert outputs == {twins[0].id}  # equal scores: collection order decides, every time
+
+
+def test_it_recognises_near_duplicate_titles():
+    def same(a: str, b: str) -> bool:
+        return similar(title_tokens(a), title_tokens(b))
+
+    assert same("Tessera unveils a 3nm RISC-V laptop chip", "Tessera Semiconductor unveils 3 nm RISC-V laptop chip with 20-hour battery claim")
+    assert same("Major CDN outage knocks thousands of websites offline for 90 minutes", "CDN outage takes thousands of websites offline")
+    assert same("Café owners in Lyon cut food waste by 30% with an AI forecasting tool", "Lyon cafés are using AI to cut food waste by 30 %")
+    assert not same("Laptop makers rush to RISC-V", "Tessera unveils a 3nm RISC-V laptop chip")
+    assert not same("Smartphone shipments grow for the fourth straight quarter", "Smartphone shipments up again as mid-range phones get cheaper")
+
+
+@pytest.mark.django_db
+def test_it_merges_near_duplicates_across_sources(tmp_path):
+    stories = [
+        trend("hn", "Tessera unveils a 3nm RISC-V laptop chip", hours_ago=2, engagement=498),
+        trend("circuit", "Tessera Semiconductor unveils 3 nm RISC-V laptop chip with 20-hour battery claim", hours_ago=3, engagement=96, summary="Eight RISC-V cores and a neural engine."),
+        trend("reddit", "Tessera's 3 nm RISC-V laptop chip promises 20 hours of battery life", hours_ago=1, engagement=6962),
+        trend("circuit", "Laptop makers rush to RISC-V", hours_ago=0, engagement=10),
+        trend("reddit", "Smart ring tracks sleep and stress", hours_ago=0, engagement=40),
+    ]
+    out = analyse(tmp_path, stories, theme={"keywords": ["chip"]})
+    topic = out["topic"]
+    assert sorted(topic["trend_ids"]) == sorted(s.id for s in stories[:3])
+    assert {r["title"] for r in topic["related"]} | {topic["title"]} == {s.title for s in stories[:3]}
+    assert len(topic["related"]) == 2
+    assert topic["summary"] == "Eight RISC-V cores and a neural engine."  # the lead had none: a member's summary
+    assert out["candidates"][0]["components"]["sources"] == 3
+    assert len(out["candidates"]) == 3  # five stories, three candidates
+
+
+@pytest.mark.django_db
+def test_it_merges_stories_that_link_the_same_page(tmp_path):
+    a = trend("hn", "Show HN: Zero-dependency SQLite replication", url="https://tinylog.example/sqlite-replication/", engagement=377)
+    b = trend("blogs", "Replicating SQLite, the hard way", url="https://www.tinylog.example/sqlite-replication?utm_source=rss", engagement=19)
+    out = analyse(tmp_path, [a, b])
+    assert sorted(out["topic"]["trend_ids"]) == sorted([a.id, b.id])
+
+
+@pytest.mark.django_db
+def test_it_scores_theme_keywords_on_word_boundaries(tmp_path):
+    theme = {"keywords": ["ai", "open source", "robot"]}
+    plain = trend("wire", "Painters said the detailing looks plain and brainy", engagement=50)
+    hits = trend("blog", "Open-source robots learn to paint with AI", engagement=50)
+    summary_only = trend("news", "Gallery opens a new wing", engagement=50, summary="The curators used an AI model to hang the works.")
+    out = analyse(tmp_path, [plain, hits, summary_only], theme=theme)
+    by_id = {c["trend_id"]: c for c in out["candidates"]}
+    assert by_id[plain.id]["components"]["keywords"] == 0.0  # "ai" inside "painters" does not count
+    assert by_id[hits.id]["components"]["keywords"] == round(1 - 0.5**3, 4)
+    assert by_id[summary_only.id]["components"]["keywords"] == round(1 - 0.5**0.5, 4)
+    assert out["topic"]["trend_id"] == hits.id
+    assert out["topic"]["keywords"][:3] == ["ai", "open source", "robot"]
+    assert out["topic"]["hashtags"][:3] == ["#AI", "#OpenSource", "#Robot"]
+
+
+@pytest.mark.django_db
+def test_it_measures_recency_from_the_newest_item_or_params_now(tmp_path):
+    fresh = trend("wire", "Heat pump sales overtake gas boilers", hours_ago=0)
+    day_old = trend("desk", "Drone delivers defibrillator in four minutes", hours_ago=24)
+    out = analyse(tmp_path, [fresh, day_old])
+    by_id = {c["trend_id"]: c for c in out["candidates"]}
+    assert by_id[fresh.id]["components"]["recency"] == 1.0
+    assert by_id[day_old.id]["components"]["recency"] == 0.5  # one half-life (24 h)
+    assert out["reference_time"] == NEWEST.isoformat()
+
+    later = analyse(tmp_path / "later", [fresh, day_old], params={"now": (NEWEST + timedelta(hours=24)).isoformat()})
+    by_id = {c["trend_id"]: c for c in later["candidates"]}
+    assert by_id[fresh.id]["components"]["recency"] == 0.5
+    assert by_id[day_old.id]["components"]["recency"] == 0.25
+
+
+@pytest.mark.django_db
+def test_it_normalises_engagement_within_each_source(tmp_path):
+    reddit_top = trend("reddit", "Robot bartender pours a perfect pint", engagement=20000)
+    reddit_low = trend("reddit", "Printer ink prices fall again", engagement=200)
+    hn_top = trend("hn", "A tiny Lisp in 1 KB of assembly", engagement=500)
+    hn_low = trend("hn", "Plain text is all you need", engagement=5)
+    out = analyse(tmp_path, [reddit_top, reddit_low, hn_top, hn_low])
+    by_id = {c["trend_id"]: c["components"]["engagement"] for c in out["candidates"]}
+    assert by_id[reddit_top.id] == by_id[hn_top.id] == 1.0
+
+
+def make_job(theme: Theme, status: str, topic: dict | None) -> Job:
+    job = Job.objects.create(theme=theme, status=status)
+    if topic is not None:
+        StageRun.objects.create(job=job, stage="trend_analysis", attempt=1, status=StageRun.Status.SUCCEEDED, output={"topic": topic, "candidates": []})
+    return job
+
+
+@pytest.mark.django_db
+def test_it_skips_topics_used_by_recent_jobs_of_the_theme(tmp_path):
+    theme = Theme.objects.create(name="Tech pulse", slug="tech-pulse-skip", keywords=["ai"])
+    other_theme = Theme.objects.create(name="Other", slug="other-skip")
+    best = trend("wire", "AI model runs on a Raspberry Pi", engagement=900)
+    repost = trend("forum", "Tiny open-source AI model runs on a Raspberry Pi 5 board", hours_ago=30, engagement=1)
+    second = trend("wire", "AI forecasting cuts café food waste", hours_ago=2, engagement=300)
+    third = trend("wire", "Heat pumps outsell gas boilers", hours_ago=3, engagement=100)
+
+    done = make_job(theme, Job.Status.COMPLETED, {"trend_id": best.id, "title": best.title, "related": []})
+    make_job(theme, Job.Status.FAILED, {"trend_id": second.id, "title": second.title, "related": []})  # never published
+    make_job(other_theme, Job.Status.COMPLETED, {"trend_id": second.id, "title": second.title})  # another theme
+    current = make_job(theme, Job.Status.RUNNING, {"trend_id": second.id, "title": second.title})  # this job's earlier run
+
+    theme_input = theme.as_input()
+    out = analyse(tmp_path, [best, repost, second, third], theme=theme_input, job_id=current.id)
+    assert out["topic"]["trend_id"] == second.id
+    assert out["skipped"] == [{"trend_id": best.id, "title": best.title, "reason": f"used by job {done.id}"}]
+
+    # Collected without the original, the repost is a story of its own: its title gives it away.
+    newer = make_job(theme, Job.Status.COMPLETED, {"trend_id": second.id, "title": second.title, "related": []})
+    out = analyse(tmp_path / "again", [repost, second, third], theme=theme_input, job_id=current.id)
+    assert out["topic"]["trend_id"] == third.id
+    assert {s["trend_id"]: s["reason"] for s in out["skipped"]} == {
+        second.id: f"used by job {newer.id}",
+        repost.id: f"similar to the topic of job {done.id}",
+    }
+
+
+@pytest.mark.django_db
+def test_it_fails_with_a_hint_when_every_topic_was_used(tmp_path):
+    theme = Theme.objects.create(name="Tech pulse", slug="tech-pulse-used")
+    only = trend("wire", "Quantum sensor finds water pipes leaks")
+    make_job(theme, Job.Status.COMPLETED, {"trend_id": only.id, "title": only.title, "related": []})
+    current = make_job(theme, Job.Status.RUNNING, None)
+    with pytest.raises(PermanentStageError) as exc:
+        analyse(tmp_path, [only], theme=theme.as_input(), job_id=current.id)
+    assert "all 1 candidate stories were used" in exc.value.message
+    assert "add sources" in exc.value.hint
+
+
+@pytest.mark.django_db
+def test_it_fails_with_a_hint_when_nothing_was_collected(tmp_path):
+    with pytest.raises(PermanentStageError) as exc:
+        analyse(tmp_path, [])
+    assert "no stories" in exc.value.message and "add sources" in exc.value.hint
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        ("How to cut your Rust build time in half", "how-to"),
+        ("Should AI pull requests be banned? Maintainers are split", "debate"),
+        ("Chipmaker unveils a 3 nm laptop processor", "breaking"),
+        ("Why the leap second broke our scheduler", "explainer"),
+        ("A quiet afternoon with a soldering iron", "explainer"),
+    ],
+)
+def test_it_reads_the_angle_from_title_cues(tmp_path, title, expected):
+    assert analyse(tmp_path, [trend("wire", title)])["topic"]["angle"] == expected
