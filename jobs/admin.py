@@ -13,10 +13,10 @@ from jobs.models import Artifact, FailedStageRun, Job, Publication, ReviewDecisi
 def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, verb: str, fn) -> None:
     """Apply an orchestrator action to each selected job; report successes and refusals."""
     done, refused = [], []
-    for job in queryset.only("pk"):
+    for pk in queryset.values_list("pk", flat=True):
         try:
-            fn(job.pk)
-            done.append(str(job.pk))
+            fn(pk)
+            done.append(str(pk))
         except (orchestrator.InvalidState, ValueError) as exc:
             refused.append(str(exc))
     if done:

@@ -133,9 +133,21 @@ class Watcher:
 
 
 def describe(job: Job) -> str:
+    """A job's outcome in a few lines: status, the error and its hint, the video to review."""
+    from django.conf import settings
+
+    from jobs.models import Artifact
+
     text = f"job {job.pk}: {job.get_status_display().lower()}"
     if job.status == Job.Status.FAILED:
         text += f" at {job.error_stage} ({job.error_kind}): {job.error_message}"
         if job.error_hint:
             text += f"\n  hint: {job.error_hint}"
+    video = (
+        Artifact.objects.filter(job=job, kind="video", stage_run__status=StageRun.Status.SUCCEEDED, stage_run__superseded_at__isnull=True)
+        .order_by("-id")
+        .first()
+    )
+    if video is not None:
+        text += f"\n  video: {settings.MEDIA_ROOT / video.path}"
     return text
