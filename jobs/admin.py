@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
-from jobs import orchestrator
+from jobs import orchestrator, schedules
 from jobs.models import Artifact, FailedStageRun, Job, Publication, ReviewDecision, StageRun, Theme, Trend
 
 
@@ -27,16 +30,34 @@ def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
 
 @admin.register(Theme)
 class ThemeAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "target_seconds", "voice", "created"]
+    list_display = ["name", "slug", "target_seconds", "voice", "schedule_cron", "created"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     actions = ["run_now"]
+    change_form_template = "admin/jobs/theme/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "keywords", "sources"]}),
+        ("Video", {"fields": ["target_seconds", "voice", "settings"]}),
+        ("Schedule", {"fields": ["schedule_cron", "schedule_batch"]}),
+    ]
 
-    @admin.action(description="Run now (start a job for each selected theme)", permissions=["change"])
+    @admin.action(description="Run now (start a job for each selected theme)", permissions=["run"])
     def run_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         for theme in queryset:
             job = orchestrator.start_job(theme, user=request.user)
             self.message_user(request, f"Started job {job.pk} for {theme.slug}", messages.SUCCESS)
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.add_job")
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        schedules.sync_schedule(obj)
+
+    def delete_model(self, request, obj) -> None:
+        obj.schedule_cron = ""
+        schedules.sync_schedule(obj)
+        super().delete_model(request, obj)
 
 
 class StageRunInline(admin.TabularInline):
@@ -54,7 +75,9 @@ class StageRunInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "theme", "status", "current_stage", "created", "finished", "error_stage"]
+    list_display = ["id", "console_link", "theme", "status_pill", "current_stage", "stage_progress", "created", "error_summary"]
+    list_display_links = ["id"]
+    list_per_page = 50
     list_filter = ["status", "current_stage", "theme", "created"]
     list_select_related = ["theme"]
     search_fields = ["id", "theme__name", "error_message"]
@@ -64,10 +87,58 @@ class JobAdmin(admin.ModelAdmin):
         "status", "current_stage", "cancel_requested", "started", "finished", "updated", "created",
         "error_stage", "error_kind", "error_message", "error_hint", "created_by", "idempotency_key",
     ]
-    actions = ["retry", "cancel", "approve", "reject"]
+    actions = ["retry", "rerun_from", "cancel", "approve", "reject"]
 
     def has_add_permission(self, request) -> bool:
         return False  # jobs start from a theme ("Run now"), the API or run_pipeline
+
+    def get_queryset(self, request):
+        # One extra query for the whole page's stage runs (the progress column), never one per row.
+        runs = StageRun.objects.only("id", "job_id", "stage", "attempt", "status", "progress").order_by("attempt")
+        return super().get_queryset(request).prefetch_related(Prefetch("runs", queryset=runs))
+
+    @admin.display(description="Console")
+    def console_link(self, job: Job) -> str:
+        return format_html('<a href="{}">open</a>', reverse("console:job_detail", args=[job.pk]))
+
+    @admin.display(description="Status", ordering="status")
+    def status_pill(self, job: Job) -> str:
+        return format_html('<span class="pill s-{}">{}</span>', job.status, job.get_status_display())
+
+    @admin.display(description="Stages")
+    def stage_progress(self, job: Job) -> str:
+        latest: dict[str, StageRun] = {}
+        for run in job.runs.all():
+            latest[run.stage] = run
+        from stages.pipeline import STAGES
+
+        return format_html(
+            '<span class="steps">{}</span>',
+            format_html_join(
+                "", '<span class="s-{}" title="{}: {}"></span>',
+                ((latest[s.key].status if s.key in latest else "none", s.label, latest[s.key].status if s.key in latest else "not started") for s in STAGES),
+            ),
+        )
+
+    @admin.display(description="Error")
+    def error_summary(self, job: Job) -> str:
+        if not job.error_stage:
+            return ""
+        return f"{job.error_stage}: {job.error_message[:80]}"
+
+    @admin.action(description="Re-run from a chosen stage…", permissions=["change"])
+    def rerun_from(self, request, queryset):
+        from stages.pipeline import STAGES
+
+        stage = request.POST.get("from_stage")
+        if stage and request.POST.get("confirm"):
+            _each(self, request, queryset, f"Re-running from {stage}", lambda pk: orchestrator.retry_job(pk, from_stage=stage, user=request.user))
+            return None
+        return TemplateResponse(request, "admin/jobs/job/rerun_from.html", {
+            **self.admin_site.each_context(request), "title": "Re-run from a chosen stage", "jobs": queryset,
+            "stages": [s for s in STAGES if not s.gate], "opts": self.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
 
     @admin.action(description="Retry (resume from the failed stage)", permissions=["change"])
     def retry(self, request, queryset) -> None:

@@ -32,6 +32,10 @@ class Theme(models.Model):
     target_seconds = models.PositiveSmallIntegerField(default=30, help_text="Target video length (30-60 s).")
     voice = models.CharField(max_length=120, blank=True, default="", help_text="Voice name for the voiceover provider.")
     settings = models.JSONField(default=_dict, blank=True, help_text="Per-stage settings: {\"voiceover\": {…}, …}.")
+    schedule_cron = models.CharField(
+        max_length=100, blank=True, default="", help_text="Cron expression for automatic runs, e.g. \"0 9 * * 1-5\"; empty: no schedule."
+    )
+    schedule_batch = models.PositiveSmallIntegerField(default=1, help_text="Jobs per scheduled run (one per top topic).")
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -54,6 +58,13 @@ class Theme(models.Model):
             unknown = set(self.settings) - set(STAGE_KEYS) - {"providers"}
             if unknown:
                 errors["settings"] = f"Unknown stages in settings: {', '.join(sorted(unknown))}."
+        if self.schedule_cron:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.schedule_cron):
+                errors["schedule_cron"] = "Not a valid cron expression (minute hour day month weekday)."
+        if not 1 <= (self.schedule_batch or 0) <= 20:
+            errors["schedule_batch"] = "A batch is 1 to 20 jobs."
         if not 5 <= (self.target_seconds or 0) <= 180:
             errors["target_seconds"] = "Target length must be between 5 and 180 seconds."
         if errors:

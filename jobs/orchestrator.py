@@ -192,6 +192,18 @@ def start_job(theme: Theme, *, params: dict | None = None, user=None, idempotenc
     return job
 
 
+def start_batch(theme: Theme, count: int, *, user=None) -> list[Job]:
+    """N jobs for the theme's top N topics: job i asks trend analysis for the i-th best topic."""
+    if not 1 <= count <= 20:
+        raise ValueError("a batch is 1 to 20 jobs")
+    batch = timezone.now().strftime("%Y%m%d%H%M%S") + f"-{random.randrange(16**4):04x}"
+    with transaction.atomic():
+        return [
+            start_job(theme, params={"topic_rank": i, "batch": batch, "batch_size": count}, user=user)
+            for i in range(count)
+        ]
+
+
 def resume_point(job: Job) -> str:
     """The first stage, in pipeline order, with no current checkpoint."""
     done = set(

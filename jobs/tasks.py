@@ -13,3 +13,12 @@ def sweep() -> str:
     """Scheduled backstop for deployments that run plain ``qcluster`` without ``manage.py worker``."""
     report = orchestrator.sweep()
     return f"crashed={len(report.crashed)} pushed={len(report.pushed)}"
+
+
+def run_theme(theme_id: int, count: int = 1) -> str:
+    """A theme's scheduled run: a batch of ``count`` jobs for its top topics."""
+    from jobs.models import Theme
+
+    theme = Theme.objects.get(pk=theme_id)
+    jobs = orchestrator.start_batch(theme, count) if count > 1 else [orchestrator.start_job(theme)]
+    return "started " + ", ".join(str(j.pk) for j in jobs)

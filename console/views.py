@@ -1,0 +1,331 @@
+"""Operator console: dashboard, job page, review page, media. HTMX partials for what moves.
+
+Every view checks the user (staff + model permission); every action goes through
+``jobs.orchestrator``: no view writes a status.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Prefetch, Q, Window
+from django.db.models.functions import RowNumber
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from jobs import orchestrator
+from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
+from stages import pipeline
+
+RS = StageRun.Status
+JS = Job.Status
+
+
+def console_view(perm: str = "jobs.view_job") -> Callable:
+    """Logged-in staff with ``perm``; anonymous users go to the login page, others get 403."""
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+            if not request.user.is_active or not request.user.is_staff or not request.user.has_perm(perm):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def _context(request: HttpRequest, **extra) -> dict:
+    return {**admin.site.each_context(request), "stage_keys": pipeline.STAGE_KEYS, **extra}
+
+
+# --- dashboard ------------------------------------------------------------------------------
+
+
+def stage_stats(since) -> list[dict]:
+    """Per stage: attempts, success rate and median duration of succeeded attempts since ``since``.
+
+    Two queries whatever the row count: counts by (stage, status), and the median picked in SQL
+    with a window function (works on PostgreSQL and SQLite alike).
+    """
+    finished = StageRun.objects.filter(finished_at__gte=since).exclude(stage__in=[s.key for s in pipeline.STAGES if s.gate])
+    counts: dict[str, dict[str, int]] = {}
+    for row in finished.values("stage", "status").annotate(n=Count("id")).order_by():
+        counts.setdefault(row["stage"], {})[row["status"]] = row["n"]
+    durations = (
+        finished.filter(status=RS.SUCCEEDED, started_at__isnull=False)
+        .annotate(
+            d=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField()),
+            rn=Window(RowNumber(), partition_by=[F("stage")], order_by=F("d").asc()),
+            cnt=Window(Count("id"), partition_by=[F("stage")]),
+        )
+        .values("stage", "d", "rn", "cnt")
+    )
+    medians: dict[str, float] = {}
+    for row in durations.filter(rn=(F("cnt") + 1) / 2):
+        medians[row["stage"]] = row["d"].total_seconds()
+    rows = []
+    for spec in pipeline.STAGES:
+        if spec.gate:
+            continue
+        c = counts.get(spec.key, {})
+        total = sum(c.values())
+        ok = c.get(RS.SUCCEEDED, 0)
+        rows.append({
+            "stage": spec.key, "label": spec.label, "total": total, "succeeded": ok,
+            "rate": (ok / total) if total else None, "median": medians.get(spec.key),
+        })
+    return rows
+
+
+def _dashboard_data() -> dict:
+    now = timezone.now()
+    counts = {row["status"]: row["n"] for row in Job.objects.values("status").annotate(n=Count("id")).order_by()}
+    open_runs = Prefetch("runs", queryset=StageRun.objects.filter(status__in=[RS.RUNNING, RS.QUEUED]).order_by("-id"), to_attr="open_runs")
+    running = list(Job.objects.for_dashboard().filter(status__in=[JS.PENDING, JS.RUNNING, JS.PUBLISHING]).prefetch_related(open_runs).order_by("-created")[:15])
+    review = list(Job.objects.for_dashboard().filter(status=JS.AWAITING_REVIEW).order_by("created")[:15])
+    failures = list(Job.objects.for_dashboard().filter(status=JS.FAILED).order_by("-finished")[:10])
+    day, week = stage_stats(now - timedelta(days=1)), stage_stats(now - timedelta(days=7))
+    longest = max([r["median"] or 0 for r in day + week] + [0.001])
+    stats = [
+        {**d, "week": w, "day_width": (d["median"] or 0) / longest * 100, "week_width": (w["median"] or 0) / longest * 100}
+        for d, w in zip(day, week)
+    ]
+    return {
+        "counts": [(value, label, counts.get(value, 0)) for value, label in JS.choices],
+        "running": running, "review": review, "failures": failures, "stats": stats,
+        "active": bool(running), "now": now,
+    }
+
+
+@require_GET
+@console_view()
+def dashboard(request: HttpRequest) -> TemplateResponse:
+    return TemplateResponse(request, "console/dashboard.html", _context(request, title="Dashboard", **_dashboard_data()))
+
+
+@require_GET
+@console_view()
+def dashboard_live(request: HttpRequest) -> TemplateResponse:
+    return TemplateResponse(request, "console/partials/dashboard_live.html", _context(request, **_dashboard_data()))
+
+
+# --- job page -------------------------------------------------------------------------------
+
+
+def _job_data(job: Job) -> dict:
+    runs = list(job.runs.prefetch_related("artifacts").order_by("queued_at", "id"))
+    start = min((r.started_at or r.queued_at for r in runs), default=job.created)
+    end = max([r.finished_at or timezone.now() for r in runs] + [start + timedelta(seconds=1)])
+    span = (end - start).total_seconds() or 1.0
+    for run in runs:
+        begin = run.started_at or run.queued_at
+        stop = run.finished_at or (timezone.now() if run.status in (RS.RUNNING, RS.WAITING) else begin)
+        run.bar_left = (begin - start).total_seconds() / span * 100
+        run.bar_width = max(0.6, (stop - begin).total_seconds() / span * 100)
+    latest: dict[str, StageRun] = {}
+    for run in runs:
+        latest[run.stage] = run
+    steps = [{"spec": spec, "run": latest.get(spec.key)} for spec in pipeline.STAGES]
+    checkpoints = {r.stage: r for r in runs if r.is_checkpoint}
+    return {
+        "job": job, "runs": runs, "steps": steps, "span": span, "checkpoints": checkpoints,
+        "reviews": list(job.reviews.select_related("decided_by")),
+        "rerun_stages": [s for s in pipeline.STAGES if not s.gate],
+        "change_stages": [s for s in pipeline.STAGES[: pipeline.index(next(g.key for g in pipeline.STAGES if g.gate))]],
+    }
+
+
+@require_GET
+@console_view()
+def job_detail(request: HttpRequest, pk: int) -> TemplateResponse:
+    job = get_object_or_404(Job.objects.select_related("theme", "created_by"), pk=pk)
+    return TemplateResponse(request, "console/job_detail.html", _context(request, title=f"Job {job.pk}", **_job_data(job)))
+
+
+@require_GET
+@console_view()
+def job_live(request: HttpRequest, pk: int) -> TemplateResponse:
+    job = get_object_or_404(Job.objects.select_related("theme", "created_by"), pk=pk)
+    return TemplateResponse(request, "console/partials/job_live.html", _context(request, **_job_data(job)))
+
+
+@require_POST
+@console_view("jobs.change_job")
+def job_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    job = get_object_or_404(Job, pk=pk)
+    try:
+        if action == "retry":
+            orchestrator.retry_job(job.pk, user=request.user)
+            messages.success(request, f"Job {job.pk} resumed from {orchestrator.resume_point(job)}.")
+        elif action == "rerun":
+            stage = request.POST.get("from_stage", "")
+            orchestrator.retry_job(job.pk, from_stage=stage, user=request.user)
+            messages.success(request, f"Job {job.pk} re-runs from {stage}.")
+        elif action == "cancel":
+            orchestrator.cancel_job(job.pk, user=request.user)
+            messages.success(request, f"Job {job.pk} cancelled.")
+        else:
+            raise Http404("unknown action")
+    except (orchestrator.InvalidState, ValueError) as exc:
+        messages.error(request, str(exc))
+    target = request.POST.get("next") or reverse("console:job_detail", args=[job.pk])
+    if not target.startswith("/"):
+        target = reverse("console:job_detail", args=[job.pk])
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = target
+        return response
+    return redirect(target)
+
+
+# --- review ---------------------------------------------------------------------------------
+
+
+@require_GET
+@console_view()
+def review(request: HttpRequest, pk: int) -> TemplateResponse:
+    job = get_object_or_404(Job.objects.select_related("theme"), pk=pk)
+    data = _job_data(job)
+    cps = data["checkpoints"]
+    video = thumb = None
+    if "composition" in cps:
+        for art in cps["composition"].artifacts.all():
+            if art.kind == "video":
+                video = art
+            elif art.kind == "thumbnail":
+                thumb = art
+    comp = (cps.get("composition").output or {}) if "composition" in cps else {}
+    return TemplateResponse(request, "console/review.html", _context(
+        request, title=f"Review job {job.pk}", **data, video=video, thumbnail=thumb,
+        script=(cps["script_generation"].output if "script_generation" in cps else None),
+        topic=((cps["trend_analysis"].output or {}).get("topic") if "trend_analysis" in cps else None),
+        captions=((cps["voiceover"].output or {}).get("captions", []) if "voiceover" in cps else []),
+        qc=comp.get("qc"), can_review=request.user.has_perm("jobs.review_job"),
+        decisions=ReviewDecision.Decision,
+    ))
+
+
+@require_POST
+@console_view("jobs.review_job")
+def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=pk)
+    decision = request.POST.get("decision", "")
+    try:
+        orchestrator.review_job(
+            job.pk, decision, user=request.user, notes=request.POST.get("notes", "").strip(),
+            from_stage=request.POST.get("from_stage") or None,
+        )
+        messages.success(request, f"Job {job.pk}: {ReviewDecision.Decision(decision).label.lower()}.")
+        return redirect("console:job_detail", pk=job.pk)
+    except (orchestrator.InvalidState, ValueError) as exc:
+        messages.error(request, str(exc))
+        return redirect("console:review", pk=job.pk)
+
+
+# --- themes ---------------------------------------------------------------------------------
+
+
+@require_POST
+@console_view("jobs.add_job")
+def theme_run(request: HttpRequest, pk: int) -> HttpResponse:
+    theme = get_object_or_404(Theme, pk=pk)
+    try:
+        count = int(request.POST.get("count", "1"))
+        jobs = orchestrator.start_batch(theme, count, user=request.user) if count > 1 else [orchestrator.start_job(theme, user=request.user)]
+    except ValueError as exc:
+        messages.error(request, f"Not started: {exc}")
+        return redirect("console:dashboard")
+    messages.success(request, f"Started job {', '.join(str(j.pk) for j in jobs)} for {theme.name}.")
+    if len(jobs) == 1:
+        return redirect("console:job_detail", pk=jobs[0].pk)
+    return redirect("console:dashboard")
+
+
+# --- media ----------------------------------------------------------------------------------
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _media_path(artifact: Artifact) -> Path:
+    root = Path(settings.MEDIA_ROOT).resolve()
+    path = (root / artifact.path).resolve()
+    if root not in path.parents or not path.is_file():
+        raise Http404("no such file")
+    return path
+
+
+def _file_chunks(path: Path, start: int, length: int, chunk: int = 1 << 16):
+    with path.open("rb") as fh:
+        fh.seek(start)
+        remaining = length
+        while remaining > 0:
+            data = fh.read(min(chunk, remaining))
+            if not data:
+                break
+            remaining -= len(data)
+            yield data
+
+
+@require_GET
+@console_view()
+def media(request: HttpRequest, pk: int, artifact_id: int) -> HttpResponse:
+    """Serve one artifact of one job, with HTTP Range so video players can seek."""
+    artifact = get_object_or_404(Artifact, pk=artifact_id, job_id=pk)
+    path = _media_path(artifact)
+    size = path.stat().st_size
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    start, end, status = 0, size - 1, 200
+    header = request.headers.get("Range", "")
+    match = _RANGE.match(header.strip()) if header else None
+    if header and match is None and header.startswith("bytes="):
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    if match:
+        first, last = match.groups()
+        if first == "" and last == "":
+            pass
+        elif first == "":  # suffix: the last N bytes
+            start = max(0, size - int(last))
+        else:
+            start = int(first)
+            end = min(int(last), size - 1) if last else size - 1
+        if start >= size or start > end:
+            response = HttpResponse(status=416)
+            response["Content-Range"] = f"bytes */{size}"
+            return response
+        status = 206
+    length = end - start + 1
+    response = StreamingHttpResponse(_file_chunks(path, start, length), status=status, content_type=content_type)
+    response["Content-Length"] = str(length)
+    response["Accept-Ranges"] = "bytes"
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    if status == 206:
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+    if request.GET.get("download"):
+        response["Content-Disposition"] = f'attachment; filename="job{pk}-{os.path.basename(path)}"'
+    return response
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("console:dashboard")
