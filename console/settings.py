@@ -239,5 +239,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django_q": {"level": env_str("Q_LOG_LEVEL", "WARNING"), "propagate": True}},
+    "loggers": {
+        "django_q": {"level": env_str("Q_LOG_LEVEL", "WARNING"), "propagate": True},
+        # httpx logs full request URLs (query tokens included) at INFO: keep secrets out of logs
+        "httpx": {"level": env_str("HTTPX_LOG_LEVEL", "WARNING"), "propagate": True},
+        "httpcore": {"level": "WARNING", "propagate": True},
+    },
 }

@@ -91,7 +91,9 @@ def build_metadata(ctx: StageContext, composition: dict[str, Any]) -> dict[str, 
         sources.append({"title": topic.get("title", ""), "url": topic["url"], "source": topic.get("source", "")})
     for related in topic.get("related") or []:
         if isinstance(related, dict) and related.get("url") and related["url"] not in {s["url"] for s in sources}:
-            sources.append({"title": related.get("title", ""), "url": related["url"], "source": related.get("source", "")})
+            sources.append(
+                {"title": related.get("title", ""), "url": related["url"], "source": related.get("source", "")}
+            )
     qc = composition.get("qc") or {}
     return {
         "title": title,
@@ -127,4 +129,7 @@ def _result(ctx: StageContext, publication: Publication, *, already: bool, reuse
     tmp = receipt.with_suffix(".json.part")
     tmp.write_text(json.dumps(output, ensure_ascii=False, indent=2), encoding="utf-8")
     tmp.replace(receipt)
-    return StageResult(output=output, artifacts=[ArtifactSpec("publication.json", "json", f"Publication receipt ({publication.destination})")])
+    return StageResult(
+        output=output,
+        artifacts=[ArtifactSpec("publication.json", "json", f"Publication receipt ({publication.destination})")],
+    )

@@ -22,12 +22,14 @@ Steps:
 4. Skip stories this theme's other recent jobs already used (their succeeded trend_analysis runs:
    same trend ids, or a similar title). Jobs that failed or were cancelled do not count - their
    video never went out. Nothing left -> ``PermanentStageError`` with a hint.
-5. Take the best (ties broken by sources, engagement, then collection order - deterministic) and
+5. Take the best (ties broken by sources, engagement, then collection order - deterministic) - or,
+   for job i of a batch (``params["topic_rank"] = i``, ``params["batch"]`` shared), the i-th best
+   new one; siblings do not count as "recent jobs", so the ranks stay stable while they run - and
    extract keywords, CamelCase hashtags and an angle (breaking / explainer / debate / how-to)
    from title cues.
 
 Output: ``{"topic": {...}, "candidates": [top 5 with score and components], "reference_time",
-"skipped": [...]}``; ``analysis.json`` holds every candidate.
+"rank", "skipped": [...]}``; ``analysis.json`` holds every candidate.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ _ANGLE_CUES = {
     "explainer": re.compile(r"\bwhy\b|\bwhat\b|\bexplain\w*|\bunderstanding\b|\binside\b|\bfirst look\b|\?"),
 }
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_COMPOUND = re.compile(r"[^\W_]+(?:-[^\W_]+)*", re.UNICODE)  # "free-threaded" stays one keyword
 _TOKEN = re.compile(r"[a-z]+|[0-9]+(?:\.[0-9]+)*")
 
 
@@ -187,6 +190,9 @@ def run(ctx: StageContext) -> StageResult:
             f"trend_analysis weights name unknown components: {', '.join(sorted(unknown))}",
             hint=f"use {', '.join(WEIGHTS)}",
         )
+    for name, value in weights.items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise PermanentStageError(f"trend_analysis weight {name}={value!r} must be a number >= 0")
     half_life = _positive(settings.get("half_life_hours", HALF_LIFE_HOURS), "half_life_hours")
 
     ctx.progress(0.05, f"Loading {len(trend_ids)} collected stories")
@@ -205,16 +211,26 @@ def run(ctx: StageContext) -> StageResult:
     candidates.sort(key=Candidate.sort_key)
 
     ctx.progress(0.7, "Checking topics used by recent jobs")
+    rank = topic_rank(ctx.params)
     used = used_topics(ctx)
     chosen: Candidate | None = None
     skipped: list[dict[str, Any]] = []
+    fresh = 0
     for candidate in candidates:
         reason = used_reason(candidate, used)
-        if reason is None:
+        if reason is not None:
+            skipped.append({"trend_id": candidate.lead.id, "title": candidate.lead.title, "reason": reason})
+            continue
+        if fresh == rank:
             chosen = candidate
             break
-        skipped.append({"trend_id": candidate.lead.id, "title": candidate.lead.title, "reason": reason})
+        fresh += 1  # a better topic, left to the batch sibling with that rank
     if chosen is None:
+        if rank and fresh:
+            raise PermanentStageError(
+                f"no topic for rank {rank + 1}: only {fresh} new candidate stories (of {len(candidates)})",
+                hint="the batch is larger than the number of new topics; add sources or use a smaller batch",
+            )
         raise PermanentStageError(
             f"no new topic: all {len(candidates)} candidate stories were used by this theme's recent jobs",
             hint="all recent topics were used; add sources to the theme or wait for the feeds to bring new stories",
@@ -226,6 +242,7 @@ def run(ctx: StageContext) -> StageResult:
         "topic": topic,
         "candidates": [c.brief() for c in candidates[:TOP_CANDIDATES]],
         "reference_time": reference.isoformat(),
+        "rank": rank,
         "skipped": skipped,
     }
     path = ctx.work_dir / "analysis.json"
@@ -271,7 +288,9 @@ def reference_time(ctx: StageContext, items: list[Item]) -> datetime:
     if raw:
         value = parse_datetime(str(raw)) if not isinstance(raw, datetime) else raw
         if value is None:
-            raise PermanentStageError(f"job parameter now={raw!r} is not an ISO date-time", hint="e.g. 2026-11-28T18:00:00Z")
+            raise PermanentStageError(
+                f"job parameter now={raw!r} is not an ISO date-time", hint="e.g. 2026-11-28T18:00:00Z"
+            )
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if ctx.stage_settings.get("reference") == "now":
         return timezone.now()
@@ -377,6 +396,20 @@ def score_all(
 
 
 # -- topics already used ---------------------------------------------------------------------
+def topic_rank(params: dict[str, Any]) -> int:
+    """``params["topic_rank"]``: a batch's job i takes the i-th best new topic (0 = the best)."""
+    raw = params.get("topic_rank")
+    if raw is None:
+        return 0
+    try:
+        value = raw if isinstance(raw, int) and not isinstance(raw, bool) else int(str(raw).strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise PermanentStageError(f"job parameter topic_rank={raw!r} must be a whole number >= 0")
+    return value
+
+
 @dataclass
 class UsedTopic:
     job_id: int
@@ -385,23 +418,30 @@ class UsedTopic:
 
 
 def used_topics(ctx: StageContext) -> list[UsedTopic]:
-    """Topics of this theme's recent other jobs (read-only; none when the theme has no id)."""
+    """Topics of this theme's recent other jobs (read-only; none when the theme has no id).
+
+    Jobs of the same batch (``params["batch"]``) are left out: siblings split the top topics by
+    ``topic_rank``, and counting a sibling that finished first as "used" would shift every rank.
+    """
     theme_id = ctx.theme.get("id")
     if theme_id is None:
         return []
     from jobs.models import Job, StageRun
 
-    limit = int(ctx.stage_settings.get("recent_jobs", RECENT_JOBS))
+    limit = int(_positive(ctx.stage_settings.get("recent_jobs", RECENT_JOBS), "recent_jobs"))
     rows = (
         StageRun.objects.filter(job__theme_id=theme_id, stage="trend_analysis", status=StageRun.Status.SUCCEEDED)
         .exclude(job_id=ctx.job_id)
         .exclude(job__status__in=[Job.Status.FAILED, Job.Status.CANCELLED])
         .order_by("-job__created", "-finished_at", "-id")
-        .values_list("job_id", "output")
+        .values_list("job_id", "job__params", "output")
     )
+    batch = ctx.params.get("batch")
     used: list[UsedTopic] = []
     seen_jobs: set[int] = set()
-    for job_id, output in rows.iterator():
+    for job_id, job_params, output in rows.iterator():
+        if batch and isinstance(job_params, dict) and job_params.get("batch") == batch:
+            continue
         if len(seen_jobs) >= limit and job_id not in seen_jobs:
             break
         seen_jobs.add(job_id)
@@ -409,7 +449,9 @@ def used_topics(ctx: StageContext) -> list[UsedTopic]:
         if not isinstance(topic, dict):
             continue
         ids = {int(i) for i in [topic.get("trend_id"), *(topic.get("trend_ids") or [])] if isinstance(i, int)}
-        titles = [str(topic.get("title") or "")] + [str(r.get("title") or "") for r in topic.get("related") or [] if isinstance(r, dict)]
+        titles = [str(topic.get("title") or "")] + [
+            str(r.get("title") or "") for r in topic.get("related") or [] if isinstance(r, dict)
+        ]
         used.append(UsedTopic(job_id=job_id, trend_ids=ids, titles=[title_tokens(t) for t in titles if t]))
     return used
 
@@ -456,28 +498,36 @@ def _display_forms(candidate: Candidate) -> dict[str, str]:
 
 
 def topic_keywords(candidate: Candidate, limit: int = 8) -> list[str]:
-    """Matched theme keywords first, then the words the story's titles (x3) and summaries repeat."""
+    """Matched theme keywords first, then the words the story's titles (x3) and summaries repeat.
+
+    Hyphenated compounds ("free-threaded", "RISC-V") stay one keyword, so the hashtag reads
+    #FreeThreaded, not #Free #Threaded.
+    """
     counts: Counter[str] = Counter()  # by folded stem, so "chips"/"chip" and "café"/"cafe" are one
     spellings: dict[str, Counter[str]] = {}
     first: dict[str, int] = {}
     texts = [(m.title, 3) for m in candidate.members] + [(m.summary, 1) for m in candidate.members]
     for text, weight in texts:
-        for word in _WORD.findall(text):
-            key = fold(word)
-            if key in STOPWORDS or len(key) < 3 or not key.isalpha():
+        for word in _COMPOUND.findall(text):
+            parts = fold(word).split("-")
+            if not all(p.isalpha() for p in parts) or (
+                len(parts) == 1 and (parts[0] in STOPWORDS or len(parts[0]) < 3)
+            ):
                 continue
-            stem = _stem(key)
-            counts[stem] += weight
-            spellings.setdefault(stem, Counter())[word.lower()] += 1
-            first.setdefault(stem, len(first))
+            key = "-".join(_stem(p) for p in parts)
+            counts[key] += weight
+            spellings.setdefault(key, Counter())[word.lower()] += 1
+            first.setdefault(key, len(first))
     result = [k.strip().lower() for k in candidate.matched_keywords]
     taken = {_stem(t) for k in result for t in _TOKEN.findall(fold(k))}
-    for stem in sorted(counts, key=lambda s: (-counts[s], first[s])):
+    for key in sorted(counts, key=lambda k: (-counts[k], first[k])):
         if len(result) >= limit:
             break
-        if stem not in taken:
-            taken.add(stem)
-            result.append(spellings[stem].most_common(1)[0][0])
+        parts = key.split("-")
+        if all(p in taken for p in parts):
+            continue
+        taken.update(parts)
+        result.append(spellings[key].most_common(1)[0][0])
     return result[:limit]
 
 

@@ -143,7 +143,9 @@ def collect(ctx: StageContext, sources: list[FeedSource], reader: FeedProvider) 
 
     output = {"sources": reports, "trend_ids": trend_ids, "count": len(trend_ids)}
     _write_listing(ctx, output, listed)
-    return StageResult(output=output, artifacts=[ArtifactSpec("collection.json", "json", "Collected stories by source")])
+    return StageResult(
+        output=output, artifacts=[ArtifactSpec("collection.json", "json", "Collected stories by source")]
+    )
 
 
 def upsert_items(source: str, items: list[FeedItem], seen_at: datetime) -> tuple[list[int], int, int]:
@@ -165,7 +167,9 @@ def upsert_items(source: str, items: list[FeedItem], seen_at: datetime) -> tuple
     with transaction.atomic():
         existing: set[str] = set()
         for chunk in _chunks(keys):
-            existing.update(Trend.objects.filter(source=source, external_id__in=chunk).values_list("external_id", flat=True))
+            existing.update(
+                Trend.objects.filter(source=source, external_id__in=chunk).values_list("external_id", flat=True)
+            )
         rows = [
             Trend(
                 source=source,
@@ -191,7 +195,9 @@ def upsert_items(source: str, items: list[FeedItem], seen_at: datetime) -> tuple
         )
         id_by_key: dict[str, int] = {}
         for chunk in _chunks(keys):
-            id_by_key.update(Trend.objects.filter(source=source, external_id__in=chunk).values_list("external_id", "id"))
+            id_by_key.update(
+                Trend.objects.filter(source=source, external_id__in=chunk).values_list("external_id", "id")
+            )
     ids = [id_by_key[key] for key in keys]
     new = len(keys) - len(existing)
     return ids, new, len(existing)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import io
 import json
 import logging
 import math
@@ -43,7 +44,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import feedparser
 import httpx
@@ -117,12 +118,12 @@ class FeedSource:
             scheme = urlsplit(url).scheme.lower()
             if scheme not in ("http", "https"):
                 raise PermanentStageError(
-                    f"theme source {label} has URL {url!r} with unsupported scheme {scheme or '(none)'!r}",
+                    f"theme source {label} has URL {redact_url(url)!r} with unsupported scheme {scheme or '(none)'!r}",
                     hint="use an http(s) URL, or a 'path' for a local file",
                 )
             if not name:
                 name = urlsplit(url).hostname or url
-            return cls(name=name[:200], kind=kind, url=url, location=url)
+            return cls(name=name[:200], kind=kind, url=url, location=redact_url(url))
         path = Path(path_value).expanduser()
         if not path.is_absolute():
             path = ASSETS_DIR / path
@@ -179,15 +180,19 @@ class ValidatorCache:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = Path(directory) if directory is not None else Path(settings.VAR_DIR) / "feed-cache"
 
+    @staticmethod
+    def _key(url: str) -> str:
+        return hashlib.sha256(url.encode("utf-8")).hexdigest()  # URLs may hold tokens: never stored
+
     def _file(self, url: str) -> Path:
-        return self.directory / (hashlib.sha256(url.encode("utf-8")).hexdigest()[:32] + ".json")
+        return self.directory / (self._key(url)[:32] + ".json")
 
     def load(self, url: str) -> dict[str, Any] | None:
         try:
             data = json.loads(self._file(url).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if not isinstance(data, dict) or data.get("url") != url:
+        if not isinstance(data, dict) or data.get("key") != self._key(url):
             return None
         return data
 
@@ -196,7 +201,8 @@ class ValidatorCache:
             self.forget(url)
             return
         data = {
-            "url": url,
+            "key": self._key(url),
+            "location": redact_url(url),
             "kind": kind,
             "etag": etag,
             "last_modified": last_modified,
@@ -284,9 +290,15 @@ class FeedReader:
                 headers["If-None-Match"] = cached["etag"]
             if cached.get("last_modified"):
                 headers["If-Modified-Since"] = cached["last_modified"]
+        # user:password@ travels as an Authorization header, so httpx's request log never shows it.
+        parts = urlsplit(url)
+        auth = None
+        if parts.username is not None:
+            auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         deadline = time.monotonic() + self.timeout * 3  # httpx times each read; this bounds the whole body
         try:
-            with self.client.stream("GET", url, headers=headers) as response:
+            with self.client.stream("GET", url, headers=headers, auth=auth) as response:
                 status = response.status_code
                 if status == 304:
                     if not cached:  # a 304 we did not ask for: treat the feed as unchanged and empty
@@ -299,18 +311,18 @@ class FeedReader:
                     )
                 if status == 429 or status >= 500:
                     raise TransientStageError(
-                        f"source {source.name}: {url} answered HTTP {status}",
+                        f"source {source.name}: {source.location} answered HTTP {status}",
                         hint="the feed server is busy or failing; the stage retries with backoff",
                         retry_after=_retry_after(response.headers.get("Retry-After")),
                     )
                 if status >= 400:
                     raise PermanentStageError(
-                        f"source {source.name}: {url} answered HTTP {status}",
+                        f"source {source.name}: {source.location} answered HTTP {status}",
                         hint="check the URL (and any access rules of the site) in the theme's sources",
                     )
                 if status >= 300:
                     raise PermanentStageError(
-                        f"source {source.name}: {url} answered HTTP {status} without a usable redirect",
+                        f"source {source.name}: {source.location} answered HTTP {status} without a usable redirect",
                         hint="use the feed's final URL",
                     )
                 chunks: list[bytes] = []
@@ -319,12 +331,12 @@ class FeedReader:
                     size += len(chunk)
                     if size > MAX_BYTES:
                         raise PermanentStageError(
-                            f"source {source.name}: {url} is larger than {MAX_BYTES // (1024 * 1024)} MB",
+                            f"source {source.name}: {source.location} is larger than {MAX_BYTES // (1024 * 1024)} MB",
                             hint="point the source at a feed, not a download",
                         )
                     if time.monotonic() > deadline:
                         raise TransientStageError(
-                            f"source {source.name}: {url} took longer than {self.timeout * 3:.0f}s to download"
+                            f"source {source.name}: {source.location} took longer than {self.timeout * 3:.0f}s to download"
                         )
                     chunks.append(chunk)
                 content = b"".join(chunks)
@@ -333,25 +345,33 @@ class FeedReader:
                 content_type = response.headers.get("Content-Type", "")
         except httpx.TimeoutException:
             raise TransientStageError(
-                f"source {source.name}: {url} timed out after {self.timeout:g}s",
+                f"source {source.name}: {source.location} timed out after {self.timeout:g}s",
                 hint="the feed server is slow or unreachable; the stage retries with backoff",
             ) from None
         except httpx.UnsupportedProtocol as exc:
-            raise PermanentStageError(f"source {source.name}: cannot fetch {url}: {exc}") from None
+            raise PermanentStageError(f"source {source.name}: cannot fetch {source.location}: {exc}") from None
         except httpx.TooManyRedirects:
-            raise PermanentStageError(f"source {source.name}: {url} redirects in a loop") from None
+            raise PermanentStageError(f"source {source.name}: {source.location} redirects in a loop") from None
         except httpx.TransportError as exc:
             raise TransientStageError(
-                f"source {source.name}: cannot reach {url}: {exc.__class__.__name__}: {exc}",
+                f"source {source.name}: cannot reach {source.location}: {exc.__class__.__name__}: {exc}",
                 hint="network or DNS trouble; the stage retries with backoff",
             ) from None
+        except httpx.HTTPError as exc:  # DecodingError (a broken gzip body) and the like
+            raise TransientStageError(
+                f"source {source.name}: reading {source.location} failed: {exc.__class__.__name__}: {exc}"
+            ) from None
         except httpx.InvalidURL as exc:
-            raise PermanentStageError(f"source {source.name}: invalid URL {url!r}: {exc}") from None
+            raise PermanentStageError(f"source {source.name}: invalid URL {source.location!r}: {exc}") from None
 
         read = parse_feed(source, content, content_type=content_type)
         # Remember validators only for a body we understood, so a 304 always means "same good feed".
         self.cache.save(
-            url, kind=read.kind, etag=etag, last_modified=last_modified, external_ids=[i.external_id for i in read.items]
+            source.url,
+            kind=read.kind,
+            etag=etag,
+            last_modified=last_modified,
+            external_ids=[i.external_id for i in read.items],
         )
         return read
 
@@ -389,7 +409,9 @@ def parse_feed(source: FeedSource, content: bytes, *, content_type: str = "") ->
 
 def _parse_xml(source: FeedSource, content: bytes, content_type: str) -> FeedRead:
     headers = {"content-type": content_type} if content_type else None
-    parsed = feedparser.parse(content, response_headers=headers, sanitize_html=True)
+    # A stream, never bytes: feedparser opens a bytes/str argument as a file name (or URL) if it
+    # can, and a feed body must never make us read a local file.
+    parsed = feedparser.parse(io.BytesIO(content), response_headers=headers, sanitize_html=True)
     entries = parsed.get("entries") or []
     version = parsed.get("version") or ""
     bozo = parsed.get("bozo") and not isinstance(parsed.get("bozo_exception"), _BENIGN_BOZO)
@@ -400,7 +422,12 @@ def _parse_xml(source: FeedSource, content: bytes, content_type: str) -> FeedRea
             hint="open the URL/file and check it is RSS, Atom, a Reddit listing or Hacker News JSON",
         )
     if bozo:
-        logger.warning("source %s: feed is malformed (%s); kept %d entries", source.name, parsed.get("bozo_exception"), len(entries))
+        logger.warning(
+            "source %s: feed is malformed (%s); kept %d entries",
+            source.name,
+            parsed.get("bozo_exception"),
+            len(entries),
+        )
     kind = source.kind or _detect_xml_kind(parsed, version)
     items: list[FeedItem] = []
     for entry in entries:
@@ -414,7 +441,10 @@ def _detect_xml_kind(parsed: Any, version: str) -> str:
     feed = parsed.get("feed") or {}
     hosts = " ".join(
         [str(feed.get("link") or ""), str(feed.get("id") or "")]
-        + [str(e.get("comments") or "") + " " + str(e.get("link") or "") + " " + str(e.get("id") or "") for e in parsed.entries[:5]]
+        + [
+            str(e.get("comments") or "") + " " + str(e.get("link") or "") + " " + str(e.get("id") or "")
+            for e in parsed.entries[:5]
+        ]
     ).lower()
     if "news.ycombinator.com" in hosts or "hnrss" in hosts:
         return "hn"
@@ -506,7 +536,9 @@ def _reddit_item(data: Any) -> FeedItem | None:
     comments = _int(data.get("num_comments"))
     created = data.get("created_utc")
     published = _from_timestamp(created)
-    external_id = str(data.get("name") or (f"t3_{data['id']}" if data.get("id") else "") or discussion or url or title_hash(title))
+    external_id = str(
+        data.get("name") or (f"t3_{data['id']}" if data.get("id") else "") or discussion or url or title_hash(title)
+    )
     return FeedItem(
         external_id=_fit_id(external_id),
         title=title,
@@ -557,6 +589,25 @@ def _hn_item(record: Any) -> FeedItem | None:
 
 
 # -- small helpers ---------------------------------------------------------------------------
+_SECRET_PARAM = re.compile(r"key|token|secret|pass|sig|auth|session", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """The URL for messages and outputs: no user:password@, secret-looking query values masked."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return url.split("?", 1)[0]
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    query = urlencode(
+        [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 def clean_text(value: str, limit: int) -> str:
     """HTML to one line of plain text, cut at ``limit`` characters (on a word when possible)."""
     text = _SPACE.sub(" ", html.unescape(strip_tags(value or ""))).strip()

@@ -19,7 +19,9 @@ NEWEST = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
 _ids = itertools.count(1)
 
 
-def trend(source: str, title: str, *, hours_ago: float = 0, engagement: int = 0, url: str = "", summary: str = "") -> Trend:
+def trend(
+    source: str, title: str, *, hours_ago: float = 0, engagement: int = 0, url: str = "", summary: str = ""
+) -> Trend:
     n = next(_ids)
     return Trend.objects.create(
         source=source,
@@ -32,7 +34,9 @@ def trend(source: str, title: str, *, hours_ago: float = 0, engagement: int = 0,
     )
 
 
-def analyse(tmp_path: Path, trends: list[Trend], *, theme: dict | None = None, params: dict | None = None, job_id: int = 1):
+def analyse(
+    tmp_path: Path, trends: list[Trend], *, theme: dict | None = None, params: dict | None = None, job_id: int = 1
+):
     ctx = make_context(
         tmp_path,
         "trend_analysis",
@@ -50,8 +54,12 @@ def test_it_picks_the_same_demo_topic_every_time(tmp_path, settings):
     collected = trend_collection.run(make_context(tmp_path, "trend_collection", theme=DEMO_THEME)).output
     upstream = {"trend_collection": collected}
 
-    first = trend_analysis.run(make_context(tmp_path / "a", "trend_analysis", theme=DEMO_THEME, upstream=upstream)).output
-    second = trend_analysis.run(make_context(tmp_path / "b", "trend_analysis", theme=DEMO_THEME, upstream=upstream)).output
+    first = trend_analysis.run(
+        make_context(tmp_path / "a", "trend_analysis", theme=DEMO_THEME, upstream=upstream)
+    ).output
+    second = trend_analysis.run(
+        make_context(tmp_path / "b", "trend_analysis", theme=DEMO_THEME, upstream=upstream)
+    ).output
 
     assert first == second
     topic = first["topic"]
@@ -81,7 +89,10 @@ def test_it_picks_the_same_demo_topic_every_time(tmp_path, settings):
 
 @pytest.mark.django_db
 def test_it_is_deterministic_for_equal_scores(tmp_path):
-    twins = [trend(f"feed-{i}", title, engagement=5) for i, title in enumerate(["Solar kiosk charges phones", "Tidal clock keeps time"])]
+    twins = [
+        trend(f"feed-{i}", title, engagement=5)
+        for i, title in enumerate(["Solar kiosk charges phones", "Tidal clock keeps time"])
+    ]
     outputs = {analyse(tmp_path / str(n), twins)["topic"]["trend_id"] for n in range(3)}
     assert outputs == {twins[0].id}  # equal scores: collection order decides, every time
 
@@ -90,19 +101,42 @@ def test_it_recognises_near_duplicate_titles():
     def same(a: str, b: str) -> bool:
         return similar(title_tokens(a), title_tokens(b))
 
-    assert same("Tessera unveils a 3nm RISC-V laptop chip", "Tessera Semiconductor unveils 3 nm RISC-V laptop chip with 20-hour battery claim")
-    assert same("Major CDN outage knocks thousands of websites offline for 90 minutes", "CDN outage takes thousands of websites offline")
-    assert same("Café owners in Lyon cut food waste by 30% with an AI forecasting tool", "Lyon cafés are using AI to cut food waste by 30 %")
+    assert same(
+        "Tessera unveils a 3nm RISC-V laptop chip",
+        "Tessera Semiconductor unveils 3 nm RISC-V laptop chip with 20-hour battery claim",
+    )
+    assert same(
+        "Major CDN outage knocks thousands of websites offline for 90 minutes",
+        "CDN outage takes thousands of websites offline",
+    )
+    assert same(
+        "Café owners in Lyon cut food waste by 30% with an AI forecasting tool",
+        "Lyon cafés are using AI to cut food waste by 30 %",
+    )
     assert not same("Laptop makers rush to RISC-V", "Tessera unveils a 3nm RISC-V laptop chip")
-    assert not same("Smartphone shipments grow for the fourth straight quarter", "Smartphone shipments up again as mid-range phones get cheaper")
+    assert not same(
+        "Smartphone shipments grow for the fourth straight quarter",
+        "Smartphone shipments up again as mid-range phones get cheaper",
+    )
 
 
 @pytest.mark.django_db
 def test_it_merges_near_duplicates_across_sources(tmp_path):
     stories = [
         trend("hn", "Tessera unveils a 3nm RISC-V laptop chip", hours_ago=2, engagement=498),
-        trend("circuit", "Tessera Semiconductor unveils 3 nm RISC-V laptop chip with 20-hour battery claim", hours_ago=3, engagement=96, summary="Eight RISC-V cores and a neural engine."),
-        trend("reddit", "Tessera's 3 nm RISC-V laptop chip promises 20 hours of battery life", hours_ago=1, engagement=6962),
+        trend(
+            "circuit",
+            "Tessera Semiconductor unveils 3 nm RISC-V laptop chip with 20-hour battery claim",
+            hours_ago=3,
+            engagement=96,
+            summary="Eight RISC-V cores and a neural engine.",
+        ),
+        trend(
+            "reddit",
+            "Tessera's 3 nm RISC-V laptop chip promises 20 hours of battery life",
+            hours_ago=1,
+            engagement=6962,
+        ),
         trend("circuit", "Laptop makers rush to RISC-V", hours_ago=0, engagement=10),
         trend("reddit", "Smart ring tracks sleep and stress", hours_ago=0, engagement=40),
     ]
@@ -118,8 +152,18 @@ def test_it_merges_near_duplicates_across_sources(tmp_path):
 
 @pytest.mark.django_db
 def test_it_merges_stories_that_link_the_same_page(tmp_path):
-    a = trend("hn", "Show HN: Zero-dependency SQLite replication", url="https://tinylog.example/sqlite-replication/", engagement=377)
-    b = trend("blogs", "Replicating SQLite, the hard way", url="https://www.tinylog.example/sqlite-replication?utm_source=rss", engagement=19)
+    a = trend(
+        "hn",
+        "Show HN: Zero-dependency SQLite replication",
+        url="https://tinylog.example/sqlite-replication/",
+        engagement=377,
+    )
+    b = trend(
+        "blogs",
+        "Replicating SQLite, the hard way",
+        url="https://www.tinylog.example/sqlite-replication?utm_source=rss",
+        engagement=19,
+    )
     out = analyse(tmp_path, [a, b])
     assert sorted(out["topic"]["trend_ids"]) == sorted([a.id, b.id])
 
@@ -129,7 +173,9 @@ def test_it_scores_theme_keywords_on_word_boundaries(tmp_path):
     theme = {"keywords": ["ai", "open source", "robot"]}
     plain = trend("wire", "Painters said the detailing looks plain and brainy", engagement=50)
     hits = trend("blog", "Open-source robots learn to paint with AI", engagement=50)
-    summary_only = trend("news", "Gallery opens a new wing", engagement=50, summary="The curators used an AI model to hang the works.")
+    summary_only = trend(
+        "news", "Gallery opens a new wing", engagement=50, summary="The curators used an AI model to hang the works."
+    )
     out = analyse(tmp_path, [plain, hits, summary_only], theme=theme)
     by_id = {c["trend_id"]: c for c in out["candidates"]}
     assert by_id[plain.id]["components"]["keywords"] == 0.0  # "ai" inside "painters" does not count
@@ -170,7 +216,13 @@ def test_it_normalises_engagement_within_each_source(tmp_path):
 def make_job(theme: Theme, status: str, topic: dict | None) -> Job:
     job = Job.objects.create(theme=theme, status=status)
     if topic is not None:
-        StageRun.objects.create(job=job, stage="trend_analysis", attempt=1, status=StageRun.Status.SUCCEEDED, output={"topic": topic, "candidates": []})
+        StageRun.objects.create(
+            job=job,
+            stage="trend_analysis",
+            attempt=1,
+            status=StageRun.Status.SUCCEEDED,
+            output={"topic": topic, "candidates": []},
+        )
     return job
 
 
@@ -186,7 +238,9 @@ def test_it_skips_topics_used_by_recent_jobs_of_the_theme(tmp_path):
     done = make_job(theme, Job.Status.COMPLETED, {"trend_id": best.id, "title": best.title, "related": []})
     make_job(theme, Job.Status.FAILED, {"trend_id": second.id, "title": second.title, "related": []})  # never published
     make_job(other_theme, Job.Status.COMPLETED, {"trend_id": second.id, "title": second.title})  # another theme
-    current = make_job(theme, Job.Status.RUNNING, {"trend_id": second.id, "title": second.title})  # this job's earlier run
+    current = make_job(
+        theme, Job.Status.RUNNING, {"trend_id": second.id, "title": second.title}
+    )  # this job's earlier run
 
     theme_input = theme.as_input()
     out = analyse(tmp_path, [best, repost, second, third], theme=theme_input, job_id=current.id)
@@ -235,3 +289,60 @@ def test_it_fails_with_a_hint_when_nothing_was_collected(tmp_path):
 )
 def test_it_reads_the_angle_from_title_cues(tmp_path, title, expected):
     assert analyse(tmp_path, [trend("wire", title)])["topic"]["angle"] == expected
+
+
+@pytest.mark.django_db
+def test_it_lets_a_theme_tune_the_weights(tmp_path):
+    popular = trend("wire", "Robot bartender pours a perfect pint", hours_ago=20, engagement=9000)
+    fresh = trend("wire", "Heat pumps outsell gas boilers", hours_ago=0, engagement=3)
+    assert analyse(tmp_path, [popular, fresh])["topic"]["trend_id"] == popular.id
+    only_recency = {"trend_analysis": {"weights": {"engagement": 0, "keywords": 0, "sources": 0}}}
+    assert analyse(tmp_path / "w", [popular, fresh], theme={"settings": only_recency})["topic"]["trend_id"] == fresh.id
+    with pytest.raises(PermanentStageError, match="weight recency='high'"):
+        analyse(tmp_path / "bad", [popular], theme={"settings": {"trend_analysis": {"weights": {"recency": "high"}}}})
+
+
+@pytest.mark.django_db
+def test_it_gives_each_job_of_a_batch_its_own_rank(tmp_path):
+    theme = Theme.objects.create(name="Tech pulse", slug="tech-pulse-batch")
+    stories = [
+        trend("wire", "Robot bartender pours a perfect pint", engagement=900),
+        trend("wire", "Heat pumps outsell gas boilers", engagement=300),
+        trend("wire", "Drone delivers defibrillator in four minutes", engagement=100),
+        trend("wire", "Solar kiosk charges phones in Nairobi", engagement=10),
+    ]
+    old = make_job(theme, Job.Status.COMPLETED, {"trend_id": stories[1].id, "title": stories[1].title, "related": []})
+    batch = {"batch": "20261129-abcd", "batch_size": 3}
+    jobs = [Job.objects.create(theme=theme, params={**batch, "topic_rank": i}) for i in range(3)]
+
+    # The first sibling finishes analysis before the others start: it must not shift their ranks.
+    StageRun.objects.create(
+        job=jobs[0],
+        stage="trend_analysis",
+        attempt=1,
+        status=StageRun.Status.SUCCEEDED,
+        output={"topic": {"trend_id": stories[0].id, "title": stories[0].title}},
+    )
+    picks = [
+        analyse(tmp_path / str(i), stories, theme=theme.as_input(), params=job.params, job_id=job.pk)
+        for i, job in enumerate(jobs)
+    ]
+    assert [p["topic"]["trend_id"] for p in picks] == [stories[0].id, stories[2].id, stories[3].id]
+    assert [p["rank"] for p in picks] == [0, 1, 2]
+    assert picks[1]["skipped"] == [
+        {"trend_id": stories[1].id, "title": stories[1].title, "reason": f"used by job {old.pk}"}
+    ]
+
+    with pytest.raises(PermanentStageError, match="no topic for rank 4: only 3 new candidate stories") as exc:
+        analyse(tmp_path / "4", stories, theme=theme.as_input(), params={**batch, "topic_rank": 3}, job_id=jobs[0].pk)
+    assert "smaller batch" in exc.value.hint
+    with pytest.raises(PermanentStageError, match="topic_rank='first'"):
+        analyse(tmp_path / "5", stories, params={"topic_rank": "first"})
+
+
+@pytest.mark.django_db
+def test_it_keeps_hyphenated_words_together_in_keywords_and_hashtags(tmp_path):
+    story = trend("blog", "A year of free-threaded Python in production", summary="The free-threaded build of Python.")
+    topic = analyse(tmp_path, [story], theme={"keywords": ["python"], "name": "Tech pulse"})["topic"]
+    assert topic["keywords"][:2] == ["python", "free-threaded"]
+    assert topic["hashtags"][:2] == ["#Python", "#FreeThreaded"]

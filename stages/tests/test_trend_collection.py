@@ -79,9 +79,9 @@ class FeedServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-                route = server.routes.get(self.path, Route(status=404, body=b"not found"))
+                route = server.routes.get(self.path.split("?", 1)[0], Route(status=404, body=b"not found"))
                 if route.delay:
                     time.sleep(route.delay)
                 status, headers, body = (route.status, route.headers, route.body)
@@ -111,7 +111,7 @@ class FeedServer:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
 
     def requests_to(self, path: str) -> list[dict[str, str]]:
-        return [headers for p, headers in self.requests if p == path]
+        return [headers for p, headers in self.requests if p.split("?", 1)[0] == path]
 
 
 @pytest.fixture
@@ -127,7 +127,11 @@ def etag_route(body: bytes, etag: str = '"v1"', last_modified: str = "Sat, 28 No
     def handle(request: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
         if request.headers.get("If-None-Match") == etag:
             return 304, {"ETag": etag}, b""
-        return 200, {"Content-Type": "application/rss+xml; charset=utf-8", "ETag": etag, "Last-Modified": last_modified}, body
+        return (
+            200,
+            {"Content-Type": "application/rss+xml; charset=utf-8", "ETag": etag, "Last-Modified": last_modified},
+            body,
+        )
 
     return Route(handler=handle)
 
@@ -209,12 +213,12 @@ def test_it_upserts_on_rerun_without_duplicates(tmp_path):
 def test_it_keeps_non_ascii_and_emoji_titles_intact(tmp_path):
     feed = write_feed(
         tmp_path / "intl.xml",
-        rss_item("i-1", "Zürich’s naïve café robot serves crème brûlée 🤖☕", 3),
+        rss_item("i-1", "Zürich’s naïve café robot serves crème brûlée 🤖☕", 3),  # noqa: RUF001
         rss_item("i-2", "東京のスタートアップが新しいチップを発表", 1),
     )
     result, _, _ = collect(tmp_path, [{"name": "intl", "path": str(feed)}])
     titles = set(Trend.objects.filter(id__in=result.output["trend_ids"]).values_list("title", flat=True))
-    assert titles == {"Zürich’s naïve café robot serves crème brûlée 🤖☕", "東京のスタートアップが新しいチップを発表"}
+    assert titles == {"Zürich’s naïve café robot serves crème brûlée 🤖☕", "東京のスタートアップが新しいチップを発表"}  # noqa: RUF001
 
 
 @pytest.mark.django_db
@@ -267,7 +271,7 @@ def test_it_fails_permanently_when_every_source_is_broken(tmp_path):
 def test_it_rejects_bad_source_configuration(tmp_path):
     with pytest.raises(PermanentStageError, match="has no sources"):
         collect(tmp_path, [])
-    with pytest.raises(PermanentStageError, match="hn.*exactly one of 'url' or 'path'"):
+    with pytest.raises(PermanentStageError, match=r"hn.*exactly one of 'url' or 'path'"):
         collect(tmp_path, [{"name": "hn"}])
     with pytest.raises(PermanentStageError, match="unsupported scheme 'ftp'"):
         collect(tmp_path, [{"name": "old", "url": "ftp://example.org/feed.xml"}])
@@ -279,9 +283,27 @@ def test_it_rejects_bad_source_configuration(tmp_path):
 def test_it_reads_hacker_news_firebase_and_algolia_json():
     source = FeedSource(name="hn-api", kind=None, url="https://hacker-news.firebaseio.com/v0/items", location="hn-api")
     items = [
-        {"by": "pg", "descendants": 71, "id": 8863, "score": 111, "time": 1175714200, "title": "My YC app: Dropbox", "type": "story", "url": "http://www.getdropbox.com/u/2/screencast.html"},
+        {
+            "by": "pg",
+            "descendants": 71,
+            "id": 8863,
+            "score": 111,
+            "time": 1175714200,
+            "title": "My YC app: Dropbox",
+            "type": "story",
+            "url": "http://www.getdropbox.com/u/2/screencast.html",
+        },
         {"by": "someone", "id": 8864, "parent": 8863, "text": "a comment", "time": 1175714300, "type": "comment"},
-        {"by": "asker", "descendants": 12, "id": 121003, "score": 25, "text": "<p>What&#x27;s your stack?</p>", "time": 1203647620, "title": "Ask HN: What's your stack?", "type": "story"},
+        {
+            "by": "asker",
+            "descendants": 12,
+            "id": 121003,
+            "score": 25,
+            "text": "<p>What&#x27;s your stack?</p>",
+            "time": 1203647620,
+            "title": "Ask HN: What's your stack?",
+            "type": "story",
+        },
         {"deleted": True, "id": 9000, "type": "story"},
     ]
     read = parse_feed(source, json.dumps(items).encode())
@@ -295,7 +317,18 @@ def test_it_reads_hacker_news_firebase_and_algolia_json():
     assert read.items[1].summary == "What's your stack?"
     assert read.items[0].published.year == 2007
 
-    algolia = {"hits": [{"objectID": "42", "title": "Show HN: A café POS in 300 lines", "url": "https://example.org/pos", "points": 88, "num_comments": 9, "created_at_i": 1795860000}]}
+    algolia = {
+        "hits": [
+            {
+                "objectID": "42",
+                "title": "Show HN: A café POS in 300 lines",
+                "url": "https://example.org/pos",
+                "points": 88,
+                "num_comments": 9,
+                "created_at_i": 1795860000,
+            }
+        ]
+    }
     read = parse_feed(source, json.dumps(algolia).encode())
     assert read.items[0].engagement == 97 and read.items[0].title == "Show HN: A café POS in 300 lines"
 
@@ -322,10 +355,12 @@ def test_it_reads_a_reddit_atom_listing():
 
 
 def test_it_rejects_json_that_is_no_listing():
-    source = FeedSource(name="ids-only", kind="hn", url="https://hacker-news.firebaseio.com/v0/topstories.json", location="x")
-    with pytest.raises(PermanentStageError, match="ids-only.*only item ids"):
+    source = FeedSource(
+        name="ids-only", kind="hn", url="https://hacker-news.firebaseio.com/v0/topstories.json", location="x"
+    )
+    with pytest.raises(PermanentStageError, match=r"ids-only.*only item ids"):
         parse_feed(source, b"[46120311, 46121507]")
-    with pytest.raises(PermanentStageError, match="ids-only.*neither a Reddit listing"):
+    with pytest.raises(PermanentStageError, match=r"ids-only.*neither a Reddit listing"):
         parse_feed(source, b'{"status": "ok"}')
 
 
@@ -372,7 +407,8 @@ def test_it_reads_in_full_when_a_304_names_rows_the_database_lacks(tmp_path, ser
 @pytest.mark.django_db
 def test_it_reads_reddit_listing_json_over_http(tmp_path, server):
     server.routes["/r/technology/hot.json"] = Route(
-        body=(FEEDS / "reddit-technology.json").read_bytes(), headers={"Content-Type": "application/json; charset=UTF-8"}
+        body=(FEEDS / "reddit-technology.json").read_bytes(),
+        headers={"Content-Type": "application/json; charset=UTF-8"},
     )
     result, _, _ = collect(tmp_path, [{"name": "reddit", "url": server.url("/r/technology/hot.json")}])
     assert result.output["sources"][0]["kind"] == "reddit"
@@ -400,7 +436,11 @@ def test_it_treats_a_timeout_as_transient(tmp_path, server):
     server.routes["/slow.xml"] = Route(body=b"<rss/>", delay=1.5)
     started = time.monotonic()
     with pytest.raises(TransientStageError) as exc:
-        collect(tmp_path, [{"name": "sloth", "url": server.url("/slow.xml")}], settings={"trend_collection": {"timeout": 0.3}})
+        collect(
+            tmp_path,
+            [{"name": "sloth", "url": server.url("/slow.xml")}],
+            settings={"trend_collection": {"timeout": 0.3}},
+        )
     assert time.monotonic() - started < 1.4
     assert "sloth" in exc.value.message and "timed out" in exc.value.message
 
@@ -427,7 +467,9 @@ def test_it_is_transient_when_any_failure_was_transient(tmp_path, server):
 
 @pytest.mark.django_db
 def test_it_serves_a_good_http_source_beside_a_failing_one(tmp_path, server):
-    server.routes["/good.atom"] = Route(body=(FEEDS / "devblogs.atom").read_bytes(), headers={"Content-Type": "application/atom+xml"})
+    server.routes["/good.atom"] = Route(
+        body=(FEEDS / "devblogs.atom").read_bytes(), headers={"Content-Type": "application/atom+xml"}
+    )
     server.routes["/bad.xml"] = Route(status=502, body=b"bad gateway")
     result, _, _ = collect(
         tmp_path,
@@ -437,3 +479,46 @@ def test_it_serves_a_good_http_source_beside_a_failing_one(tmp_path, server):
     assert "HTTP 502" in bad["error"]
     assert blogs["kind"] == "atom" and blogs["items"] == 9
     assert result.output["count"] == 9
+
+
+@pytest.mark.django_db
+def test_it_never_reads_a_local_file_named_by_a_feed_body(tmp_path, server):
+    # feedparser opens a bytes argument as a file name when it can; a body must stay a body.
+    server.routes["/feed.xml"] = Route(body=str(FEEDS / "technews.xml").encode())
+    with pytest.raises(PermanentStageError, match=r"sneaky: .* is not a readable feed"):
+        collect(tmp_path, [{"name": "sneaky", "url": server.url("/feed.xml")}])
+    assert Trend.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_it_creates_and_restores_the_demo_theme():
+    from jobs.models import Theme
+    from stages.demo import ensure_demo_theme
+
+    theme = ensure_demo_theme()
+    theme.full_clean()
+    Theme.objects.filter(pk=theme.pk).update(keywords=["edited"], sources=[])
+    again = ensure_demo_theme()
+    assert again.pk == theme.pk and Theme.objects.filter(slug="demo").count() == 1
+    assert again.keywords == DEMO_THEME["keywords"] and again.sources == DEMO_THEME["sources"]
+    assert again.target_seconds == 30 and again.name == "Tech pulse"
+    assert all((FEEDS.parent / s["path"]).is_file() for s in again.sources)
+
+
+@pytest.mark.django_db
+def test_it_keeps_credentials_out_of_messages_and_outputs(tmp_path, server):
+    server.routes["/private.xml"] = Route(status=403, body=b"forbidden")
+    secret_url = server.url("/private.xml?token=s3cr3t-t0ken&lang=en").replace("http://", "http://reader:hunter2@")
+    with pytest.raises(PermanentStageError) as exc:
+        collect(tmp_path, [{"name": "private", "url": secret_url}])
+    assert "HTTP 403" in exc.value.message and "lang=en" in exc.value.message
+    assert "s3cr3t" not in exc.value.message and "hunter2" not in exc.value.message
+    sent = server.requests_to("/private.xml")[0]
+    assert sent["authorization"] == "Basic cmVhZGVyOmh1bnRlcjI="  # reader:hunter2, as a header
+
+    server.routes["/ok.xml"] = etag_route((FEEDS / "technews.xml").read_bytes())
+    ok_url = server.url("/ok.xml?api_key=s3cr3t-t0ken")
+    result, _, _ = collect(tmp_path, [{"name": "ok", "url": ok_url}])
+    assert "s3cr3t" not in json.dumps(result.output)
+    cache_files = list((tmp_path / "var" / "feed-cache").iterdir())
+    assert len(cache_files) == 1 and "s3cr3t" not in cache_files[0].read_text(encoding="utf-8")
