@@ -183,7 +183,8 @@ def run(ctx: StageContext) -> StageResult:
     topic = _topic(ctx)
     writer = get_writer(ctx.stage_settings)
     notes = [n for n in ctx.review_notes if isinstance(n, str) and n.strip()]
-    ctx.progress(0.2, f"writing with {getattr(writer, 'name', type(writer).__name__)}" + (f", {len(notes)} operator notes" if notes else ""))
+    name = getattr(writer, "name", type(writer).__name__)
+    ctx.progress(0.2, f"writing with {name}" + (f", {len(notes)} operator notes" if notes else ""))
     script = writer.write(topic, ctx.theme, notes)
     ctx.progress(0.8, "checking the script against the contract")
     validate_script(script)

@@ -105,15 +105,15 @@ def _hls(h: float, lightness: float, saturation: float) -> tuple[int, int, int]:
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
-# Base hues (degrees) that stay rich when dark; olive, brown and khaki (about 30-140) look muddy.
-BASE_HUES = (150, 165, 180, 195, 205, 215, 225, 235, 245, 258, 270, 282, 295, 310, 325, 340, 352, 5)
+# Base hues (degrees) that stay rich when dark; reds, oranges, olives (about 350-140) turn brown.
+BASE_HUES = (150, 162, 175, 188, 200, 210, 220, 230, 240, 250, 260, 270, 282, 295, 308, 320, 332, 342)
 
 
 def palette_for(seed: str, index: int = 0) -> Palette:
     """A dark, saturated palette from the topic; each segment shifts the hue a little (analogous)."""
     n = _seed_int(seed, "hue")
     base = (BASE_HUES[n % len(BASE_HUES)] + (n >> 16) % 9 - 4) / 360
-    h = base + ((index % 6) - 2.5) * 0.022
+    h = base + ((index % 6) - 2.5) * 0.012  # at most ~10 degrees either way: same family
     return Palette(
         top=_hls(h, 0.25, 0.55),
         bottom=_hls(h + 0.07, 0.08, 0.6),
@@ -372,7 +372,9 @@ class CardRenderer:
             card.boxes["footer"] = tuple(draw.textbbox(pos, footer, font=footer_font, anchor="la", stroke_width=3))
 
     @staticmethod
-    def _draw_line(draw: ImageDraw.ImageDraw, pos: tuple[int, int], line: str, fnt: ImageFont.FreeTypeFont, stroke: int, pal: Palette) -> None:
+    def _draw_line(
+        draw: ImageDraw.ImageDraw, pos: tuple[int, int], line: str, fnt: ImageFont.FreeTypeFont, stroke: int, pal: Palette
+    ) -> None:
         """White type with a dark outline; words with digits ("$80", "2026") in the accent colour."""
         x, y = pos
         space = fnt.getlength(" ")
@@ -398,7 +400,8 @@ class CardRenderer:
         layer = Image.new("L", (bx1 - bx0 + 2 * pad, by1 - by0 + 2 * pad), 0)
         draw = ImageDraw.Draw(layer)
         for (x, y), line in positions:
-            draw.text((x - bx0 + pad, y - by0 + pad), line, font=fnt, fill=150, anchor="la", stroke_width=stroke, stroke_fill=150)
+            pos = (x - bx0 + pad, y - by0 + pad)
+            draw.text(pos, line, font=fnt, fill=150, anchor="la", stroke_width=stroke, stroke_fill=150)
         layer = layer.filter(ImageFilter.GaussianBlur(max(3, fnt.size // 18)))
         image.paste(pal.ink, (bx0 - pad, by0 - pad + offset), layer)
         return (bx0 - pad, by0 - pad + offset, bx0 - pad + layer.width, by0 - pad + offset + layer.height)

@@ -39,6 +39,7 @@ INPUT_MAX_CHARS = 20_000  # a feed's summary can be a whole article; nothing pas
 LENGTH_STEP = 0.75  # one "shorter" note = 75 % of the length; "longer" divides by it
 LENGTH_FACTOR_RANGE = (0.5, 1.5)
 TONES = ("neutral", "casual", "serious")
+MIN_TARGET_SECONDS = 15  # a hook, three beats and a call to action do not fit in less
 
 
 class ScriptWriter(Protocol):
@@ -113,9 +114,12 @@ def clean_text(raw: Any, *, keep_lines: bool = False) -> str:
     text = raw[:INPUT_MAX_CHARS]
     if "<" in text and ">" in text:
         parser = _TextExtractor()
-        parser.feed(text)
-        parser.close()
-        text = "".join(parser.parts)
+        try:
+            parser.feed(text)
+            parser.close()
+            text = "".join(parser.parts)
+        except (AssertionError, ValueError):  # html.parser gives up on some malformed markup ("<![x")
+            text = re.sub(r"<[^>]*>", " ", text)
     text = html.unescape(text)
     text = unicodedata.normalize("NFC", text)
     text = _URL_RE.sub("", text)
@@ -567,17 +571,23 @@ class TemplateWriter:
         seed_title = raw_title or str(topic.get("trend_id") or "")
         rng = random.Random(topic_seed(seed_title))
         title_spoken = strip_emoji(raw_title)
+        if not count_words(title_spoken):
+            title_spoken = ""  # nothing to say ("🔥🔥🔥", ")["): the beats fall back to the summary
         summary = clean_text(topic.get("summary"), keep_lines=True)
-        keywords = [k.strip() for k in topic.get("keywords") or [] if isinstance(k, str) and k.strip()]
+        keywords = [strip_emoji(clean_text(k)) for k in topic.get("keywords") or [] if isinstance(k, str)]
+        keywords = [k for k in keywords if count_words(k)]
         angle = strip_emoji(clean_text(topic.get("angle")))
         related = [r for r in topic.get("related") or [] if isinstance(r, dict) and clean_text(r.get("title"))]
         source = clean_text(topic.get("source"))
 
         theme_target = int(theme.get("target_seconds") or 30)
-        target = max(5, round(theme_target * directives.length_factor))
+        target = round(theme_target * directives.length_factor)
         if directives.length_factor != 1.0:
             word = "shorter" if directives.length_factor < 1 else "longer"
-            applied.append(f"{word}: target {theme_target} s -> {target} s ({round(target * wps)} words)")
+            applied.append(f"{word}: target {theme_target} s -> {max(target, MIN_TARGET_SECONDS)} s")
+        if target < MIN_TARGET_SECONDS:
+            applied.append(f"target {target} s raised to {MIN_TARGET_SECONDS} s: the least a hook, 3 beats and a call to action need")
+            target = MIN_TARGET_SECONDS
         budget = round(target * wps)
         n_beats = min(MAX_BEATS, max(MIN_BEATS, round(target / 10)))
         if directives.tone:
@@ -585,20 +595,25 @@ class TemplateWriter:
 
         # Hook
         subject = self._subject(title_spoken, keywords, directives.avoid)
-        if directives.hook:
-            hook_text = strip_emoji(clean_text(directives.hook))
+        hook_text = strip_emoji(clean_text(directives.hook or ""))
+        if count_words(hook_text):
             hook = as_sentence(shorten(hook_text, OPERATOR_HOOK_MAX_WORDS))
             trimmed = " (trimmed to 8 words)" if count_words(hook_text) > OPERATOR_HOOK_MAX_WORDS else ""
             applied.append(f'hook replaced: "{hook}"{trimmed}')
         else:
+            if directives.hook:
+                applied.append(f'hook not replaced: nothing speakable in "{directives.hook[:80]}"')
             hook = self._hook(rng, tone, subject, avoid)
 
         # Call to action
-        if directives.cta:
-            cta = as_sentence(shorten(strip_emoji(clean_text(directives.cta)), 20))
+        cta_text = strip_emoji(clean_text(directives.cta or ""))
+        if count_words(cta_text):
+            cta = as_sentence(shorten(cta_text, 20))
             cta_headline = headline_from(cta)
             applied.append(f'cta replaced: "{cta}"')
         else:
+            if directives.cta:
+                applied.append(f'cta not replaced: nothing speakable in "{directives.cta[:80]}"')
             cta, cta_headline = self._choose(rng, [c for c in CTAS[tone] if not _hits(avoid, c[0])] or CTAS[tone])
 
         # Beats: as many as the duration asks for, but no more than the topic has things to say
@@ -628,7 +643,8 @@ class TemplateWriter:
 
         segments = [{"id": "hook", "narration": hook, "headline": headline_from(hook)}]
         for i, beat in enumerate(beats, start=1):
-            segments.append({"id": f"beat{i}", "narration": beat.narration(), "headline": self._beat_headline(beat, title_spoken)})
+            headline = self._beat_headline(beat, title_spoken)
+            segments.append({"id": f"beat{i}", "narration": beat.narration(), "headline": headline})
         segments.append({"id": "cta", "narration": cta, "headline": cta_headline})
 
         script = {
@@ -819,7 +835,11 @@ class TemplateWriter:
         text = beat.headline_hint or (beat.body[0] if beat.body else beat.opener)
         if beat.role == "what" and title:
             text = title
-        return headline_from(text) or headline_from(beat.opener) or "Here's the story"
+        for candidate in (text, beat.body[0] if beat.body else "", beat.opener):
+            headline = headline_from(candidate)
+            if count_words(headline):
+                return headline
+        return "Here's the story"
 
     @staticmethod
     def _hashtags(topic: dict[str, Any], keywords: list[str], theme: dict[str, Any], mode: str) -> list[str]:
@@ -882,13 +902,14 @@ class TemplateWriter:
             if count_words(seg["narration"]) == 0:
                 seg["narration"] = fallbacks.get(seg["id"], "There is more to this story.") + "."
             seg["narration"] = as_sentence(seg["narration"])
-            seg["headline"] = seg["headline"].strip(" ,;:") or fallbacks.get(seg["id"], "The story")
+            headline = seg["headline"].strip(" ,;:")
+            seg["headline"] = headline if count_words(headline) else fallbacks.get(seg["id"], "The story")
         script["hook"] = script["segments"][0]["narration"]
         script["cta"] = script["segments"][-1]["narration"]
         kept = [t for t in script["hashtags"] if not any(w.lower() in t.lower() for w in words)]
         removed += len(script["hashtags"]) - len(kept)
         script["hashtags"] = kept
-        script["title"] = script["title"] or "Today's trending story"
+        script["title"] = script["title"].strip() or "Today's trending story"
         quoted = ", ".join(f'"{w}"' for w in words)
         applied.append(f"avoid {quoted}: {removed} removed")
 

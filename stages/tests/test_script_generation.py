@@ -328,7 +328,7 @@ def test_it_rejects_too_few_or_too_many_beats():
 def test_it_rejects_narration_far_over_the_word_budget():
     script = _write()
     long = copy.deepcopy(script)
-    long["segments"][2]["narration"] = "word " * 60
+    long["segments"][2]["narration"] = "word " * 90
     long["word_count"] = sum(count_words(s["narration"]) for s in long["segments"])
     with pytest.raises(PermanentStageError, match=r"word_count is \d+ words, over 1.35x the budget of 75"):
         validate_script(long)
@@ -374,3 +374,32 @@ def test_the_cta_templates_fit_the_card_headline_limits():
         for spoken, headline in options:
             assert count_words(headline) <= 7 and len(headline) <= 40
             assert spoken.endswith((".", "?", "!"))
+
+
+def test_it_raises_a_target_too_short_for_hook_beats_and_cta():
+    script = _write(seconds=5)
+
+    validate_script(script)
+    assert script["target_seconds"] == 15
+    assert len(script["segments"]) == 5
+    assert any(n.startswith("target 5 s raised to 15 s") for n in script["notes_applied"])
+
+
+def test_it_ignores_an_operator_hook_with_nothing_to_say():
+    script = _write(notes=["hook: 🔥🔥🔥", "cta: 🎉"])
+
+    validate_script(script)
+    assert count_words(script["hook"]) >= 3
+    assert 'hook not replaced: nothing speakable in "🔥🔥🔥"' in script["notes_applied"]
+    assert 'cta not replaced: nothing speakable in "🎉"' in script["notes_applied"]
+
+
+def test_it_survives_malformed_markup_and_wordless_titles():
+    topic = {"trend_id": 4, "title": ")[ 🔥", "summary": "<![weird <p>Solar panels got 30% cheaper this year.</p><p>Installers are booked out.", "keywords": []}
+
+    script = TemplateWriter().write(topic, {"target_seconds": 30}, [])
+
+    validate_script(script)
+    narration = " ".join(s["narration"] for s in script["segments"])
+    assert "Solar panels got 30% cheaper this year." in narration
+    assert "<" not in narration and ")[" not in narration

@@ -1,0 +1,119 @@
+"""The console in a real browser (Debian's Chromium driven by Playwright) against a live server
+and a real worker process: log in, run a theme, watch it live, retry a failure, review."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+
+from jobs.models import Job, Theme
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def login(page, base: str, username: str) -> None:
+    page.goto(base + reverse("admin:login"))
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def make_user(name: str, *codenames: str, superuser: bool = False) -> User:
+    user = User.objects.create_user(name, password="pw", is_staff=True, is_superuser=superuser)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+def test_operator_runs_watches_retries_and_a_reviewer_approves(page, live_server, start_worker, engine):
+    theme = Theme.objects.create(
+        name="Browser theme", slug="browser", keywords=["ai"], sources=[{"name": "x", "path": "x"}],
+        settings={"test_behave": {s: ["sleep:0.5"] for s in ["trend_collection", "trend_analysis", "script_generation", "scene_generation"]}
+                  | {"voiceover": ["permanent", "sleep:0.3"]}},
+    )
+    make_user("operator", "view_job", "change_job", "add_job", "view_theme", "change_theme")
+    make_user("reviewer", superuser=True)
+    worker = start_worker("worker")
+    base = live_server.url
+
+    login(page, base, "operator")
+    page.goto(base + reverse("admin:jobs_theme_change", args=[theme.pk]))
+    page.click("#run-now")
+    page.wait_for_url("**/console/jobs/*/")
+    job = Job.objects.get()
+    page.evaluate("window.__noReload = 'still here'")
+
+    # stages advance on the page without a reload
+    page.wait_for_selector('tr[data-stage="trend_collection"][data-status="succeeded"]')
+    page.wait_for_selector('tr[data-stage="script_generation"][data-status="running"], tr[data-stage="script_generation"][data-status="succeeded"]')
+    shot(page, "job-page-running")
+    # the failing stage shows its error and hint, live
+    error = page.wait_for_selector("#job-error")
+    assert "voiceover" in error.inner_text() and "got bad input" in error.inner_text()
+    assert "fix the theme's sources" in error.inner_text()
+    assert page.evaluate("window.__noReload") == "still here"
+    shot(page, "job-page-failed")
+
+    page.click("#retry-btn")
+    page.wait_for_selector("#review-link", timeout=60_000)
+    assert page.inner_text("#job-status") == "Awaiting review"
+    job.refresh_from_db()
+    assert job.runs.filter(stage="trend_collection").count() == 1  # resumed, not restarted
+    shot(page, "job-page-review")
+
+    page.goto(base + reverse("console:dashboard"))
+    page.wait_for_selector("text=Review queue")
+    shot(page, "dashboard")
+
+    # an operator without the permission sees the video but cannot decide
+    page.goto(base + reverse("console:review", args=[job.pk]))
+    assert page.is_visible("#no-review-perm")
+    assert page.query_selector("#approve-btn") is None
+    page.context.clear_cookies()
+
+    login(page, base, "reviewer")
+    page.goto(base + reverse("console:review", args=[job.pk]))
+    shot(page, "review-page")
+    page.fill("textarea[name=notes]", "Looks good")
+    page.click("#approve-btn")
+    page.wait_for_url(f"**/console/jobs/{job.pk}/")
+    page.wait_for_function("document.querySelector('#job-status') && document.querySelector('#job-status').innerText === 'Completed'", timeout=60_000)
+    job.refresh_from_db()
+    assert job.status == Job.Status.COMPLETED
+    assert job.reviews.get().decided_by.username == "reviewer"
+    shot(page, "job-page-completed")
+    assert "Looks good" in page.inner_text("body")
+    del worker
