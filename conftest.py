@@ -11,3 +11,10 @@ def _media_root(settings, tmp_path):
     settings.OUTBOX_DIR = tmp_path / "outbox"
     settings.MEDIA_ROOT.mkdir()
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    from django.core.cache import cache
+
+    cache.clear()
