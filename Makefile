@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/trendreel
 PYTEST_ARGS ?=
 
-.PHONY: test test-sqlite test-postgres demo venv clean
+.PHONY: test test-sqlite test-postgres demo venv clean chromium
 
 venv: $(VENV)/.installed
 
@@ -15,7 +15,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-test: venv
+# Browser tests drive Debian's Chromium; install it when missing (root, as on CI).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		if [ "$$(id -u)" != 0 ]; then echo "chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: venv chromium
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null
 	$(MAKE) --no-print-directory test-sqlite
