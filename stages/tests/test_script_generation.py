@@ -18,6 +18,7 @@ from stages.providers.writer import (
     is_emoji,
     parse_notes,
 )
+from stages.providers.writer import WORDS_PER_SECOND as WPS
 from stages.script_generation import validate_script
 from stages.tests.helpers import make_context
 
@@ -77,8 +78,8 @@ def test_it_sizes_a_30_second_script(tmp_path):
     ids = [s["id"] for s in script["segments"]]
     assert ids == ["hook", "beat1", "beat2", "beat3", "cta"]
     assert script["target_seconds"] == 30
-    assert script["words_per_second"] == 2.5
-    assert 0.8 * 75 <= script["word_count"] <= 75
+    assert script["words_per_second"] == WPS
+    assert 0.8 * 30 * WPS <= script["word_count"] <= round(30 * WPS)
     assert script["word_count"] == sum(count_words(s["narration"]) for s in script["segments"])
     assert count_words(script["hook"]) <= HOOK_MAX_WORDS
     assert script["segments"][0]["narration"] == script["hook"]
@@ -96,7 +97,7 @@ def test_it_sizes_a_60_second_script_with_more_beats(tmp_path):
 
     beats = [s for s in script["segments"] if s["id"].startswith("beat")]
     assert len(beats) == 6
-    assert 0.8 * 150 <= script["word_count"] <= 150
+    assert 0.8 * 60 * WPS <= script["word_count"] <= round(60 * WPS)
     # The concrete facts of the summary are spoken, without the feed's furniture.
     narration = " ".join(s["narration"] for s in script["segments"])
     assert "$80" in narration and "20 tokens per second" in narration
@@ -141,7 +142,7 @@ def test_it_replaces_the_hook_and_shortens_on_request(tmp_path):
     assert after["segments"][0]["headline"] == "Chips just got cheaper"
     assert after["target_seconds"] == 22
     assert after["word_count"] < before["word_count"]
-    assert after["word_count"] <= 22 * 2.5
+    assert after["word_count"] <= 22 * WPS
     assert any(n.startswith("shorter: target 30 s -> 22 s") for n in after["notes_applied"])
     assert 'hook replaced: "Chips just got cheaper."' in after["notes_applied"]
 
@@ -231,7 +232,7 @@ def test_it_trims_overlong_input_to_a_valid_script():
         script = TemplateWriter().write(topic, {"target_seconds": seconds}, [])
         validate_script(script)
         assert len(script["title"]) <= 100
-        assert script["word_count"] <= seconds * 2.5
+        assert script["word_count"] <= seconds * WPS
         assert all(len(s["narration"]) < 600 for s in script["segments"])
 
 
@@ -330,7 +331,7 @@ def test_it_rejects_narration_far_over_the_word_budget():
     long = copy.deepcopy(script)
     long["segments"][2]["narration"] = "word " * 90
     long["word_count"] = sum(count_words(s["narration"]) for s in long["segments"])
-    with pytest.raises(PermanentStageError, match=r"word_count is \d+ words, over 1.35x the budget of 75"):
+    with pytest.raises(PermanentStageError, match=r"word_count is \d+ words, over 1.35x the budget of " + str(round(30 * WPS))):
         validate_script(long)
 
 
