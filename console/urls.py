@@ -11,4 +11,5 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("console/", include("console.urls_console")),
     path("admin/", admin.site.urls),
+    path("api/", include("console.api")),
 ]

@@ -1,0 +1,740 @@
+"""The JSON API (django-ninja): the console's actions for scripts and other services.
+
+Same rules as the console: every action goes through ``jobs.orchestrator``; permissions are the
+console's (``jobs.view_job`` to read, ``change_job`` to retry/cancel, ``add_job`` to start,
+``review_job`` to decide, ``view_theme`` for themes). Authentication is a per-user bearer token
+(``console.models.ApiToken``) or, for the console itself, a staff session with CSRF on writes.
+
+Errors are always ``{"detail": "..."}``: 400 unreadable body, 401 no/invalid credentials, 403 no
+permission, 404 unknown job or theme, 409 the job's state does not allow the action (or an
+Idempotency-Key reused for another request), 413 body over ``MAX_BODY``, 422 invalid input
+(wrong types, unknown stage, unknown fields). An unknown theme slug in a body is 404: the input
+is well-formed and names a resource that does not exist, like an unknown job id in a path
+(stages are a fixed list, in the schema, so an unknown stage is 422). Nothing is written on bad
+input.
+
+Secrets never leave: values of keys named like key/token/secret/password in theme settings,
+sources and job params are masked, and the masked values are scrubbed from messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timedelta
+from functools import wraps
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from django.conf import settings
+from django.db import IntegrityError, connection
+from django.db.models import Max, Prefetch
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+from django.utils import timezone
+from ninja import Field, Header, NinjaAPI, Path, Query, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import APIKeyCookie, HttpBearer
+from ninja.utils import check_csrf
+import pydantic
+from pydantic import field_validator
+from typing_extensions import TypeAliasType
+
+from console.models import ApiToken
+from jobs import orchestrator
+from jobs.models import Job, ReviewDecision, StageRun, Theme
+from stages import pipeline
+
+log = logging.getLogger("trendreel.api")
+
+MAX_BODY = 64 * 1024  # bytes; larger bodies get 413 before anything reads them
+MAX_ID = 2**63 - 1  # bigint: larger ids would be a database error, not a 404
+MAX_PAGE = 100
+SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
+MASK = "********"
+
+StageKey = Literal[pipeline.STAGE_KEYS]  # type: ignore[valid-type]
+JobStatus = Literal[tuple(Job.Status.values)]  # type: ignore[valid-type]
+Decision = Literal[tuple(ReviewDecision.Decision.values)]  # type: ignore[valid-type]
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+_SECRET_NAME = re.compile(r"key(?!words?\b)|token|secret|passw|credential|authorization", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(str(name)))
+
+
+def _mask_url(value: str, found: set[str]) -> str:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if not parts.scheme or not parts.netloc:
+        return value
+    netloc = parts.netloc
+    if parts.password:
+        found.add(parts.password)
+        netloc = netloc.replace(f":{parts.password}@", f":{MASK}@")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(is_secret_name(k) for k, _ in query):
+        found.update(v for k, v in query if is_secret_name(k) and v)
+        masked = urlencode([(k, MASK if is_secret_name(k) and v else v) for k, v in query], safe="*")
+        return urlunsplit(parts._replace(netloc=netloc, query=masked))
+    return urlunsplit(parts._replace(netloc=netloc)) if netloc != parts.netloc else value
+
+
+def mask_secrets(value: Any, found: set[str] | None = None) -> Any:
+    """A copy of ``value`` with secret-named keys masked (and URL credentials); ``found`` collects the values."""
+    found = found if found is not None else set()
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if is_secret_name(k) and v not in (None, "", [], {}):
+                _collect(v, found)
+                out[k] = MASK
+            else:
+                out[k] = mask_secrets(v, found)
+        return out
+    if isinstance(value, list):
+        return [mask_secrets(v, found) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return _mask_url(value, found)
+    return value
+
+
+def _collect(value: Any, found: set[str]) -> None:
+    if isinstance(value, dict):
+        for v in value.values():
+            _collect(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _collect(v, found)
+    elif value is not None and len(str(value)) >= 4:
+        found.add(str(value))
+
+
+def scrub(text: str, secrets: set[str]) -> str:
+    """``text`` with every known secret value replaced (a provider error may quote its key)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+
+def _permitted(user, perm: str | None):
+    """Checked with authentication, before the body is read: no input is judged for a stranger."""
+    if perm and not user.has_perm(perm):
+        raise HttpError(403, f"permission denied: this needs {perm}")
+    return user
+
+
+class TokenAuth(HttpBearer):
+    """``Authorization: Bearer <token>``: a usable ApiToken (not revoked, active user) with ``perm``."""
+
+    def __init__(self, perm: str | None = None) -> None:
+        self.perm = perm
+        super().__init__()
+
+    def authenticate(self, request: HttpRequest, token: str):
+        api_token = ApiToken.authenticate(token.strip())
+        if api_token is None:
+            return None
+        request.api_token = api_token  # type: ignore[attr-defined]
+        return _permitted(api_token.user, self.perm)
+
+
+class ConsoleSessionAuth(APIKeyCookie):
+    """The console's session: an active staff user, CSRF-checked on unsafe methods.
+
+    A request carrying an Authorization header is a token request and never falls back to
+    cookies (a bad token is 401, not a CSRF error or a session user).
+    """
+
+    param_name = settings.SESSION_COOKIE_NAME
+
+    def __init__(self, perm: str | None = None) -> None:
+        self.perm = perm
+        super().__init__(csrf=True)
+
+    def __call__(self, request: HttpRequest):
+        if "Authorization" in request.headers:
+            return None
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        if not (user.is_active and user.is_staff):
+            raise HttpError(403, "the console session needs an active staff user")
+        if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not getattr(request, "_ninja_csrf_exempt", False):
+            if check_csrf(request) is not None:
+                raise HttpError(403, "CSRF check failed: send the X-CSRFToken header with a session request")
+        return _permitted(user, self.perm)
+
+    def authenticate(self, request: HttpRequest, key: str | None):  # pragma: no cover - __call__ decides
+        return None
+
+
+def limit_body(run):
+    """Refuse bodies over ``MAX_BODY`` with 413 before anything reads them (a "view" decorator)."""
+
+    @wraps(run)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        raw = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(raw)
+        except ValueError:
+            return JsonResponse({"detail": "Content-Length is not a number"}, status=400)
+        if length > MAX_BODY:
+            return JsonResponse({"detail": f"request body too large: {length} bytes, the limit is {MAX_BODY}"}, status=413)
+        return run(request, *args, **kwargs)
+
+    return wrapped
+
+
+api = NinjaAPI(
+    title="Trendreel API",
+    version="1",
+    description=__doc__.split("\n\n", 1)[1],
+    urls_namespace="api",
+    auth=[TokenAuth(), ConsoleSessionAuth()],
+)
+api.add_decorator(limit_body, mode="view")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def _error(request: HttpRequest, status: int, detail: str):
+    return api.create_response(request, {"detail": detail}, status=status)
+
+
+_UNION_TAG = re.compile(r"[\[\]]|^(str|int|float|bool|none|constrained-str)$")
+
+
+def _loc(loc: Any) -> str:
+    # ninja's locations look like ("body", "payload", "theme"): drop the parameter's own name, and
+    # pydantic's union branch tags ("str", "dict[...]"), which say nothing to a client
+    parts = [str(p) for p in (loc or ())]
+    if len(parts) >= 2 and parts[0] == "body":
+        parts = [parts[0], *parts[2:]]
+    return ".".join(p for p in parts if not _UNION_TAG.search(p))
+
+
+def _message(errors: list[dict]) -> str:
+    if len(errors) == 1:
+        return str(errors[0].get("msg", "invalid"))
+    # a union (JSON params) refused every branch: say why in one line
+    if any(e.get("type") == "string_pattern_mismatch" for e in errors):
+        return "text may not contain NUL characters"
+    if any(e.get("type") == "string_unicode" for e in errors):
+        return "text must be valid Unicode"
+    return "not a valid value here"
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError):
+    grouped: dict[str, list[dict]] = {}
+    for err in exc.errors:
+        grouped.setdefault(_loc(err.get("loc")), []).append(err)
+    messages = [f"{where}: {_message(errs)}" if where else _message(errs) for where, errs in list(grouped.items())[:10]]
+    return _error(request, 422, "; ".join(messages) or "invalid input")
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError):
+    response = _error(request, 401, "authentication required: send 'Authorization: Bearer <token>'")
+    response["WWW-Authenticate"] = 'Bearer realm="trendreel"'
+    return response
+
+
+@api.exception_handler(orchestrator.InvalidState)
+def _invalid_state(request: HttpRequest, exc: orchestrator.InvalidState):
+    return _error(request, 409, str(exc))
+
+
+@api.exception_handler(ValueError)  # orchestrator.UnknownStage included
+def _invalid_value(request: HttpRequest, exc: ValueError):
+    if isinstance(exc, pydantic.ValidationError):  # a ValueError too: our own response failed its schema
+        return _unexpected(request, exc)
+    return _error(request, 422, str(exc))
+
+
+@api.exception_handler(Job.DoesNotExist)
+def _no_job(request: HttpRequest, exc: Job.DoesNotExist):
+    return _error(request, 404, "no such job")
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception):
+    # never a traceback or an exception text: it could quote a setting or a secret
+    log.exception("API error on %s %s", request.method, request.path)
+    return _error(request, 500, "internal error; it has been logged")
+
+
+def needs(perm: str | None) -> list:
+    """An operation's authentication: a token or a console session, of a user with ``perm``."""
+    return [TokenAuth(perm), ConsoleSessionAuth(perm)]
+
+
+# --- schemas ----------------------------------------------------------------------------------
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+def _errors(*codes: int) -> dict[int, type[Schema]]:
+    return {code: ErrorOut for code in sorted({401, 403, 413, 422, *codes})}
+
+
+class NoNul(Schema):
+    """PostgreSQL cannot store NUL characters in text or JSON: refuse them as bad input."""
+
+    @classmethod
+    def _check(cls, value: Any, depth: int = 0) -> Any:
+        if depth > 32:
+            raise ValueError("nested too deeply (32 levels at most)")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("NUL characters are not allowed")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+        if isinstance(value, dict):
+            for k, v in value.items():
+                cls._check(k, depth + 1)
+                cls._check(v, depth + 1)
+        elif isinstance(value, list):
+            for v in value:
+                cls._check(v, depth + 1)
+        return value
+
+
+# JSON as PostgreSQL can store it: no NUL characters in strings (jsonb and text refuse them)
+SafeStr = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+JsonValue = TypeAliasType(  # type: ignore[misc]
+    "JsonValue", Union[dict[SafeStr, "JsonValue"], list["JsonValue"], SafeStr, int, float, bool, None]
+)
+
+
+class GenerateIn(NoNul):
+    model_config = {"extra": "forbid"}
+    theme: str = Field(..., min_length=1, max_length=80, pattern=SLUG_PATTERN, description="A theme's slug.")
+    params: dict[SafeStr, JsonValue] | None = Field(None, description="Job parameters handed to the stages.")
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: Any) -> Any:
+        return cls._check(value)
+
+
+class JobCreated(Schema):
+    job_id: int
+    status: JobStatus
+    poll_url: str
+
+
+class BatchIn(Schema):
+    model_config = {"extra": "forbid"}
+    theme: str = Field(..., min_length=1, max_length=80, pattern=SLUG_PATTERN)
+    count: int = Field(..., ge=1, le=20, description="Jobs to start, one per top topic.")
+
+
+class BatchOut(Schema):
+    jobs: list[JobCreated]
+
+
+class RetryIn(Schema):
+    model_config = {"extra": "forbid"}
+    from_stage: StageKey | None = Field(None, description="Re-run from this stage; default: resume a failed or cancelled job.")
+
+
+class ReviewIn(NoNul):
+    model_config = {"extra": "forbid"}
+    decision: Decision
+    from_stage: StageKey | None = Field(None, description="For request_changes: the stage to re-run from.")
+    notes: SafeStr = Field("", max_length=5000)
+
+    @field_validator("notes")
+    @classmethod
+    def _notes(cls, value: str) -> str:
+        return cls._check(value).strip()
+
+
+class ArtifactOut(Schema):
+    id: int
+    kind: str
+    label: str
+    size: int
+    checksum: str
+    url: str
+
+
+class StageRunOut(Schema):
+    id: int
+    stage: str
+    attempt: int
+    status: str
+    reason: str
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    progress: float
+    message: str
+    error_kind: str
+    error_message: str
+    error_hint: str
+    superseded: bool
+    artifacts: list[ArtifactOut]
+
+
+class ReviewOut(Schema):
+    decision: str
+    from_stage: str
+    notes: str
+    decided_by: str | None
+    decided_at: datetime
+
+
+class JobOut(Schema):
+    id: int
+    theme: str
+    status: JobStatus
+    current_stage: str
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+    updated: datetime
+    error_stage: str
+    error_kind: str
+    error_message: str
+    error_hint: str
+    url: str
+
+
+class JobDetailOut(JobOut):
+    params: dict[str, Any]
+    resume_point: str | None
+    runs: list[StageRunOut]
+    reviews: list[ReviewOut]
+
+
+class JobPage(Schema):
+    count: int
+    limit: int
+    offset: int
+    items: list[JobOut]
+
+
+class ThemeOut(Schema):
+    id: int
+    name: str
+    slug: str
+    keywords: list[Any]
+    sources: list[Any]
+    target_seconds: int
+    voice: str
+    settings: dict[str, Any]
+    schedule_cron: str
+    schedule_batch: int
+
+
+class CheckOut(Schema):
+    ok: bool
+    detail: str
+
+
+class WorkersOut(Schema):
+    alive: bool
+    last_seen: datetime | None
+    evidence: str
+    clusters: int
+    queued_tasks: int | None
+
+
+class HealthOut(Schema):
+    status: Literal["ok", "degraded"]
+    database: CheckOut
+    broker: CheckOut
+    workers: WorkersOut
+
+
+# --- serialisation ----------------------------------------------------------------------------
+
+
+def _poll_url(request: HttpRequest, job_id: int) -> str:
+    return request.build_absolute_uri(reverse("api:job_detail", args=[job_id]))
+
+
+def _created(request: HttpRequest, job: Job) -> dict:
+    return {"job_id": job.pk, "status": job.status, "poll_url": _poll_url(request, job.pk)}
+
+
+def _job_secrets(job: Job) -> set[str]:
+    found: set[str] = set()
+    mask_secrets(job.theme.settings or {}, found)
+    mask_secrets(job.theme.sources or [], found)
+    mask_secrets(job.params or {}, found)
+    return found
+
+
+def _job(request: HttpRequest, job: Job, secrets: set[str] | None = None) -> dict:
+    secrets = _job_secrets(job) if secrets is None else secrets
+    return {
+        "id": job.pk, "theme": job.theme.slug, "status": job.status, "current_stage": job.current_stage,
+        "created": job.created, "started": job.started, "finished": job.finished, "updated": job.updated,
+        "error_stage": job.error_stage, "error_kind": job.error_kind,
+        "error_message": scrub(job.error_message, secrets), "error_hint": scrub(job.error_hint, secrets),
+        "url": _poll_url(request, job.pk),
+    }
+
+
+def _job_detail(request: HttpRequest, job: Job) -> dict:
+    secrets = _job_secrets(job)
+    artifacts: dict[int, list] = {}
+    for art in job.artifacts.all():  # the job's own artifacts only: every URL is one the media view serves
+        artifacts.setdefault(art.stage_run_id, []).append({
+            "id": art.pk, "kind": art.kind, "label": art.label, "size": art.size, "checksum": art.checksum,
+            "url": request.build_absolute_uri(reverse("console:media", args=[job.pk, art.pk])),
+        })
+    runs = [
+        {
+            "id": run.pk, "stage": run.stage, "attempt": run.attempt, "status": run.status, "reason": scrub(run.reason, secrets),
+            "queued_at": run.queued_at, "started_at": run.started_at, "finished_at": run.finished_at,
+            "duration_seconds": run.duration, "progress": run.progress, "message": scrub(run.message, secrets),
+            "error_kind": run.error_kind, "error_message": scrub(run.error_message, secrets),
+            "error_hint": scrub(run.error_hint, secrets), "superseded": run.superseded_at is not None,
+            "artifacts": artifacts.get(run.pk, []),
+        }
+        for run in job.runs.all()
+    ]
+    reviews = [
+        {"decision": r.decision, "from_stage": r.from_stage, "notes": scrub(r.notes, secrets),
+         "decided_by": r.decided_by.get_username() if r.decided_by else None, "decided_at": r.decided_at}
+        for r in job.reviews.all()
+    ]
+    resume = orchestrator.resume_point(job) if job.status in (Job.Status.FAILED, Job.Status.CANCELLED) else None
+    return {**_job(request, job, secrets), "params": mask_secrets(job.params or {}), "resume_point": resume,
+            "runs": runs, "reviews": reviews}
+
+
+def _get_job(job_id: int) -> Job:
+    job = (
+        Job.objects.select_related("theme")
+        .prefetch_related(
+            Prefetch("runs", queryset=StageRun.objects.order_by("queued_at", "id")),
+            "artifacts",
+            Prefetch("reviews", queryset=ReviewDecision.objects.select_related("decided_by")),
+        )
+        .filter(pk=job_id)
+        .first()
+    )
+    if job is None:
+        raise HttpError(404, f"no job with id {job_id}")
+    return job
+
+
+def _theme(slug: str) -> Theme:
+    theme = Theme.objects.filter(slug=slug).first()
+    if theme is None:
+        raise HttpError(404, f"unknown theme {slug!r}")
+    return theme
+
+
+JobId = Path(..., ge=1, le=MAX_ID, description="A job's id.")
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+
+@api.post("/generate", auth=needs("jobs.add_job"), response={200: JobCreated, 202: JobCreated, **_errors(400, 404, 409)}, url_name="generate")
+def generate(
+    request: HttpRequest,
+    payload: GenerateIn,
+    idempotency_key: str | None = Header(
+        None, alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+        description="Retrying with the same key returns the same job (200) instead of starting another.",
+    ),
+):
+    """Start one job for a theme (202). With an Idempotency-Key, a repeat returns the first job (200)."""
+    theme = _theme(payload.theme)
+    params = payload.params or {}
+    if idempotency_key:
+        existing = Job.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _replay(request, existing, theme, params)
+    try:
+        job = orchestrator.start_job(theme, params=params, user=request.auth, idempotency_key=idempotency_key)
+    except IntegrityError:
+        # a concurrent request with the same key won the race: answer with its job
+        existing = Job.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
+        if existing is None:
+            raise
+        return _replay(request, existing, theme, params)
+    return Status(202, _created(request, job))
+
+
+def _replay(request: HttpRequest, job: Job, theme: Theme, params: dict):
+    if job.theme_id != theme.pk or (job.params or {}) != params:
+        raise HttpError(409, "this Idempotency-Key was already used for a different request")
+    return Status(200, _created(request, job))
+
+
+@api.post("/batches", auth=needs("jobs.add_job"), response={202: BatchOut, **_errors(400, 404)}, url_name="batches")
+def batches(request: HttpRequest, payload: BatchIn):
+    """Start ``count`` jobs for the theme's top ``count`` topics (one per topic)."""
+    theme = _theme(payload.theme)
+    jobs = orchestrator.start_batch(theme, payload.count, user=request.auth)
+    return Status(202, {"jobs": [_created(request, job) for job in jobs]})
+
+
+@api.get("/jobs", auth=needs("jobs.view_job"), response={200: JobPage, **_errors()}, url_name="jobs")
+def jobs(
+    request: HttpRequest,
+    status: JobStatus | None = Query(None),
+    theme: str | None = Query(None, min_length=1, max_length=80, pattern=SLUG_PATTERN, description="A theme's slug."),
+    stage: StageKey | None = Query(None, description="The job's current stage."),
+    limit: int = Query(20, ge=1, le=MAX_PAGE),
+    offset: int = Query(0, ge=0, le=10**9),
+):
+    """Jobs, newest first, filtered by status, theme and current stage."""
+    qs = Job.objects.for_dashboard().order_by("-created", "-id")
+    if status:
+        qs = qs.filter(status=status)
+    if theme:
+        qs = qs.filter(theme__slug=theme)
+    if stage:
+        qs = qs.filter(current_stage=stage)
+    page = list(qs[offset : offset + limit])
+    return {"count": qs.count(), "limit": limit, "offset": offset, "items": [_job(request, job) for job in page]}
+
+
+@api.get("/jobs/{job_id}", auth=needs("jobs.view_job"), response={200: JobDetailOut, **_errors(404)}, url_name="job_detail")
+def job_detail(request: HttpRequest, job_id: int = JobId):
+    """One job: every stage run with its attempts, timings, errors and artifact URLs, and the review decisions."""
+    return _job_detail(request, _get_job(job_id))
+
+
+@api.post("/jobs/{job_id}/retry", auth=needs("jobs.change_job"), response={200: JobDetailOut, **_errors(400, 404, 409)}, url_name="job_retry")
+def job_retry(request: HttpRequest, job_id: int = JobId, payload: RetryIn | None = None):
+    """Resume a failed/cancelled job from its failed stage, or re-run it from ``from_stage``."""
+    _get_job(job_id)
+    orchestrator.retry_job(job_id, from_stage=payload.from_stage if payload else None, user=request.auth)
+    return _job_detail(request, _get_job(job_id))
+
+
+@api.post("/jobs/{job_id}/cancel", auth=needs("jobs.change_job"), response={200: JobDetailOut, **_errors(404, 409)}, url_name="job_cancel")
+def job_cancel(request: HttpRequest, job_id: int = JobId):
+    """Cancel an active job; a running stage stops within a heartbeat."""
+    _get_job(job_id)
+    orchestrator.cancel_job(job_id, user=request.auth)
+    return _job_detail(request, _get_job(job_id))
+
+
+@api.post("/jobs/{job_id}/review", auth=needs("jobs.review_job"), response={200: JobDetailOut, **_errors(400, 404, 409)}, url_name="job_review")
+def job_review(request: HttpRequest, payload: ReviewIn, job_id: int = JobId):
+    """Approve, reject, or request changes (re-run from a stage before review, with notes)."""
+    _get_job(job_id)
+    orchestrator.review_job(job_id, payload.decision, user=request.auth, notes=payload.notes, from_stage=payload.from_stage)
+    return _job_detail(request, _get_job(job_id))
+
+
+@api.get("/themes", auth=needs("jobs.view_theme"), response={200: list[ThemeOut], **_errors()}, url_name="themes")
+def themes(request: HttpRequest):
+    """Every theme, with secret-named settings masked."""
+    return [
+        {"id": t.pk, "name": t.name, "slug": t.slug, "keywords": list(t.keywords or []),
+         "sources": mask_secrets(list(t.sources or [])), "target_seconds": t.target_seconds, "voice": t.voice,
+         "settings": mask_secrets(dict(t.settings or {})), "schedule_cron": t.schedule_cron, "schedule_batch": t.schedule_batch}
+        for t in Theme.objects.order_by("name", "id")
+    ]
+
+
+WORKER_STALE = timedelta(minutes=3)
+
+
+@api.get("/health", response={200: HealthOut, 503: HealthOut, **_errors()}, url_name="health")
+def health(request: HttpRequest):
+    """Database, broker and workers. 503 when the database or the broker fails.
+
+    Workers: django-q2's cluster stats where they are shared (Redis broker; the ORM broker keeps
+    them in each process's local cache, invisible here), else the evidence a worker leaves in the
+    database: the latest stage heartbeat/start and the sweep schedule's last run. ``alive`` means
+    seen within the last three minutes.
+    """
+    database = _check_database()
+    broker, queued = _check_broker()
+    workers = _check_workers(queued)
+    ok = database["ok"] and broker["ok"]
+    body = {"status": "ok" if ok else "degraded", "database": database, "broker": broker, "workers": workers}
+    return Status(200 if ok else 503, body)
+
+
+def _check_database() -> dict:
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+        return {"ok": True, "detail": connection.vendor}
+    except Exception as exc:  # reported, not raised: health must answer
+        log.warning("health: database check failed: %s", exc)
+        return {"ok": False, "detail": f"{connection.vendor}: {type(exc).__name__}"}
+
+
+def _check_broker() -> tuple[dict, int | None]:
+    try:
+        from django_q.brokers.orm import ORM
+
+        broker = orchestrator._broker()
+        if isinstance(broker, ORM):
+            # ORM.ping() is always True: ask the queue table instead
+            queued = broker.queue_size()
+            return {"ok": True, "detail": f"orm: {queued} queued"}, queued
+        if not broker.ping():
+            return {"ok": False, "detail": "broker did not answer"}, None
+        return {"ok": True, "detail": f"{type(broker).__name__.lower()}: {broker.queue_size()} queued"}, broker.queue_size()
+    except Exception as exc:
+        log.warning("health: broker check failed: %s", exc)
+        return {"ok": False, "detail": f"broker: {type(exc).__name__}"}, None
+
+
+def _check_workers(queued: int | None) -> dict:
+    now = timezone.now()
+    clusters = 0
+    last_seen = None
+    evidence = "none"
+    try:
+        from django_q.status import Stat
+
+        stats = Stat.get_all(orchestrator._broker())
+        clusters = len(stats)
+        seen = [s.timestamp for s in stats if getattr(s, "timestamp", None)]
+        if seen:
+            last_seen, evidence = max(seen), "cluster stats"
+    except Exception as exc:
+        log.warning("health: cluster stats unavailable: %s", exc)
+    if last_seen is None:
+        from django_q.models import Schedule
+
+        beats = StageRun.objects.aggregate(h=Max("heartbeat_at"), s=Max("started_at"))
+        candidates = [(t, "stage heartbeat") for t in (beats["h"], beats["s"]) if t]
+        sweep = Schedule.objects.filter(name="trendreel-sweep").values_list("next_run", "minutes").first()
+        if sweep and sweep[0] and sweep[0] - timedelta(minutes=sweep[1] or 1) < now:
+            # next_run moves forward each time a cluster's scheduler runs the sweep
+            candidates.append((sweep[0] - timedelta(minutes=sweep[1] or 1), "sweep schedule"))
+        if candidates:
+            last_seen, evidence = max(candidates, key=lambda c: c[0])
+    alive = last_seen is not None and now - last_seen <= WORKER_STALE
+    return {"alive": alive, "last_seen": last_seen, "evidence": evidence, "clusters": clusters, "queued_tasks": queued}
+
+
+# URLconf for ``path("api/", include("console.api"))``: the namespace is "api".
+urlpatterns = api.urls[0]
+app_name = api.urls_namespace
