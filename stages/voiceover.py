@@ -17,6 +17,7 @@ from a words-per-second estimate. Steps:
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import unicodedata
@@ -64,7 +65,7 @@ _TRANSLATE = str.maketrans(
         "&": " and ",
     }
 )
-_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
+_URL = re.compile(r"(?:https?://|www\.)\S*[^\s.,;:!?)\]\"']", re.IGNORECASE)
 _DASH = re.compile(r"\s*[\u2013\u2014\u2015]+\s*|\s+-{1,2}\s+")
 _TAG = re.compile(r"(?<!\w)[#@](?=\w)")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?%])")
@@ -185,9 +186,7 @@ def split_lines(sentence: str, max_words: int = MAX_LINE_WORDS, max_chars: int =
     if looser is not None and looser[0] + 60 < found[0]:
         found = looser
     starts = found[1] + [n]
-    return [
-        Line(" ".join(w for w, _ in words[a:b]), words[a][1]) for a, b in zip(starts, starts[1:]) if b > a
-    ]
+    return [Line(" ".join(w for w, _ in words[a:b]), words[a][1]) for a, b in itertools.pairwise(starts) if b > a]
 
 
 _WEAK_ENDINGS = {
@@ -241,7 +240,7 @@ def line_starts(lines: list[Line], speech: Speech, lead: int, length: int) -> li
             starts.append(min(max(hits[0], 0.0), duration))
         if starts:
             starts[0] = 0.0
-            if all(b > a for a, b in zip(starts, starts[1:])):
+            if all(b > a for a, b in itertools.pairwise(starts)):
                 return starts
     weights = [len(line.text) + 1 for line in lines]
     total = sum(weights)
@@ -266,9 +265,7 @@ def _segments(ctx: StageContext) -> list[dict[str, Any]]:
     script = ctx.output_of("script_generation")
     segments = script.get("segments")
     if not isinstance(segments, list) or not segments:
-        raise PermanentStageError(
-            "script_generation output has no segments to speak", hint="re-run script_generation"
-        )
+        raise PermanentStageError("script_generation output has no segments to speak", hint="re-run script_generation")
     for i, segment in enumerate(segments):
         if not isinstance(segment, dict) or not segment.get("id"):
             raise PermanentStageError(f"script_generation segment #{i + 1} has no id", hint="re-run script_generation")
@@ -304,7 +301,7 @@ def run(ctx: StageContext) -> StageResult:
 
     def silence(seconds: float) -> None:
         nonlocal cursor
-        count = int(round(seconds * rate))
+        count = round(seconds * rate)
         pieces.append(np.zeros(count, dtype=np.int16))
         cursor += count
 
@@ -319,7 +316,13 @@ def run(ctx: StageContext) -> StageResult:
             ctx.progress(0.02 + 0.93 * done / total, f"{segment_id}: sentence {number + 1}/{len(sentences)}")
             if number:
                 silence(SENTENCE_PAUSE)
-            speech = provider.synthesize(sentence)
+            try:
+                speech = provider.synthesize(sentence)
+            except Exception as exc:  # an engine bug on this text: retrying the same text will not help
+                raise PermanentStageError(
+                    f"{provider.engine} could not speak {segment_id} sentence {number + 1} ({sentence[:60]!r}): {exc}",
+                    hint="reword that sentence in the script or switch voiceover.engine",
+                ) from exc
             if speech.sample_rate != rate:
                 raise PermanentStageError(f"{provider.engine} changed sample rate mid-track")
             lead, tail = trim_silence(speech.samples, rate)
@@ -329,7 +332,7 @@ def run(ctx: StageContext) -> StageResult:
                 continue
             lines = split_lines(sentence)
             for line, start in zip(lines, line_starts(lines, speech, lead, tail - lead)):
-                segment_captions.append((caption_text(line.text), cursor + int(round(start * rate))))
+                segment_captions.append((caption_text(line.text), cursor + round(start * rate)))
             pieces.append(speech.samples[lead:tail])
             cursor += tail - lead
             done += 1

@@ -41,6 +41,20 @@ class _Event(ctypes.Structure):
     ]
 
 
+class _Voice(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_char_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
@@ -61,6 +75,8 @@ class _Library:
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_Voice)]
+        lib.espeak_SetVoiceByProperties.restype = ctypes.c_int
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_SetParameter.restype = ctypes.c_int
         lib.espeak_Synth.argtypes = [
@@ -84,7 +100,14 @@ class _Library:
         self._callback = _CALLBACK(self._on_audio)
         lib.espeak_SetSynthCallback(self._callback)
 
-    def _on_audio(self, wav, count, events) -> int:  # noqa: ANN001 - ctypes pointers
+    def select_voice(self, voice: str) -> bool:
+        """By voice name/file ("en-us", "en+f3") first, else by language code ("en-gb", "pt-br")."""
+        if self.lib.espeak_SetVoiceByName(voice.encode()) == 0:
+            return True
+        spec = _Voice(name=None, languages=voice.lower().encode(), identifier=None)
+        return self.lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) == 0
+
+    def _on_audio(self, wav, count, events) -> int:
         if wav and count > 0:
             self.chunks.append(ctypes.string_at(wav, count * 2))
         i = 0
@@ -102,7 +125,7 @@ def _library() -> _Library:
 
 
 class EspeakProvider:
-    """``VoiceProvider`` backed by eSpeak NG. ``voice`` is an espeak voice name (en-us, en-gb...)."""
+    """``VoiceProvider`` backed by eSpeak NG. ``voice`` is an espeak voice name or language (en-us, en-gb)."""
 
     engine = "espeak-ng"
 
@@ -112,7 +135,7 @@ class EspeakProvider:
         with _LOCK:
             lib = _library()
             self.sample_rate = lib.sample_rate
-            if lib.lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
+            if not lib.select_voice(self.voice):
                 raise ValueError(f"espeak-ng has no voice named {self.voice!r}")
 
     def synthesize(self, text: str) -> Speech:
@@ -121,7 +144,7 @@ class EspeakProvider:
         with _LOCK:
             lib = _library()
             lib.chunks, lib.words = [], []
-            lib.lib.espeak_SetVoiceByName(self.voice.encode())
+            lib.select_voice(self.voice)
             lib.lib.espeak_SetParameter(_PARAM_RATE, self.rate_wpm, 0)
             status = lib.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             pcm, words = b"".join(lib.chunks), list(lib.words)

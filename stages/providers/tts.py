@@ -104,7 +104,9 @@ class PiperProvider:
 
     engine = PIPER
 
-    def __init__(self, voice: str = DEFAULT_PIPER_VOICE, *, model: str | None = None, length_scale: float | None = None) -> None:
+    def __init__(
+        self, voice: str = DEFAULT_PIPER_VOICE, *, model: str | None = None, length_scale: float | None = None
+    ) -> None:
         try:
             import piper  # noqa: F401
         except ImportError as exc:

@@ -1,0 +1,274 @@
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from stages import composition, media, voiceover
+from stages.base import PermanentStageError, StageAborted
+from stages.tests.helpers import make_context
+
+SCRIPT = {
+    "title": "Raspberry Pi 6 gets an AI chip",
+    "hook": "Chips just got cheaper.",
+    "segments": [
+        {"id": "hook", "narration": "Chips just got cheaper.", "headline": "Chips just got cheaper"},
+        {"id": "beat1", "narration": "The new board runs small models offline.", "headline": "Runs models offline"},
+        {"id": "beat2", "narration": "It costs eighty dollars and ships in March.", "headline": "$80, ships in March"},
+        {"id": "cta", "narration": "Follow for more!", "headline": "Follow for more"},
+    ],
+}
+# One dark, distinct background per segment: no near-white pixel anywhere, so any white in the
+# caption band of a frame comes from a burned-in caption.
+COLORS = {"hook": (20, 40, 120), "beat1": (20, 110, 50), "beat2": (120, 30, 40), "cta": (90, 60, 10)}
+CAPTION_BAND = (1150, 1450)
+
+
+def render_scenes(folder: Path) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = []
+    for i, segment in enumerate(SCRIPT["segments"]):
+        color = COLORS[segment["id"]]
+        image = Image.new("RGB", (1080, 1920), color)
+        draw = ImageDraw.Draw(image)
+        for k in range(8):  # shapes so a pan is visible
+            x, y, r = 120 + k * 110, 300 + (k * 211) % 1300, 40 + k * 9
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=tuple(min(c + 70, 200) for c in color), width=8)
+        draw.rectangle((100, 500, 980, 800), fill=tuple(c // 2 for c in color))
+        name = f"scene-{i + 1:02d}.png"
+        image.save(folder / name)
+        scenes.append({"segment": segment["id"], "image": name, "width": 1080, "height": 1920})
+    return {"scenes": scenes, "style": {}}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict:
+    """Real espeak voiceover (through the stage) + Pillow scenes, shared by the encode tests."""
+    root = tmp_path_factory.mktemp("compose-inputs")
+    scene_output = render_scenes(root / "scenes")
+    vo_ctx = make_context(
+        root,
+        "voiceover",
+        theme={"settings": {"voiceover": {"engine": "espeak-ng"}}},
+        upstream={"script_generation": SCRIPT},
+    )
+    vo_output = voiceover.run(vo_ctx).output
+    return {
+        "upstream": {"script_generation": SCRIPT, "scene_generation": scene_output, "voiceover": vo_output},
+        "upstream_dirs": {"scene_generation": root / "scenes", "voiceover": vo_ctx.work_dir},
+    }
+
+
+def compose_context(tmp_path: Path, inputs: dict, settings: dict | None = None, voice: dict | None = None, log=None):
+    upstream = dict(inputs["upstream"])
+    if voice is not None:
+        upstream["voiceover"] = voice
+    return make_context(
+        tmp_path,
+        "composition",
+        theme={"settings": {"composition": settings or {}}},
+        upstream=upstream,
+        upstream_dirs=inputs["upstream_dirs"],
+        progress_log=log,
+    )
+
+
+@pytest.fixture(scope="module")
+def composed(inputs, tmp_path_factory) -> dict:
+    log: list[tuple[float, str]] = []
+    ctx = compose_context(tmp_path_factory.mktemp("composed"), inputs, log=log)
+    result = composition.run(ctx)
+    return {"ctx": ctx, "result": result, "log": log}
+
+
+def frame_at(video: Path, seconds: float) -> np.ndarray:
+    raw = subprocess.run(
+        [media.ffmpeg_exe(), "-v", "error", "-ss", f"{seconds:.3f}", "-i", str(video)]
+        + ["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(raw, dtype=np.uint8).reshape(1920, 1080, 3)
+
+
+def white_in_band(frame: np.ndarray) -> int:
+    band = frame[CAPTION_BAND[0] : CAPTION_BAND[1]]
+    return int((band.min(axis=2) > 225).sum())
+
+
+@pytest.mark.slow
+def test_it_composes_a_vertical_short_that_passes_qc(composed, inputs):
+    ctx, result = composed["ctx"], composed["result"]
+    out = result.output
+    voice = inputs["upstream"]["voiceover"]
+
+    assert (out["video"], out["thumbnail"]) == ("video.mp4", "thumbnail.jpg")
+    assert [(a.path, a.kind) for a in result.artifacts] == [("video.mp4", "video"), ("thumbnail.jpg", "thumbnail")]
+    # Probe the file ourselves rather than trusting the stage's own QC numbers.
+    info = media.probe(ctx.work_dir / "video.mp4")
+    assert info.streams == ["video", "audio"]
+    assert (info.width, info.height, info.fps) == (1080, 1920, 30.0)
+    assert (info.video_codec, info.profile, info.pix_fmt) == ("h264", "High", "yuv420p")
+    assert (info.audio_codec, info.audio_rate) == ("aac", 48000)
+    assert abs(info.duration - voice["duration"]) <= 0.1
+    levels = media.measure_audio(ctx.work_dir / "video.mp4")
+    assert levels.mean_volume_db > -50
+    assert -16 <= levels.lufs <= -12
+
+    qc = out["qc"]
+    assert qc["passed"] is True and all(c["ok"] for c in qc["checks"])
+    assert {"width", "height", "fps", "duration", "voice_duration", "video_codec", "profile", "pix_fmt"} <= set(qc)
+    assert {"audio_codec", "audio_rate", "mean_volume_db", "lufs"} <= set(qc)
+    assert out["duration"] == qc["duration"]
+
+    with Image.open(ctx.work_dir / "thumbnail.jpg") as thumb:
+        assert (thumb.format, thumb.size) == ("JPEG", (720, 1280))
+    assert not (ctx.work_dir / "captions").exists()  # scratch PNGs do not stay in the checkpoint
+    fractions = [f for f, _ in composed["log"]]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert sum(m.startswith("encoding frame") for _, m in composed["log"]) >= 2
+
+
+@pytest.mark.slow
+def test_it_burns_captions_and_cuts_scenes_in_sync_with_the_voice(composed, inputs):
+    video = composed["ctx"].work_dir / "video.mp4"
+    voice = inputs["upstream"]["voiceover"]
+    captions = voice["captions"]
+
+    before_speech = frame_at(video, 0.0)  # the first caption starts after the 0.1 s lead-in
+    assert captions[0]["start"] > 0.05
+    assert white_in_band(before_speech) == 0
+    for caption in (captions[0], captions[len(captions) // 2], captions[-1]):
+        frame = frame_at(video, (caption["start"] + caption["end"]) / 2)
+        assert white_in_band(frame) > 3000, caption
+        assert white_in_band(frame[:1100]) == 0  # white only where captions go
+    Image.fromarray(frame_at(video, (captions[1]["start"] + captions[1]["end"]) / 2)).save(
+        composed["ctx"].work_dir.parent / "caption-frame.png"
+    )
+
+    for window in voice["segments"]:
+        frame = frame_at(video, (window["start"] + window["end"]) / 2)
+        corner = frame[60:260, 20:220].reshape(-1, 3).mean(axis=0)
+        expected = np.array(COLORS[window["segment"]])
+        assert np.abs(corner - expected).max() < 25, (window, corner)  # the segment's own scene
+        assert frame[:, :4].mean() > 5 and frame[:, -4:].mean() > 5  # no black borders
+        assert frame[:4].mean() > 5 and frame[-4:].mean() > 5
+
+    # Ken Burns: the picture moves within a shot.
+    first = voice["segments"][1]
+    start, end = frame_at(video, first["start"] + 0.05), frame_at(video, first["end"] - 0.1)
+    top = slice(0, 1100)
+    assert np.abs(start[top].astype(int) - end[top].astype(int)).mean() > 1.0
+
+
+@pytest.mark.slow
+def test_it_refuses_a_video_that_fails_qc(tmp_path, inputs):
+    # ultrafast makes x264 drop to Constrained Baseline, which platforms take but our QC does not.
+    ctx = compose_context(tmp_path, inputs, settings={"preset": "ultrafast"})
+    with pytest.raises(PermanentStageError) as exc:
+        composition.run(ctx)
+    assert "QC failed" in exc.value.message
+    assert "profile: Constrained Baseline, want High" in exc.value.message
+
+
+def test_it_rejects_a_voiceover_whose_audio_does_not_match(tmp_path, inputs):
+    voice = dict(inputs["upstream"]["voiceover"], duration=inputs["upstream"]["voiceover"]["duration"] + 1.0)
+    ctx = compose_context(tmp_path, inputs, voice=voice)
+    with pytest.raises(PermanentStageError) as exc:
+        composition.run(ctx)
+    assert "voice.wav" in exc.value.message
+    assert not (ctx.work_dir / "video.mp4").exists()
+
+
+def test_it_rejects_a_missing_music_file(tmp_path, inputs):
+    ctx = compose_context(tmp_path, inputs, settings={"music": str(tmp_path / "nope.mp3")})
+    with pytest.raises(PermanentStageError) as exc:
+        composition.run(ctx)
+    assert "composition.music" in exc.value.message
+
+
+@pytest.mark.slow
+def test_it_lays_a_music_bed_under_the_voice(tmp_path, inputs):
+    music = tmp_path / "bed.wav"
+    subprocess.run(
+        [media.ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=330:duration=3", str(music)],
+        check=True,
+    )
+    ctx = compose_context(tmp_path, inputs, settings={"music": str(music), "music_volume": 0.3})
+    out = composition.run(ctx).output
+    assert out["qc"]["passed"] is True
+    # The last 0.3 s has no voice (the tail): the looped bed is what plays there.
+    tail = subprocess.run(
+        [media.ffmpeg_exe(), "-hide_banner", "-sseof", "-0.3", "-i", str(ctx.work_dir / "video.mp4")]
+        + ["-vn", "-af", "volumedetect", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+    ).stderr
+    assert media.parse_levels(tail.splitlines()).mean_volume_db > -45
+
+
+def _encoder_pid(work_dir: Path) -> int | None:
+    target = str(work_dir / "video.mp4").encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"libx264" in cmdline and target in cmdline:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.slow
+def test_it_kills_ffmpeg_when_cancelled(tmp_path, inputs):
+    ctx = compose_context(tmp_path, inputs)
+    outcome: dict[str, BaseException] = {}
+
+    def compose() -> None:
+        try:
+            composition.run(ctx)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=compose)
+    worker.start()
+    deadline = time.monotonic() + 30
+    pid = None
+    while pid is None and time.monotonic() < deadline and worker.is_alive():
+        pid = _encoder_pid(ctx.work_dir)
+        time.sleep(0.01)
+    assert pid is not None, "the encoder never started"
+
+    cancelled = time.monotonic()
+    ctx.abort.abort("cancelled")
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert time.monotonic() - cancelled < 3
+    assert isinstance(outcome.get("error"), StageAborted)
+    assert not Path(f"/proc/{pid}").exists()  # killed and reaped
+
+
+def test_it_keeps_card_text_inside_the_safe_zone_while_panning():
+    style = {
+        "safe_zone": {"top": 250, "bottom": 420, "left": 60, "right": 140},
+        "text_box": [96, 303, 910, 1460],
+        "caption_zone": [96, 1140, 910, 1460],
+        "max_zoom": 1.08,
+    }
+    motion = composition.motion_for(style)
+    assert motion.zoom == 1.08
+    for ox in motion.x_range:
+        assert 96 * 1.08 - ox >= 60 - 1 and 910 * 1.08 - ox <= 940 + 1
+    for oy in motion.y_range:
+        assert 303 * 1.08 - oy >= 250 - 1 and 1140 * 1.08 - oy <= 1500 + 1
+    assert motion.y_range[1] - motion.y_range[0] > 60  # still a visible drift
+
+    free = composition.motion_for({})
+    assert free.x_range == (0.0, 86.0) and free.y_range == (0.0, 154.0)
