@@ -589,7 +589,8 @@ class TemplateWriter:
             applied.append(f"target {target} s raised to {MIN_TARGET_SECONDS} s: the least a hook, 3 beats and a call to action need")
             target = MIN_TARGET_SECONDS
         budget = round(target * wps)
-        n_beats = min(MAX_BEATS, max(MIN_BEATS, round(target / 10)))
+        # beats: the theme may fix the count (settings.script_generation.beats), else one per ~10 s
+        n_beats = min(MAX_BEATS, max(MIN_BEATS, int(settings.get("beats") or round(target / 10))))
         if directives.tone:
             applied.append(f"tone: {tone}")
 

@@ -404,3 +404,15 @@ def test_it_survives_malformed_markup_and_wordless_titles():
     narration = " ".join(s["narration"] for s in script["segments"])
     assert "Solar panels got 30% cheaper this year." in narration
     assert "<" not in narration and ")[" not in narration
+
+
+def test_the_theme_can_fix_the_number_of_beats(tmp_path):
+    from stages.tests.helpers import make_context as ctx_for
+
+    topic = {"title": "Open-source AI model runs on a Raspberry Pi", "summary": "It answers questions offline. It is fast. It is free.",
+             "keywords": ["ai"], "hashtags": [], "angle": "", "related": [], "source": "x", "url": "https://x.example"}
+    for beats in (3, 4):
+        ctx = ctx_for(tmp_path / str(beats), "script_generation", theme={"settings": {"script_generation": {"beats": beats}}},
+                      upstream={"trend_analysis": {"topic": topic}})
+        segments = script_generation.run(ctx).output["segments"]
+        assert len(segments) == beats + 2
