@@ -75,7 +75,7 @@ SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if DEBUG or env_bool("TRENDREEL_DEV_SECRET", True):
         # A per-checkout development key; production sets SECRET_KEY (check --deploy says so).
-        SECRET_KEY = "dev-insecure-trendreel-" + str(BASE_DIR)
+        SECRET_KEY = "dev-insecure-trendreel-" + str(BASE_DIR)  # console.W001 flags it in check --deploy
     else:
         raise ImproperlyConfigured("SECRET_KEY must be set")
 
