@@ -1,0 +1,49 @@
+"""Fallback chains: try a stage's providers in order, record who produced the result and why
+the others did not.
+
+A theme lists them per stage, e.g. ``settings["voiceover"]["providers"] = ["elevenlabs",
+"openai", "offline"]``. A provider that fails (transient or permanent) hands over to the next;
+only when all fail does the stage fail: transient if any failure was transient (worth a retry),
+else permanent, with every provider's reason in the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from stages.base import PermanentStageError, StageAborted, StageContext, StageError, TransientStageError
+
+T = TypeVar("T")
+
+
+def provider_names(ctx: StageContext, default: str) -> list[str]:
+    """The stage's chain: ``providers`` (a list) or ``provider`` (one name), else the default."""
+    settings = ctx.stage_settings
+    names = settings.get("providers") or ([settings["provider"]] if settings.get("provider") else [default])
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise PermanentStageError(f"{ctx.stage}: providers must be a list of names", hint=f'e.g. theme.settings["{ctx.stage}"]["providers"] = ["{default}"]')
+    return names
+
+
+def run_chain(ctx: StageContext, names: list[str], attempt: Callable[[str], T]) -> tuple[T, dict[str, Any]]:
+    """Call ``attempt(name)`` for each provider until one returns. Returns (result, report)."""
+    failures: list[dict[str, str]] = []
+    for name in names:
+        ctx.check_cancelled()
+        try:
+            result = attempt(name)
+        except StageAborted:
+            raise
+        except StageError as exc:
+            failures.append({"provider": name, "kind": exc.kind, "error": exc.message, "hint": exc.hint})
+            ctx.logger.warning("%s: provider %s failed (%s): %s", ctx.stage, name, exc.kind, exc.message)
+            continue
+        return result, {"provider": name, "failures": failures}
+    summary = "; ".join(f"{f['provider']}: {f['error']}" for f in failures)
+    hints = "; ".join(f["hint"] for f in failures if f["hint"])
+    if any(f["kind"] == "transient" for f in failures):
+        raise TransientStageError(f"every {ctx.stage} provider failed: {summary}")
+    raise PermanentStageError(f"every {ctx.stage} provider failed: {summary}", hint=hints)
