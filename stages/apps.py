@@ -10,6 +10,7 @@ class StagesConfig(AppConfig):
 
     def ready(self) -> None:
         checks.register(check_stage_paths)
+        checks.register(check_broker_retry)
 
 
 def check_stage_paths(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
@@ -25,3 +26,20 @@ def check_stage_paths(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         except ImproperlyConfigured as exc:
             errors.append(checks.Error(str(exc), id="stages.E001"))
     return errors
+
+
+def check_broker_retry(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """django-q2 re-delivers an unacknowledged task after ``retry`` seconds: it must outlast the
+    longest stage (plus queue wait), or a slow stage is started again while it still runs."""
+    from django.conf import settings
+
+    from stages import pipeline
+
+    retry = settings.Q_CLUSTER.get("retry", 60)
+    longest = pipeline.max_time_limit()
+    if retry <= longest + 60:
+        return [checks.Error(
+            f"Q_CLUSTER retry ({retry}s) must exceed the longest stage time limit ({longest:g}s) plus a minute",
+            hint="raise TRENDREEL_BROKER_RETRY or lower the stage's time_limit", id="stages.E002",
+        )]
+    return []
