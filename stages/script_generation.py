@@ -1,16 +1,23 @@
 """Stage: script_generation. Write the narrated script for the analysed topic.
 
-Steps: read ``trend_analysis``'s topic, pick the writer (``theme.settings.script_generation.provider``:
-``"template"``, the offline default, or a dotted path to a ``ScriptWriter`` class), write with the
-operator's "request changes" notes, validate the result against the output contract below, and
-save it as ``script.json`` (plus ``script.txt``, the narration as a reader would check it).
+Steps: read ``trend_analysis``'s topic, pick the writers (``theme.settings.script_generation.providers``,
+a fallback chain such as ``["openai", "template"]``, or one ``provider``: ``"template"``, the offline
+default, ``"openai"``, any OpenAI-compatible chat endpoint (``stages.providers.llm``), or a dotted path
+to a ``ScriptWriter`` class), write with the operator's "request changes" notes, validate the result
+against the output contract below (an invalid script moves the chain on), and save it as
+``script.json`` (plus ``script.txt``, the narration as a reader would check it).
 
 Output (every later stage relies on it)::
 
     {"title": str, "hook": str,
      "segments": [{"id": "hook" | "beat1".."beatN" | "cta", "narration": str, "headline": str}],
      "cta": str, "hashtags": [str], "description": str, "target_seconds": int,
-     "word_count": int, "words_per_second": float, "notes_applied": [str], "writer": str}
+     "word_count": int, "words_per_second": float, "notes_applied": [str], "writer": str,
+     "provider": str, "provider_failures": [...], "prompt_version": str | None}
+
+``provider``/``provider_failures`` record which writer of the chain produced the script and why the
+ones before it did not; ``prompt_version`` is the LLM prompt's version (None for the template).
+``validate_script`` checks the writer's script before these three are added.
 
 Segments are in speaking order: hook first, 3-6 beats, cta last.
 """
@@ -24,6 +31,8 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageResult
+from stages.providers.chain import provider_names, run_chain
+from stages.providers.llm import PROMPT_VERSION, OpenAIWriter
 from stages.providers.writer import (
     HEADLINE_MAX_CHARS,
     HEADLINE_MAX_WORDS,
@@ -136,15 +145,21 @@ def validate_script(script: Any) -> None:
         )
 
 
-def get_writer(settings: dict[str, Any]) -> ScriptWriter:
-    """The configured writer: "template" (offline, default) or a dotted path to a writer class."""
+NETWORK_WRITERS = {"openai"}  # OpenAI-compatible chat completions (OpenAI, OpenRouter, Ollama, vLLM...)
+
+
+def get_writer(settings: dict[str, Any], ctx: StageContext | None = None) -> ScriptWriter:
+    """The configured writer: "template" (offline, default), "openai" (needs ``ctx``) or a dotted path
+    to a writer class."""
     provider = settings.get("provider") or "template"
     if provider in {"template", "offline"}:
         return TemplateWriter()
+    if provider in NETWORK_WRITERS and ctx is not None:
+        return OpenAIWriter(ctx, validate_script)
     if not isinstance(provider, str) or "." not in provider:
         raise PermanentStageError(
             f"script_generation provider {provider!r} is unknown",
-            hint='set theme settings script_generation.provider to "template" or a dotted path to a writer class',
+            hint='set theme settings script_generation.providers to a list of "openai", "template" or dotted paths to writer classes',
         )
     try:
         obj = import_string(provider)
@@ -181,14 +196,23 @@ def _narration_text(script: dict[str, Any]) -> str:
 def run(ctx: StageContext) -> StageResult:
     ctx.progress(0.05, "reading the analysed topic")
     topic = _topic(ctx)
-    writer = get_writer(ctx.stage_settings)
     notes = [n for n in ctx.review_notes if isinstance(n, str) and n.strip()]
-    name = getattr(writer, "name", type(writer).__name__)
-    ctx.progress(0.2, f"writing with {name}" + (f", {len(notes)} operator notes" if notes else ""))
-    script = writer.write(topic, ctx.theme, notes)
-    ctx.progress(0.8, "checking the script against the contract")
-    validate_script(script)
-    (ctx.work_dir / "script.json").write_text(json.dumps(script, ensure_ascii=False, indent=2), encoding="utf-8")
+
+    def attempt(provider: str) -> dict[str, Any]:
+        writer = get_writer({"provider": provider}, ctx)
+        name = getattr(writer, "label", None) or getattr(writer, "name", type(writer).__name__)
+        ctx.progress(0.2, f"writing with {name}" + (f", {len(notes)} operator notes" if notes else ""))
+        script = writer.write(topic, ctx.theme, notes)
+        ctx.progress(0.8, "checking the script against the contract")
+        validate_script(script)
+        return script
+
+    names = provider_names(ctx, "template")
+    if len(names) == 1:  # no chain: the writer's own error, hint and retry_after reach the orchestrator
+        script, report = attempt(names[0]), {"provider": names[0], "failures": []}
+    else:
+        script, report = run_chain(ctx, names, attempt)
+
     (ctx.work_dir / "script.txt").write_text(_narration_text(script), encoding="utf-8")
     seconds = script["word_count"] / script["words_per_second"]
     message = f"{len(script['segments'])} segments, {script['word_count']} words (~{seconds:.0f} s)"
@@ -197,8 +221,15 @@ def run(ctx: StageContext) -> StageResult:
         message += f"; short of the {script['target_seconds']} s target, the topic has little material"
         ctx.logger.warning("job %s: %s", ctx.job_id, message)
     ctx.progress(1.0, message)
+    output = {
+        **script,
+        "provider": report["provider"],
+        "provider_failures": report["failures"],
+        "prompt_version": PROMPT_VERSION if report["provider"] in NETWORK_WRITERS else None,
+    }
+    (ctx.work_dir / "script.json").write_text(json.dumps(output, ensure_ascii=False, indent=2), encoding="utf-8")
     return StageResult(
-        output=script,
+        output=output,
         artifacts=[
             ArtifactSpec(path="script.json", kind="json", label="Script"),
             ArtifactSpec(path="script.txt", kind="text", label="Narration"),

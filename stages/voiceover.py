@@ -13,6 +13,12 @@ from a words-per-second estimate. Steps:
    scenes on them; captions are <= 7 words / 32 chars, timed by the engine's word events when it has
    them (eSpeak NG) or by characters within the sentence (Piper).
 4. Write ``voice.wav`` (mono 16-bit at the engine's rate) and return the contract output.
+
+Providers: ``theme.settings["voiceover"]["providers"]`` is a fallback chain, e.g. ``["elevenlabs",
+"openai", "offline"]`` (``stages.providers.cloud_tts`` for the network ones; "offline", "piper" or
+"espeak-ng" for the local engines). Each speaks the whole script; one that fails hands over to the
+next, and the output names who spoke (``engine``, ``provider``) and why the others did not
+(``provider_failures``). Without ``providers`` the offline choice below is unchanged.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageResult
+from stages.base import ArtifactSpec, PermanentStageError, StageAborted, StageContext, StageError, StageResult
+from stages.providers.chain import provider_names, run_chain
+from stages.providers.cloud_tts import NETWORK_ENGINES, make_network_provider
 from stages.providers.tts import Speech, VoiceConfigError, VoiceProvider, make_provider
 
 AUDIO_NAME = "voice.wav"
@@ -272,13 +280,23 @@ def _segments(ctx: StageContext) -> list[dict[str, Any]]:
     return segments
 
 
-def provider_for(ctx: StageContext) -> VoiceProvider:
+def provider_for(ctx: StageContext, name: str | None = None) -> VoiceProvider:
+    """The provider called ``name`` in the chain; ``None`` is the offline choice from the settings."""
+    if name in NETWORK_ENGINES:
+        return make_network_provider(ctx, name)
+    settings = ctx.stage_settings
+    if name is not None and settings.get("providers"):
+        # In a chain "offline" means the usual offline choice; "piper"/"espeak-ng" force that engine.
+        settings = {k: v for k, v in settings.items() if k not in ("provider", "providers")}
+        if name not in ("offline", "auto", "default"):
+            settings["engine"] = name
     try:
-        return make_provider(ctx.stage_settings, str(ctx.theme.get("voice") or ""))
+        return make_provider(settings, str(ctx.theme.get("voice") or ""))
     except VoiceConfigError as exc:
         raise PermanentStageError(
             f"voiceover engine/voice setting is unusable: {exc}",
-            hint='set theme.voice or theme.settings["voiceover"]["engine"] to "piper" or "espeak-ng"',
+            hint='set theme.voice or theme.settings["voiceover"]["engine"] to "piper" or "espeak-ng", '
+            'and providers to names among "elevenlabs", "openai", "offline"',
         ) from exc
 
 
@@ -292,7 +310,20 @@ def run(ctx: StageContext) -> StageResult:
             "script_generation narration is empty: no segment has words to speak",
             hint="check the script (segments[].narration) and re-run script_generation",
         )
-    provider = provider_for(ctx)
+    if not ctx.stage_settings.get("providers"):
+        # No chain configured: the single (usually offline) provider, its own errors unwrapped.
+        names = provider_names(ctx, "offline")
+        name = names[0] if len(names) == 1 and names[0] in NETWORK_ENGINES else None
+        result = speak(ctx, provider_for(ctx, name), plan, total)
+        result.output.update(provider=name or result.output["engine"], provider_failures=[])
+        return result
+    result, report = run_chain(ctx, provider_names(ctx, "offline"), lambda name: speak(ctx, provider_for(ctx, name), plan, total))
+    result.output.update(provider=report["provider"], provider_failures=report["failures"])
+    return result
+
+
+def speak(ctx: StageContext, provider: VoiceProvider, plan: list[tuple[str, list[str]]], total: int) -> StageResult:
+    """The whole track with one provider: voice.wav plus segment windows and captions."""
     rate = provider.sample_rate
     ctx.progress(0.02, f"speaking {total} sentences with {provider.engine} ({provider.voice})")
 
@@ -318,6 +349,8 @@ def run(ctx: StageContext) -> StageResult:
                 silence(SENTENCE_PAUSE)
             try:
                 speech = provider.synthesize(sentence)
+            except (StageError, StageAborted):
+                raise  # a network provider's transient/permanent error keeps its kind (and retry_after)
             except Exception as exc:  # an engine bug on this text: retrying the same text will not help
                 raise PermanentStageError(
                     f"{provider.engine} could not speak {segment_id} sentence {number + 1} ({sentence[:60]!r}): {exc}",

@@ -31,6 +31,7 @@ def provider_names(ctx: StageContext, default: str) -> list[str]:
 def run_chain(ctx: StageContext, names: list[str], attempt: Callable[[str], T]) -> tuple[T, dict[str, Any]]:
     """Call ``attempt(name)`` for each provider until one returns. Returns (result, report)."""
     failures: list[dict[str, str]] = []
+    retry_after: float | None = None
     for name in names:
         ctx.check_cancelled()
         try:
@@ -39,11 +40,13 @@ def run_chain(ctx: StageContext, names: list[str], attempt: Callable[[str], T]) 
             raise
         except StageError as exc:
             failures.append({"provider": name, "kind": exc.kind, "error": exc.message, "hint": exc.hint})
+            if exc.retry_after is not None:
+                retry_after = max(retry_after or 0.0, exc.retry_after)
             ctx.logger.warning("%s: provider %s failed (%s): %s", ctx.stage, name, exc.kind, exc.message)
             continue
         return result, {"provider": name, "failures": failures}
     summary = "; ".join(f"{f['provider']}: {f['error']}" for f in failures)
     hints = "; ".join(f["hint"] for f in failures if f["hint"])
     if any(f["kind"] == "transient" for f in failures):
-        raise TransientStageError(f"every {ctx.stage} provider failed: {summary}")
+        raise TransientStageError(f"every {ctx.stage} provider failed: {summary}", retry_after=retry_after)
     raise PermanentStageError(f"every {ctx.stage} provider failed: {summary}", hint=hints)

@@ -86,9 +86,12 @@ def test_the_chain_fails_transient_if_any_failure_was_transient(tmp_path):
     ctx = make_context(tmp_path, "voiceover")
 
     def attempt(name):
-        raise (TransientStageError if name == "x" else PermanentStageError)(f"{name} failed")
+        if name == "x":
+            raise TransientStageError("x failed", retry_after=30)
+        raise PermanentStageError(f"{name} failed")
 
-    with pytest.raises(TransientStageError, match="x: x failed; y: y failed"):
+    with pytest.raises(TransientStageError, match="x: x failed; y: y failed") as exc:
         run_chain(ctx, ["x", "y"], attempt)
+    assert exc.value.retry_after == 30  # the orchestrator waits at least as long as the provider asked
     with pytest.raises(PermanentStageError):
         run_chain(ctx, ["y"], attempt)
