@@ -1,13 +1,33 @@
-"""Stage: scene_generation. One 1080x1920 card image per script segment, in speaking order.
+"""Stage: scene_generation. One 1080x1920 scene image per script segment, in speaking order.
 
-Steps: read the script's segments, pick the renderer (``theme.settings.scene_generation.provider``:
-``"cards"``, the offline Pillow default, or a dotted path to a ``SceneRenderer`` class), draw one
-card per segment (checking for cancel between cards) and save ``scene-01.png``, ``scene-02.png``...
+Steps: read the script's segments and the provider chain (``theme.settings.scene_generation``
+``providers``, e.g. ``["pexels", "cards"]``, or the older single ``provider``; default
+``["cards"]``). For each segment the chain is tried in order:
+
+* ``"pexels"`` (``stages.providers.pexels``): search Pexels with the segment's headline + the topic
+  keywords, download the best portrait file (cached under ``MEDIA_ROOT/cache/pexels``, probed
+  before use), cover-fit it to 1080x1920, darken it a little and draw the card's headline/marker
+  on top (the same text layout as the cards, so composition's safe-zone pan still holds). For
+  ``media: "videos"`` a frame at ~1 s is the scene image and the clip is kept beside it
+  (``"clip"``) for a composition that can play clips; today's composition uses the still.
+  A failed search (no key, 401, 429, timeout, malformed answer) switches Pexels off for the rest of
+  the run, once, recorded in ``provider_failures``; a segment without a usable hit falls through.
+* ``"cards"``/``"offline"`` (the offline Pillow renderer) or a dotted path to a ``SceneRenderer``.
+
+Each card is saved as ``scene-01.png``, ``scene-02.png``... (cancel is checked between scenes).
 
 Output::
 
-    {"scenes": [{"segment": <segment id>, "image": "scene-01.png", "width": 1080, "height": 1920}],
-     "style": {"renderer", "palette", "font", "size", "safe_zone", "text_box", "caption_zone", "max_zoom"}}
+    {"scenes": [{"segment": <segment id>, "image": "scene-01.png", "width": 1080, "height": 1920,
+                 "source": "pexels" | "card", "provider": <chain name>,
+                 # pexels scenes only:
+                 "query": "...", "pexels": {"id", "media", "url", "file", "photographer",
+                                            "photographer_url", "text"},
+                 "clip": "clip-01.mp4"}],  # videos only
+     "style": {"renderer", "palette", "font", "size", "safe_zone", "text_box", "caption_zone", "max_zoom"},
+     "provider": "pexels" | "cards" | "pexels,cards",  # who produced the scenes, in order of first use
+     "provider_failures": [{"provider", "kind", "error", "hint", "segment"}],
+     "credits": ["Photo by … on Pexels (https://www.pexels.com/photo/…)"]}
 
 ``style.caption_zone`` is the part of the safe zone the cards leave empty for captions;
 ``style.max_zoom`` is the largest Ken Burns zoom at which the card text stays clear of platform UI.
@@ -15,12 +35,17 @@ Output::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from django.utils.module_loading import import_string
 
-from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageResult
-from stages.providers.cards import HEIGHT, WIDTH, CardRenderer, CardSpec, SceneRenderer
+from stages import media
+from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageError, StageResult, TransientStageError
+from stages.providers import pexels as pexels_provider
+from stages.providers.cards import HEIGHT, WIDTH, Card, CardRenderer, CardSpec, SceneRenderer, palette_for
+from stages.providers.chain import provider_names
 
 PNG_COMPRESS_LEVEL = 3  # ~50 ms a card; level 6 is twice as slow for ~20 % smaller files
 
@@ -54,6 +79,10 @@ def _segments(script: dict[str, Any]) -> list[dict[str, Any]]:
     return segments
 
 
+class SceneMiss(PermanentStageError):
+    """Pexels had nothing usable for one segment: the next provider draws it; Pexels stays on."""
+
+
 def run(ctx: StageContext) -> StageResult:
     script = ctx.output_of("script_generation")
     segments = _segments(script)
@@ -63,29 +92,187 @@ def run(ctx: StageContext) -> StageResult:
     seed = str(topic.get("title") or script.get("title") or ctx.job_id)
     source = str(topic.get("source") or "").strip()
     hashtags = [t for t in script.get("hashtags") or [] if isinstance(t, str)]
-    renderer = get_renderer(ctx.stage_settings)
+    keywords = [str(k) for k in (topic.get("keywords") or ctx.theme.get("keywords") or []) if str(k).strip()]
+    names = provider_names(ctx, "cards")
+    # Every renderer is built up front, so a typo in the chain fails before any network call.
+    renderers = {name: get_renderer({"provider": name}) for name in names if name != "pexels"}
+    first_renderer = next(iter(renderers.values()), None)
+    style_renderer = first_renderer or CardRenderer()
+    overlay = first_renderer if isinstance(first_renderer, CardRenderer) else CardRenderer()
+    stock = _Stock(ctx, keywords, overlay) if "pexels" in names else None
     total = len(segments)
-    ctx.progress(0.0, f"rendering {total} scenes")
+    ctx.progress(0.0, f"making {total} scenes ({', '.join(names)})")
 
     scenes: list[dict[str, Any]] = []
     artifacts: list[ArtifactSpec] = []
-    for i, seg in enumerate(segments):
-        ctx.check_cancelled()
-        footer = ""
-        if seg["id"] == "hook" and source:
-            footer = f"via {source}"
-        elif seg["id"] == "cta" and hashtags:
-            footer = " ".join(hashtags[:3])
-        spec = CardSpec(
-            headline=seg["headline"], index=i, total=total, seed=seed, label=str(ctx.theme.get("name") or ""), footer=footer
-        )
-        card = renderer.render(spec)
-        if card.image.size != (WIDTH, HEIGHT):
-            raise PermanentStageError(f"scene renderer drew {card.image.size[0]}x{card.image.size[1]}, expected {WIDTH}x{HEIGHT}")
-        name = f"scene-{i + 1:02d}.png"
-        card.image.convert("RGB").save(ctx.work_dir / name, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-        scenes.append({"segment": seg["id"], "image": name, "width": WIDTH, "height": HEIGHT})
-        artifacts.append(ArtifactSpec(path=name, kind="image", label=f"Scene {i + 1}: {seg['id']}"))
-        ctx.progress((i + 1) / total, f"scene {i + 1}/{total} ({seg['id']}): {seg['headline'][:60]}")
+    failures: list[dict[str, Any]] = []
+    used: list[str] = []
+    try:
+        for i, seg in enumerate(segments):
+            ctx.check_cancelled()
+            footer = ""
+            if seg["id"] == "hook" and source:
+                footer = f"via {source}"
+            elif seg["id"] == "cta" and hashtags:
+                footer = " ".join(hashtags[:3])
+            spec = CardSpec(
+                headline=seg["headline"], index=i, total=total, seed=seed, label=str(ctx.theme.get("name") or ""), footer=footer
+            )
+            name = f"scene-{i + 1:02d}.png"
+            scene: dict[str, Any] = {"segment": seg["id"], "image": name, "width": WIDTH, "height": HEIGHT}
 
-    return StageResult(output={"scenes": scenes, "style": renderer.style(seed)}, artifacts=artifacts)
+            def attempt(provider: str) -> tuple[Card, dict[str, Any]]:
+                if provider == "pexels":
+                    assert stock is not None
+                    return stock.scene(seg, spec, i)
+                return renderers[provider].render(spec), {"source": "card"}
+
+            card, extra = _run_chain(ctx, names, attempt, stock, failures, seg["id"])
+            if card.image.size != (WIDTH, HEIGHT):
+                raise PermanentStageError(f"scene renderer drew {card.image.size[0]}x{card.image.size[1]}, expected {WIDTH}x{HEIGHT}")
+            card.image.convert("RGB").save(ctx.work_dir / name, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+            scene.update(extra)
+            scenes.append(scene)
+            if scene["provider"] not in used:
+                used.append(scene["provider"])
+            artifacts.append(ArtifactSpec(path=name, kind="image", label=f"Scene {i + 1}: {seg['id']}"))
+            how = f"pexels {scene['pexels']['id']}" if scene["source"] == "pexels" else "card"
+            ctx.progress((i + 1) / total, f"scene {i + 1}/{total} ({seg['id']}): {seg['headline'][:60]} [{how}]")
+    finally:
+        if stock is not None:
+            stock.close()
+
+    credits = list(dict.fromkeys(f"{s['pexels']['text']} ({s['pexels']['url']})" for s in scenes if s.get("pexels")))
+    output = {
+        "scenes": scenes,
+        "style": style_renderer.style(seed),
+        "provider": ",".join(used),
+        "provider_failures": failures,
+        "credits": credits,
+    }
+    return StageResult(output=output, artifacts=artifacts)
+
+
+def _run_chain(
+    ctx: StageContext,
+    names: list[str],
+    attempt: Callable[[str], tuple[Card, dict[str, Any]]],
+    stock: _Stock | None,
+    failures: list[dict[str, Any]],
+    segment: str,
+) -> tuple[Card, dict[str, Any]]:
+    """``chain.run_chain`` for one segment, skipping Pexels once it failed for the whole run."""
+    errors: list[StageError] = []
+    for provider in names:
+        ctx.check_cancelled()
+        if provider == "pexels" and stock is not None and stock.off is not None:
+            errors.append(stock.off)
+            continue
+        try:
+            card, extra = attempt(provider)
+        except StageError as exc:
+            errors.append(exc)
+            failures.append(
+                {"provider": provider, "kind": exc.kind, "error": exc.message, "hint": exc.hint, "segment": segment}
+            )
+            ctx.logger.warning("scene_generation: %s failed for %s (%s): %s", provider, segment, exc.kind, exc.message)
+            if provider == "pexels" and stock is not None and not isinstance(exc, SceneMiss):
+                stock.off = exc  # the API itself failed: the other segments go straight to the next provider
+            continue
+        return card, {"provider": provider, **extra}
+    summary = "; ".join(e.message for e in errors) or "no provider"
+    if any(not e.permanent for e in errors):
+        raise TransientStageError(f"every scene_generation provider failed for {segment}: {summary}")
+    raise PermanentStageError(
+        f"every scene_generation provider failed for {segment}: {summary}", hint="; ".join(e.hint for e in errors if e.hint)
+    )
+
+
+class _Stock:
+    """Pexels for one run: opened on first use, searches remembered, each hit used once if possible."""
+
+    MAX_HITS = 3  # hits tried per segment before it falls through to the next provider
+
+    def __init__(self, ctx: StageContext, keywords: list[str], overlay: CardRenderer) -> None:
+        self.ctx = ctx
+        self.keywords = keywords
+        self.overlay = overlay
+        self.source: pexels_provider.PexelsSource | None = None
+        self.off: StageError | None = None
+        self.searches: dict[str, list[pexels_provider.Hit]] = {}
+        self.used: set[Any] = set()
+        self.failed: dict[Any, str] = {}  # hits whose files failed this run: not downloaded again
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
+    def scene(self, seg: dict[str, Any], spec: CardSpec, index: int) -> tuple[Card, dict[str, Any]]:
+        if self.source is None:
+            self.source = pexels_provider.PexelsSource(self.ctx)
+        source = self.source
+        query = pexels_provider.query_for(seg["headline"], self.keywords) or " ".join(self.keywords[:2]) or "technology"
+        if query not in self.searches:
+            self.searches[query] = source.search(query)
+        hits = self.searches[query]
+        if not hits:
+            raise SceneMiss(f"pexels has no {source.media} for {query!r}")
+        ordered = [h for h in hits if h.id not in self.used] + [h for h in hits if h.id in self.used]
+        errors: list[str] = []
+        for hit in ordered[: self.MAX_HITS]:
+            self.ctx.check_cancelled()
+            if hit.id in self.failed:
+                errors.append(self.failed[hit.id])
+                continue
+            try:
+                fetched = source.fetch(hit)
+                card, extra = self._compose(fetched, spec, index)
+            except StageError as exc:
+                errors.append(exc.message)
+                self.failed[hit.id] = exc.message
+                self.ctx.logger.info("scene_generation: pexels %s %s skipped: %s", hit.media, hit.id, exc.message)
+                continue
+            self.used.add(hit.id)
+            return card, {"source": "pexels", "query": query, "pexels": fetched.credit(), **extra}
+        raise SceneMiss(f"pexels: no usable {source.media} for {query!r} ({'; '.join(errors)})")
+
+    def _compose(self, fetched: pexels_provider.Fetched, spec: CardSpec, index: int) -> tuple[Card, dict[str, Any]]:
+        extra: dict[str, Any] = {}
+        still = fetched.path
+        if fetched.hit.media == "video":
+            clip = f"clip-{index + 1:02d}.mp4"
+            pexels_provider.copy_into(fetched.path, self.ctx.work_dir / clip)
+            still = self.ctx.work_dir / f".frame-{index + 1:02d}.png"
+            at = min(1.0, (fetched.duration or 2.0) / 2)
+            code, lines = media.run_ffmpeg(
+                ["-hide_banner", "-nostdin", "-y", "-ss", f"{at:.2f}", "-i", str(fetched.path), "-frames:v", "1", str(still)],
+                self.ctx,
+            )
+            if code != 0 or not still.is_file():
+                (self.ctx.work_dir / clip).unlink(missing_ok=True)
+                raise PermanentStageError(f"no frame could be taken from pexels video {fetched.hit.id}: {' '.join(lines[-2:])}")
+            extra["clip"] = clip
+        try:
+            pexels_provider.probe_photo(still)
+            return photo_card(still, spec, self.overlay), extra
+        finally:
+            if still != fetched.path:
+                still.unlink(missing_ok=True)
+
+
+SCRIM = 0.42  # how far a photo is darkened toward the palette's ink so white type stays legible
+
+
+def photo_card(path: Path, spec: CardSpec, overlay: CardRenderer) -> Card:
+    """A photo cover-fitted to 1080x1920, darkened, with the card's text layer drawn on top."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as source:
+        image = ImageOps.exif_transpose(source).convert("RGB")
+    image = ImageOps.fit(image, (WIDTH, HEIGHT), method=Image.Resampling.LANCZOS, centering=(0.5, 0.45))
+    pal = palette_for(spec.seed, spec.index)
+    image = Image.blend(image, Image.new("RGB", image.size, pal.ink), SCRIM)
+    card = Card(image=image)
+    # The cards' own text drawing (marker, headline, footer), so layout and safe zone are identical.
+    overlay._draw_text(card, spec, pal)
+    return card

@@ -13,6 +13,11 @@ Why it is shaped this way:
   held at its last full read (their rows are looked up and their ``last_seen`` touched), so
   analysis sees the same stories. If those rows are missing, the feed is read again in full.
 
+Sources (``theme.sources``): ``{"name", "url"}`` / ``{"name", "path"}`` feeds (RSS, Atom, Reddit
+listing JSON, HN JSON), or API kinds ``{"name", "kind": "reddit", "subreddit", "listing", "limit"}``,
+``{"name", "kind": "hackernews", "limit"}``, ``{"name", "kind": "google_trends", "geo"}`` (see
+``stages.providers.feeds``). Every HTTP read is conditional (ETag / Last-Modified).
+
 Settings (``theme.settings["trend_collection"]``): ``provider`` ("feeds", the default; "offline"
 is accepted as its alias - bundled files are local work), ``timeout`` seconds per HTTP read (10).
 

@@ -13,8 +13,19 @@ Formats understood (the theme's ``kind`` may name one; otherwise it is detected)
 * Hacker News: hnrss-style RSS (``Points: 123`` / ``# Comments: 45`` in the description), Firebase
   item JSON (a list of items, or ``{"items": [...]}``) and Algolia search JSON (``{"hits": [...]}``).
 
+API sources name a ``kind`` instead of a URL (the URL is built; ``base_url`` moves it, for tests or
+a mirror): ``{"kind": "reddit", "subreddit": "technology", "listing": "hot"|"top"|"new"|"rising",
+"limit": 25}`` reads ``/r/<sub>/<listing>.json`` (score + comments); ``{"kind": "hackernews",
+"limit": 30}`` reads the Firebase API's ``topstories.json`` and then ``item/<id>.json`` for the
+first ``limit`` ids (a few in parallel; one source; score + descendants); ``{"kind":
+"google_trends", "geo": "US"}`` reads the daily RSS (``ht:approx_traffic`` "20,000+" becomes the
+engagement, ``ht:news_item`` articles the url and summary). An optional ``user_agent`` replaces
+the default descriptive one (Reddit asks for ``<platform>:<app id>:<version> (by /u/<name>)``).
+
 Sources are bundled files (a relative ``path`` resolves against ``stages/assets/``; absolute paths
-work too) or ``http(s)`` URLs fetched with httpx. HTTP fetches are conditional: the ETag and
+work too) or ``http(s)`` URLs fetched with httpx. Each GET gets short in-call retries for 429/5xx/
+connection errors (the policy of ``stages.providers.http``: a short ``Retry-After`` is waited, a
+long one goes to the orchestrator); timeouts are left to the stage's retry. HTTP fetches are conditional: the ETag and
 Last-Modified of the last good response are remembered per URL in a small JSON file under
 ``settings.VAR_DIR/feed-cache/`` (one file per URL, written atomically, so parallel jobs never
 fight over one shared file). A file rather than a marker ``Trend`` row keeps fake rows out of the
@@ -36,9 +47,11 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -51,12 +64,22 @@ import httpx
 from django.conf import settings
 from django.utils.html import strip_tags
 
-from stages.base import PermanentStageError, TransientStageError
+from stages.base import PermanentStageError, StageError, TransientStageError
 
 logger = logging.getLogger("trendreel.feeds")
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-KINDS = ("rss", "atom", "reddit", "hn")
+# Formats a feed body may have (declared or detected) and the API kinds a source may name instead
+# of a URL: "reddit" with a "subreddit", "hackernews" (Firebase API), "google_trends" (daily RSS).
+KINDS = ("rss", "atom", "reddit", "hn", "hackernews", "google_trends")
+API_KINDS = ("reddit", "hackernews", "google_trends")
+REDDIT_BASE = "https://www.reddit.com"
+REDDIT_LISTINGS = ("hot", "top", "new", "rising")
+HN_API_BASE = "https://hacker-news.firebaseio.com/v0"
+HN_CONCURRENCY = 6  # item reads in flight at once for one "hackernews" source
+GOOGLE_TRENDS_URL = "https://trends.google.com/trending/rss?geo={geo}"
+_SUBREDDIT = re.compile(r"^[A-Za-z0-9_]{2,21}(\+[A-Za-z0-9_]{2,21})*$")
+_GEO = re.compile(r"^[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?$")
 USER_AGENT = "Trendreel/1.0 (trend collection; +https://github.com/trendreel)"
 MAX_BYTES = 10 * 1024 * 1024  # a feed bigger than this is a mistake, not a feed
 TITLE_MAX = 500  # Trend.title
@@ -84,6 +107,9 @@ class FeedSource:
     url: str = ""
     path: Path | None = None
     location: str = ""  # as written in the theme (for messages and the output)
+    # API sources: "hackernews" (read in two steps) or "" (one document: file or URL).
+    api: str = ""
+    options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def is_http(self) -> bool:
@@ -101,6 +127,10 @@ class FeedSource:
         path_value = str(raw.get("path") or "").strip()
         name = str(raw.get("name") or "").strip()
         label = name or f"#{index + 1}"
+        declared = str(raw.get("kind") or "").strip().lower()
+        if declared in API_KINDS and not path_value and (not url or declared == "google_trends"):
+            if declared != "reddit" or raw.get("subreddit"):
+                return cls._api_source(raw, declared, name, label, url)
         if bool(url) == bool(path_value):
             raise PermanentStageError(
                 f"theme source {label} needs exactly one of 'url' or 'path'",
@@ -130,6 +160,76 @@ class FeedSource:
         if not name:
             name = path.stem
         return cls(name=name[:200], kind=kind, path=path, location=path_value)
+
+    @classmethod
+    def _api_source(cls, raw: dict[str, Any], kind: str, name: str, label: str, url: str) -> FeedSource:
+        """A source named by its API kind: the URL is built from the entry's fields."""
+
+        def base(default: str) -> str:
+            value = str(raw.get("base_url") or default).strip().rstrip("/")
+            if urlsplit(value).scheme.lower() not in ("http", "https"):
+                raise PermanentStageError(
+                    f"theme source {label} has base_url {redact_url(value)!r} that is not http(s)",
+                    hint=f"leave base_url out to use {default}",
+                )
+            return value
+
+        def limit(default: int, top: int) -> int:
+            value = raw.get("limit", default)
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                number = 0
+            if not 1 <= number <= top:
+                raise PermanentStageError(
+                    f"theme source {label} has limit {value!r}", hint=f"use a whole number from 1 to {top}"
+                )
+            return number
+
+        ua = str(raw.get("user_agent") or "").strip()
+        options: dict[str, Any] = {"user_agent": ua} if ua else {}
+        if kind == "reddit":
+            sub = str(raw.get("subreddit") or "").strip().removeprefix("r/").removeprefix("/r/")
+            if not _SUBREDDIT.match(sub):
+                raise PermanentStageError(
+                    f"theme source {label} has subreddit {sub!r}", hint='use the name only, e.g. "technology"'
+                )
+            listing = str(raw.get("listing") or "hot").strip().lower()
+            if listing not in REDDIT_LISTINGS:
+                raise PermanentStageError(
+                    f"theme source {label} has listing {listing!r}", hint=f"use one of {', '.join(REDDIT_LISTINGS)}"
+                )
+            query = {"limit": limit(25, 100), "raw_json": 1}
+            if listing == "top":
+                query["t"] = str(raw.get("period") or "day")
+            url = f"{base(REDDIT_BASE)}/r/{sub}/{listing}.json?{urlencode(query)}"
+            name = name or f"r-{sub.lower()}"
+        elif kind == "hackernews":
+            url = f"{base(HN_API_BASE)}/topstories.json"
+            options["limit"] = limit(30, 200)
+            name = name or "hackernews"
+        else:  # google_trends
+            geo = str(raw.get("geo") or "US").strip().upper()
+            if not _GEO.match(geo):
+                raise PermanentStageError(
+                    f"theme source {label} has geo {geo!r}", hint='use a country code such as "US", "GB" or "DE"'
+                )
+            options["geo"] = geo
+            if url and urlsplit(url).scheme.lower() not in ("http", "https"):
+                raise PermanentStageError(
+                    f"theme source {label} has URL {redact_url(url)!r} that is not http(s)",
+                    hint="leave 'url' out to read the Google Trends daily RSS",
+                )
+            url = url or GOOGLE_TRENDS_URL.format(geo=geo)
+            name = name or f"google-trends-{geo.lower()}"
+        return cls(
+            name=name[:200],
+            kind=kind,
+            url=url,
+            location=redact_url(url),
+            api="hackernews" if kind == "hackernews" else "",
+            options=options,
+        )
 
     def guessed_kind(self) -> str:
         """The declared kind, else a guess from the location (used when reading failed)."""
@@ -235,8 +335,14 @@ class FeedReader:
         timeout: float = 10.0,
         cache: ValidatorCache | None = None,
         client: httpx.Client | None = None,
+        attempts: int = 3,
+        max_wait: float = 5.0,
+        budget: float = 20.0,
     ) -> None:
         self.timeout = float(timeout)
+        self.attempts = max(1, int(attempts))
+        self.max_wait = float(max_wait)
+        self.budget = float(budget)
         self.cache = cache if cache is not None else ValidatorCache()
         self._client = client
 
@@ -290,39 +396,150 @@ class FeedReader:
                 headers["If-None-Match"] = cached["etag"]
             if cached.get("last_modified"):
                 headers["If-Modified-Since"] = cached["last_modified"]
+        fetched = self._fetch(source, url, headers=headers)
+        if fetched.status == 304:
+            if not cached:  # a 304 we did not ask for: treat the feed as unchanged and empty
+                return FeedRead(kind=source.guessed_kind(), items=[], not_modified=True)
+            return FeedRead(
+                kind=cached.get("kind") or source.guessed_kind(),
+                items=[],
+                not_modified=True,
+                known_external_ids=list(cached.get("external_ids") or []),
+            )
+        if source.api == "hackernews":
+            read = self._read_hn_items(source, fetched.content)
+        else:
+            read = parse_feed(source, fetched.content, content_type=fetched.content_type)
+        # Remember validators only for a body we understood, so a 304 always means "same good feed".
+        self.cache.save(
+            source.url,
+            kind=read.kind,
+            etag=fetched.etag,
+            last_modified=fetched.last_modified,
+            external_ids=[i.external_id for i in read.items],
+        )
+        return read
+
+    # -- Hacker News (Firebase API): the id list, then one item per id ------------------------------
+    def _read_hn_items(self, source: FeedSource, content: bytes) -> FeedRead:
+        try:
+            ids = json.loads(content.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise PermanentStageError(
+                f"source {source.name}: {source.location} is not valid JSON ({exc})",
+                hint="the Hacker News API should answer a list of story ids; check base_url",
+            ) from None
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise PermanentStageError(
+                f"source {source.name}: {source.location} is not a list of story ids",
+                hint="the Hacker News API's topstories.json answers [123, 456, ...]; check base_url",
+            )
+        ids = list(dict.fromkeys(ids))[: int(source.options.get("limit") or 30)]
+        if not ids:
+            return FeedRead(kind="hackernews", items=[])
+        base = source.url.rsplit("/", 1)[0]
+
+        def one(item_id: int) -> FeedItem | None:
+            fetched = self._fetch(source, f"{base}/item/{item_id}.json")
+            try:
+                record = json.loads(fetched.content.decode("utf-8-sig"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise PermanentStageError(
+                    f"source {source.name}: item {item_id} is not valid JSON ({exc})",
+                    hint="check the Hacker News base_url",
+                ) from None
+            if record is None:  # Firebase answers null for an id it does not have
+                return None
+            if not isinstance(record, dict):
+                raise PermanentStageError(f"source {source.name}: item {item_id} is not an object")
+            return _hn_item(record)
+
+        results: dict[int, FeedItem | None] = {}
+        errors: list[StageError] = []
+        with ThreadPoolExecutor(max_workers=min(HN_CONCURRENCY, len(ids))) as pool:
+            futures = {pool.submit(one, item_id): item_id for item_id in ids}
+            for future in as_completed(futures):
+                try:
+                    results[futures[future]] = future.result()
+                except StageError as exc:
+                    errors.append(exc)
+        if errors and len(errors) == len(ids):
+            first = errors[0]
+            raise type(first)(
+                f"{first.message} (and every other of the {len(ids)} items failed too)"
+                if len(ids) > 1
+                else first.message,
+                hint=first.hint,
+                retry_after=max((e.retry_after or 0.0 for e in errors), default=0.0) or None,
+            )
+        if errors:
+            logger.warning(
+                "source %s: %d of %d Hacker News items could not be read, e.g. %s",
+                source.name,
+                len(errors),
+                len(ids),
+                errors[0].message,
+            )
+        items = [results[i] for i in ids if results.get(i) is not None]
+        return FeedRead(kind="hackernews", items=items)  # type: ignore[arg-type]
+
+    # -- one GET with short in-call retries ----------------------------------------------------
+    def _fetch(self, source: FeedSource, url: str, *, headers: dict[str, str] | None = None) -> _Fetched:
+        """GET ``url`` for ``source``; blips (429, 5xx, connection errors) are retried in the call.
+
+        The policy of ``stages.providers.http.request`` (a few attempts, jittered exponential waits,
+        ``Retry-After`` honoured when short, a longer one handed to the orchestrator at once),
+        applied to a streamed, size-capped read that also understands 304. A timeout is not retried
+        here: the read already waited ``timeout`` seconds; the stage's own retry takes it.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._fetch_once(source, url, headers or {})
+            except TransientStageError as exc:
+                if getattr(exc, "final", False) or attempt >= self.attempts:
+                    raise
+                wait = exc.retry_after
+                if wait is None:
+                    wait = random.uniform(0, min(self.max_wait, 0.25 * 2**attempt))
+                if wait > self.max_wait or time.monotonic() - started + wait > self.budget:
+                    raise
+                logger.info("%s; retrying in %.1fs", exc.message, wait)
+                time.sleep(wait)
+
+    def _fetch_once(self, source: FeedSource, url: str, headers: dict[str, str]) -> _Fetched:
+        where = redact_url(url)
         # user:password@ travels as an Authorization header, so httpx's request log never shows it.
         parts = urlsplit(url)
         auth = None
         if parts.username is not None:
             auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
             url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        headers = dict(headers)
+        if source.options.get("user_agent"):
+            headers["User-Agent"] = str(source.options["user_agent"])
         deadline = time.monotonic() + self.timeout * 3  # httpx times each read; this bounds the whole body
         try:
             with self.client.stream("GET", url, headers=headers, auth=auth) as response:
                 status = response.status_code
                 if status == 304:
-                    if not cached:  # a 304 we did not ask for: treat the feed as unchanged and empty
-                        return FeedRead(kind=source.guessed_kind(), items=[], not_modified=True)
-                    return FeedRead(
-                        kind=cached.get("kind") or source.guessed_kind(),
-                        items=[],
-                        not_modified=True,
-                        known_external_ids=list(cached.get("external_ids") or []),
-                    )
+                    return _Fetched(status=304)
                 if status == 429 or status >= 500:
                     raise TransientStageError(
-                        f"source {source.name}: {source.location} answered HTTP {status}",
+                        f"source {source.name}: {where} answered HTTP {status}",
                         hint="the feed server is busy or failing; the stage retries with backoff",
                         retry_after=_retry_after(response.headers.get("Retry-After")),
                     )
                 if status >= 400:
                     raise PermanentStageError(
-                        f"source {source.name}: {source.location} answered HTTP {status}",
+                        f"source {source.name}: {where} answered HTTP {status}",
                         hint="check the URL (and any access rules of the site) in the theme's sources",
                     )
                 if status >= 300:
                     raise PermanentStageError(
-                        f"source {source.name}: {source.location} answered HTTP {status} without a usable redirect",
+                        f"source {source.name}: {where} answered HTTP {status} without a usable redirect",
                         hint="use the feed's final URL",
                     )
                 chunks: list[bytes] = []
@@ -331,57 +548,72 @@ class FeedReader:
                     size += len(chunk)
                     if size > MAX_BYTES:
                         raise PermanentStageError(
-                            f"source {source.name}: {source.location} is larger than {MAX_BYTES // (1024 * 1024)} MB",
+                            f"source {source.name}: {where} is larger than {MAX_BYTES // (1024 * 1024)} MB",
                             hint="point the source at a feed, not a download",
                         )
                     if time.monotonic() > deadline:
-                        raise TransientStageError(
-                            f"source {source.name}: {source.location} took longer than {self.timeout * 3:.0f}s to download"
+                        raise _final(
+                            TransientStageError(
+                                f"source {source.name}: {where} took longer than {self.timeout * 3:.0f}s to download"
+                            )
                         )
                     chunks.append(chunk)
-                content = b"".join(chunks)
-                etag = response.headers.get("ETag", "")
-                last_modified = response.headers.get("Last-Modified", "")
-                content_type = response.headers.get("Content-Type", "")
+                return _Fetched(
+                    status=status,
+                    content=b"".join(chunks),
+                    etag=response.headers.get("ETag", ""),
+                    last_modified=response.headers.get("Last-Modified", ""),
+                    content_type=response.headers.get("Content-Type", ""),
+                )
         except httpx.TimeoutException:
-            raise TransientStageError(
-                f"source {source.name}: {source.location} timed out after {self.timeout:g}s",
-                hint="the feed server is slow or unreachable; the stage retries with backoff",
+            raise _final(
+                TransientStageError(
+                    f"source {source.name}: {where} timed out after {self.timeout:g}s",
+                    hint="the feed server is slow or unreachable; the stage retries with backoff",
+                )
             ) from None
         except httpx.UnsupportedProtocol as exc:
-            raise PermanentStageError(f"source {source.name}: cannot fetch {source.location}: {exc}") from None
+            raise PermanentStageError(f"source {source.name}: cannot fetch {where}: {exc}") from None
         except httpx.TooManyRedirects:
-            raise PermanentStageError(f"source {source.name}: {source.location} redirects in a loop") from None
+            raise PermanentStageError(f"source {source.name}: {where} redirects in a loop") from None
         except httpx.TransportError as exc:
             raise TransientStageError(
-                f"source {source.name}: cannot reach {source.location}: {exc.__class__.__name__}: {exc}",
+                f"source {source.name}: cannot reach {where}: {exc.__class__.__name__}: {exc}",
                 hint="network or DNS trouble; the stage retries with backoff",
             ) from None
         except httpx.HTTPError as exc:  # DecodingError (a broken gzip body) and the like
             raise TransientStageError(
-                f"source {source.name}: reading {source.location} failed: {exc.__class__.__name__}: {exc}"
+                f"source {source.name}: reading {where} failed: {exc.__class__.__name__}: {exc}"
             ) from None
         except httpx.InvalidURL as exc:
-            raise PermanentStageError(f"source {source.name}: invalid URL {source.location!r}: {exc}") from None
+            raise PermanentStageError(f"source {source.name}: invalid URL {where!r}: {exc}") from None
 
-        read = parse_feed(source, content, content_type=content_type)
-        # Remember validators only for a body we understood, so a 304 always means "same good feed".
-        self.cache.save(
-            source.url,
-            kind=read.kind,
-            etag=etag,
-            last_modified=last_modified,
-            external_ids=[i.external_id for i in read.items],
-        )
-        return read
+
+@dataclass
+class _Fetched:
+    status: int
+    content: bytes = b""
+    etag: str = ""
+    last_modified: str = ""
+    content_type: str = ""
+
+
+def _final(exc: TransientStageError) -> TransientStageError:
+    """Mark a transient error as not worth an in-call retry (the stage-level retry still applies)."""
+    exc.final = True  # type: ignore[attr-defined]
+    return exc
 
 
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -394,6 +626,8 @@ def _retry_after(value: str | None) -> float | None:
 # -- parsing ---------------------------------------------------------------------------------
 def parse_feed(source: FeedSource, content: bytes, *, content_type: str = "") -> FeedRead:
     """Parse a body into items; ``PermanentStageError`` (naming the source) if it is not a feed."""
+    if source.kind == "google_trends":
+        return _parse_google_trends(source, content)
     head = content.lstrip()[:1]
     if head in (b"{", b"[") or "json" in content_type.lower():
         try:
@@ -521,6 +755,113 @@ def _parse_json(source: FeedSource, data: Any) -> FeedRead:
         )
     items = [i for i in (_hn_item(r) for r in records) if i]
     return FeedRead(kind=source.kind or "hn", items=items)
+
+
+# -- Google Trends daily RSS --------------------------------------------------------------------
+_TRAFFIC = re.compile(r"([\d.,]+)\s*([KkMm]?)")
+
+
+def parse_traffic(value: str) -> int:
+    """Google's approximate search volume: "20,000+" -> 20000, "2K+" -> 2000, "1M+" -> 1000000."""
+    match = _TRAFFIC.search(value or "")
+    if not match:
+        return 0
+    digits, unit = match.group(1).replace(",", ""), match.group(2).lower()
+    try:
+        number = float(digits)
+    except ValueError:
+        return 0
+    return int(number * {"k": 1_000, "m": 1_000_000}.get(unit, 1))
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1].split(":")[-1]
+
+
+def _child_text(element: Any, name: str) -> str:
+    for child in element:
+        if _local(child.tag) == name:
+            return (child.text or "").strip()
+    return ""
+
+
+def _parse_google_trends(source: FeedSource, content: bytes) -> FeedRead:
+    """Items with ``ht:approx_traffic`` (engagement) and ``ht:news_item`` (articles about the term).
+
+    Read with ElementTree rather than feedparser, which flattens the nested news items. The body is
+    refused if it declares a DOCTYPE (entity tricks), and it is size-capped by the fetch already.
+    """
+    from xml.etree import ElementTree
+
+    if b"<!DOCTYPE" in content[:4096].upper() or b"<!ENTITY" in content.upper():
+        raise PermanentStageError(
+            f"source {source.name}: {source.location} declares a DOCTYPE; refusing it",
+            hint="point the source at the Google Trends daily RSS",
+        )
+    try:
+        root = ElementTree.fromstring(content)
+    except ElementTree.ParseError as exc:
+        raise PermanentStageError(
+            f"source {source.name}: {source.location} is not a readable feed ({exc})",
+            hint="open the URL/file and check it is the Google Trends daily RSS",
+        ) from None
+    channel = next((c for c in root if _local(c.tag) == "channel"), None)
+    if _local(root.tag) != "rss" or channel is None:
+        raise PermanentStageError(
+            f"source {source.name}: {source.location} is not an RSS document",
+            hint="expected the Google Trends daily RSS (https://trends.google.com/trending/rss?geo=US)",
+        )
+    geo = str(source.options.get("geo") or "")
+    items: list[FeedItem] = []
+    for element in channel:
+        if _local(element.tag) != "item":
+            continue
+        title = clean_text(_child_text(element, "title"), TITLE_MAX)
+        if not title:
+            continue
+        traffic_text = _child_text(element, "approx_traffic")
+        news = []
+        for child in element:
+            if _local(child.tag) == "news_item":
+                news.append(
+                    {
+                        "title": clean_text(_child_text(child, "news_item_title"), 300),
+                        "url": _http_url(_child_text(child, "news_item_url")),
+                        "source": clean_text(_child_text(child, "news_item_source"), 100),
+                    }
+                )
+        published = None
+        when = _child_text(element, "pubDate")
+        if when:
+            try:
+                published = parsedate_to_datetime(when)
+                if published.tzinfo is None:
+                    published = published.replace(tzinfo=UTC)
+            except (TypeError, ValueError):
+                published = None
+        first_url = next((n["url"] for n in news if n["url"]), "")
+        summary = clean_text(" · ".join(n["title"] for n in news if n["title"]), SUMMARY_MAX)
+        normal = _SPACE.sub(" ", title.casefold()).strip()
+        items.append(
+            FeedItem(
+                # One row per search term and region: a term trending again refreshes its row.
+                external_id=_fit_id(f"google-trends:{geo.lower() or 'any'}:{normal}"),
+                title=title,
+                url=first_url or _http_url(_child_text(element, "link")),
+                summary=summary,
+                published=published,
+                engagement=parse_traffic(traffic_text),
+                raw={
+                    "kind": "google_trends",
+                    "traffic": traffic_text,
+                    "geo": geo,
+                    "news": news[:5],
+                    "picture": _http_url(_child_text(element, "picture")),
+                    "picture_source": clean_text(_child_text(element, "picture_source"), 100),
+                },
+            )
+        )
+    return FeedRead(kind="google_trends", items=items)
 
 
 def _reddit_item(data: Any) -> FeedItem | None:
