@@ -131,7 +131,7 @@ TEMPLATES = [
 DEFAULT_SQLITE = VAR_DIR / "trendreel.sqlite3"
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DEFAULT_SQLITE}")
 try:
-    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
 except Exception as exc:  # dj-database-url raises ValueError / KeyError for unknown schemes
     raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
 if _db["ENGINE"] == "django.db.backends.sqlite3":
@@ -147,6 +147,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["TEST"] = {"NAME": str(VAR_DIR / f"test_{Path(_db['NAME']).stem}.sqlite3")}
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})
+    # Persistent connections: django-q2 closes "old" connections before every task and on every
+    # ORM-broker poll; with CONN_MAX_AGE=0 each of those opened a new PostgreSQL session
+    # (3.6 per stage transition, 70/s from an idle cluster; see bench/RESULTS.md).
+    _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 300, minimum=0)
 elif not _db["ENGINE"]:
     raise ImproperlyConfigured(f"DATABASE_URL scheme is not supported: {DATABASE_URL.split(':', 1)[0]}")
 DATABASES = {"default": _db}
@@ -207,6 +211,10 @@ TRENDREEL_STAGE_POLICY = env_json("TRENDREEL_STAGE_POLICY", {})
 if not isinstance(TRENDREEL_STAGE_FUNCTIONS, dict) or not isinstance(TRENDREEL_STAGE_POLICY, dict):
     raise ImproperlyConfigured("TRENDREEL_STAGE_FUNCTIONS and TRENDREEL_STAGE_POLICY must be JSON objects")
 
+# Due runs pushed this long ago with no claim anywhere in that time: the worker restarts its
+# django-q2 cluster (a SIGKILLed idle worker leaves the shared task queue's read lock held).
+TRENDREEL_STALL_SECONDS = env_float("TRENDREEL_STALL_SECONDS", 60.0, minimum=1.0)
+
 _poll = env_float("TRENDREEL_BROKER_POLL", 0.01, minimum=0.001)
 # The ORM broker hands an unacknowledged task out again after `retry` seconds. It must exceed the
 # longest stage time limit plus queue wait, or a slow stage would be started twice while running
@@ -241,7 +249,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
-        "django_q": {"level": env_str("Q_LOG_LEVEL", "WARNING"), "propagate": True},
+        "django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING"), "propagate": True},
         # httpx logs full request URLs (query tokens included) at INFO: keep secrets out of logs
         "httpx": {"level": env_str("HTTPX_LOG_LEVEL", "WARNING"), "propagate": True},
         "httpcore": {"level": "WARNING", "propagate": True},

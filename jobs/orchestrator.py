@@ -166,7 +166,7 @@ def _enter_stage(job: Job, stage: str, **kwargs: Any) -> StageRun:
 
 def _lock_job(job_id: int) -> Job:
     try:
-        return Job.objects.select_for_update().select_related("theme").get(pk=job_id)
+        return Job.objects.select_for_update().get(pk=job_id)
     except Job.DoesNotExist:
         raise Job.DoesNotExist(f"no job with id {job_id}") from None
 
@@ -515,10 +515,9 @@ def execute_run(run_id: int) -> str:
     ).update(status=RS.RUNNING, started_at=now, heartbeat_at=now, worker=worker, message="started")
     if not claimed:
         return "not-claimed"
-    Job.objects.filter(pk=StageRun.objects.filter(pk=run_id).values("job_id")[:1], status=JS.PENDING).update(
-        status=JS.RUNNING, started=now, updated=now
-    )
     run = StageRun.objects.select_related("job__theme").get(pk=run_id)
+    if run.job.status == JS.PENDING:  # the first claim of a job starts it (one statement less after)
+        Job.objects.filter(pk=run.job_id, status=JS.PENDING).update(status=JS.RUNNING, started=now, updated=now)
     spec = pipeline.spec(run.stage)
     abort = AbortSignal()
     dog = _Watchdog(run_id, spec.policy.time_limit, abort, settings.TRENDREEL_HEARTBEAT_SECONDS)
@@ -626,7 +625,26 @@ class SweepReport:
         return bool(self.crashed or self.pushed)
 
 
-def sweep(now: datetime | None = None) -> SweepReport:
+def stalled(now: datetime | None = None, window: float | None = None) -> bool:
+    """Due runs were pushed more than ``window`` seconds ago and nothing was claimed since.
+
+    The signature of a wedged cluster (a SIGKILLed idle django-q2 worker leaves the shared task
+    queue's read lock held, so every other worker waits forever) or of no cluster at all.
+    """
+    now = now or timezone.now()
+    since = now - timedelta(seconds=window if window is not None else settings.TRENDREEL_STALL_SECONDS)
+    waiting = StageRun.objects.filter(status=RS.QUEUED, enqueued_at__lt=since).filter(
+        Q(not_before__isnull=True) | Q(not_before__lte=now)
+    )
+    if not waiting.exists():
+        return False
+    # busy workers (long renders) are not a stall: only idle-and-not-claiming is
+    if StageRun.objects.filter(status=RS.RUNNING).exists():
+        return False
+    return not StageRun.objects.filter(started_at__gte=since).exists()
+
+
+def sweep(now: datetime | None = None, *, requeue_all: bool = False) -> SweepReport:
     """Repair what a dead worker or a lost push left behind. Safe to run anywhere, concurrently.
 
     1. Running attempts with a stale heartbeat are marked ``crashed`` (or timed out) and the next
@@ -646,14 +664,14 @@ def sweep(now: datetime | None = None) -> SweepReport:
         if _fail_running(run.pk, status=RS.CRASHED, kind=kind, message=message,
                          hint="the attempt is retried automatically; a stage that keeps crashing its worker fails the job"):
             report.crashed.append(run.pk)
-    requeue_before = now - timedelta(seconds=settings.TRENDREEL_REQUEUE_SECONDS)
+    requeue_before = now if requeue_all else now - timedelta(seconds=settings.TRENDREEL_REQUEUE_SECONDS)
     due = StageRun.objects.filter(status=RS.QUEUED).filter(
         (Q(enqueued_at__isnull=True) & (Q(not_before__isnull=True) | Q(not_before__lte=now)))
         | Q(enqueued_at__lt=requeue_before)
     ).only("pk", "stage", "job_id", "attempt")
     for run in due:
         with transaction.atomic():
-            pushed = StageRun.objects.filter(pk=run.pk, status=RS.QUEUED, enqueued_at=run.enqueued_at).update(enqueued_at=now)
+            pushed = StageRun.objects.filter(pk=run.pk, status=RS.QUEUED, enqueued_at=run.enqueued_at).update(enqueued_at=timezone.now())
             if pushed:
                 _push(run)
                 report.pushed.append(run.pk)

@@ -82,3 +82,39 @@ def test_cancel_stops_a_running_stage_and_its_child_within_two_seconds(start_wor
     assert job.runs.filter(stage="trend_analysis").get().status == RS.CANCELLED
     assert not job.runs.filter(stage="script_generation").exists()
     assert OrmQ.objects.count() == 0
+
+
+def _idle_workers(worker) -> list[int]:
+    """The cluster's worker processes blocked reading django-q2's task queue (children of the sentinel)."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+                procs[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    sentinels = [p for p, parent in procs.items() if parent == worker.proc.pid]
+    idle = []
+    for pid, parent in procs.items():
+        if parent in sentinels:
+            try:
+                if open(f"/proc/{pid}/wchan").read().strip() == "anon_pipe_read":
+                    idle.append(pid)
+            except OSError:
+                continue
+    return idle
+
+
+def test_killing_an_idle_worker_does_not_wedge_the_cluster(start_worker, theme, call_log, tmp_path, monkeypatch):
+    """django-q2's workers share one multiprocessing queue whose read lock the idle worker holds
+    while it waits: SIGKILL it and the other workers wait on that lock forever. The worker command
+    notices that due runs are not being claimed and restarts its cluster."""
+    worker = start_worker("worker", extra_env={"TRENDREEL_STALL_SECONDS": "3"})
+    first = orchestrator.start_job(theme, params=params(call_log, tmp_path))
+    wait_for(lambda: job_status(first.pk) == Job.Status.AWAITING_REVIEW, timeout=60, what="first job", log=worker.log)
+    victims = wait_for(lambda: _idle_workers(worker), timeout=10, what="an idle worker")
+    os.kill(victims[0], signal.SIGKILL)
+    time.sleep(1)
+    job = orchestrator.start_job(theme, params=params(call_log, tmp_path))
+    wait_for(lambda: job_status(job.pk) == Job.Status.AWAITING_REVIEW, timeout=45, what="job after the kill", log=worker.log)

@@ -317,3 +317,18 @@ def test_the_sweeper_pushes_due_retries_and_lost_pushes(engine, theme, call_log,
     StageRun.objects.filter(pk=run.pk).update(enqueued_at=None, not_before=later + timedelta(seconds=5))
     assert orchestrator.sweep(now=later).pushed == []
     assert orchestrator.sweep(now=later + timedelta(seconds=6)).pushed == [run.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stalled_means_due_runs_unclaimed_while_nothing_runs(engine, theme, call_log, tmp_path):
+    job = start(theme, call_log, tmp_path)
+    run = job.runs.get()
+    later = timezone.now() + timedelta(seconds=engine.TRENDREEL_STALL_SECONDS + 1)
+    assert not orchestrator.stalled()  # pushed just now
+    assert orchestrator.stalled(now=later)
+    other = start(theme, call_log, tmp_path)
+    StageRun.objects.filter(job=other).update(status=RS.RUNNING, started_at=timezone.now())
+    assert not orchestrator.stalled(now=later)  # a long stage is running: busy, not wedged
+    StageRun.objects.filter(pk=run.pk).update(not_before=later + timedelta(seconds=60), enqueued_at=None)
+    StageRun.objects.filter(job=other).update(status=RS.SUCCEEDED)
+    assert not orchestrator.stalled(now=later)  # waiting for its backoff is not a stall either

@@ -25,18 +25,60 @@ class Command(BaseCommand):
     help = "Run a django-q2 cluster (the stage workers) plus the sweeper loop in this process."
 
     def handle(self, *args, **options) -> None:
-        from django_q.cluster import Cluster
-
         ensure_sweep_schedule()
-        connections.close_all()  # never fork with an open database connection
-        cluster = Cluster()
-        cluster.start()
+        cluster = self.start_cluster()
         self.stdout.write(f"worker {cluster.pid}: {settings.TRENDREEL_WORKERS} stage workers, sweeping every {settings.TRENDREEL_SWEEP_SECONDS:g}s", ending="\n")
         self.stdout.flush()
         while cluster.sentinel is not None and cluster.sentinel.is_alive():
             try:
                 orchestrator.sweep()
+                if orchestrator.stalled():
+                    cluster = self.restart(cluster)
             except Exception:  # a busy database must not stop the loop
                 log.exception("sweep failed")
             close_old_connections()
             cluster.sentinel.join(timeout=settings.TRENDREEL_SWEEP_SECONDS)
+
+    def start_cluster(self):
+        from django_q.cluster import Cluster
+
+        connections.close_all()  # never fork with an open database connection
+        cluster = Cluster()
+        cluster.start()
+        return cluster
+
+    def restart(self, cluster):
+        """Due runs are not being claimed: replace the cluster and push every queued run again
+        (tasks held by the old cluster are lost with it; a duplicate push is a no-op)."""
+        log.error("no queued run was claimed for %ss: restarting the stage workers", settings.TRENDREEL_STALL_SECONDS)
+        self.stdout.write("stalled: restarting the django-q2 cluster", ending="\n")
+        self.stdout.flush()
+        cluster.stop_event.set()
+        cluster.sentinel.join(timeout=10)
+        if cluster.sentinel.is_alive():
+            cluster.sentinel.kill()
+            cluster.sentinel.join(timeout=5)
+        self.kill_orphans(cluster.sentinel.pid)
+        cluster = self.start_cluster()
+        orchestrator.sweep(requeue_all=True)
+        return cluster
+
+    @staticmethod
+    def kill_orphans(sentinel_pid: int) -> None:
+        """Workers of the old sentinel that did not exit (blocked on the dead worker's lock)."""
+        import os
+        import signal
+
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == sentinel_pid:
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
