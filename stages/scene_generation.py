@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+import re
 from typing import Any
 
 from django.utils.module_loading import import_string
@@ -65,6 +66,27 @@ def get_renderer(settings: dict[str, Any]) -> SceneRenderer:
     except ImportError as exc:
         raise PermanentStageError(f"scene_generation provider {provider!r} cannot be imported: {exc}") from exc
     return obj() if isinstance(obj, type) else obj
+
+
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def theme_style(ctx: StageContext) -> dict[str, Any]:
+    """The theme's visual style (``settings.scene_generation.style``): ``hue`` 0-360, ``accent`` #rrggbb."""
+    style = ctx.stage_settings.get("style") or {}
+    if not isinstance(style, dict):
+        raise PermanentStageError("scene_generation style must be an object", hint='e.g. {"hue": 210, "accent": "#ffcc00"}')
+    out: dict[str, Any] = {}
+    if style.get("hue") is not None:
+        hue = style["hue"]
+        if not isinstance(hue, (int, float)) or isinstance(hue, bool) or not 0 <= hue <= 360:
+            raise PermanentStageError(f"scene_generation style hue {hue!r} is not a number from 0 to 360", hint="fix the theme's style")
+        out["hue"] = float(hue)
+    if style.get("accent") is not None:
+        if not isinstance(style["accent"], str) or not _HEX.match(style["accent"]):
+            raise PermanentStageError(f"scene_generation style accent {style['accent']!r} is not a #rrggbb colour", hint="fix the theme's style")
+        out["accent"] = style["accent"]
+    return out
 
 
 def _segments(script: dict[str, Any]) -> list[dict[str, Any]]:
@@ -116,7 +138,8 @@ def run(ctx: StageContext) -> StageResult:
             elif seg["id"] == "cta" and hashtags:
                 footer = " ".join(hashtags[:3])
             spec = CardSpec(
-                headline=seg["headline"], index=i, total=total, seed=seed, label=str(ctx.theme.get("name") or ""), footer=footer
+                headline=seg["headline"], index=i, total=total, seed=seed, label=str(ctx.theme.get("name") or ""), footer=footer,
+                **theme_style(ctx),
             )
             name = f"scene-{i + 1:02d}.png"
             scene: dict[str, Any] = {"segment": seg["id"], "image": name, "width": WIDTH, "height": HEIGHT}
@@ -270,7 +293,7 @@ def photo_card(path: Path, spec: CardSpec, overlay: CardRenderer) -> Card:
     with Image.open(path) as source:
         image = ImageOps.exif_transpose(source).convert("RGB")
     image = ImageOps.fit(image, (WIDTH, HEIGHT), method=Image.Resampling.LANCZOS, centering=(0.5, 0.45))
-    pal = palette_for(spec.seed, spec.index)
+    pal = palette_for(spec.seed, spec.index, spec.hue, spec.accent)
     image = Image.blend(image, Image.new("RGB", image.size, pal.ink), SCRIM)
     card = Card(image=image)
     # The cards' own text drawing (marker, headline, footer), so layout and safe zone are identical.

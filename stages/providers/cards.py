@@ -75,6 +75,8 @@ class CardSpec:
     seed: str  # the topic title: palette and shapes come from it
     label: str = ""  # small caps line beside the segment marker (the theme name)
     footer: str = ""  # line under the headline ("via Hacker News" on the hook card)
+    hue: float | None = None  # the theme's style: a fixed base hue (degrees) instead of the topic's
+    accent: str | None = None  # the theme's style: accent colour "#rrggbb"
 
 
 @dataclass
@@ -109,18 +111,26 @@ def _hls(h: float, lightness: float, saturation: float) -> tuple[int, int, int]:
 BASE_HUES = (150, 162, 175, 188, 200, 210, 220, 230, 240, 250, 260, 270, 282, 295, 308, 320, 332, 342)
 
 
-def palette_for(seed: str, index: int = 0) -> Palette:
-    """A dark, saturated palette from the topic; each segment shifts the hue a little (analogous)."""
+def palette_for(seed: str, index: int = 0, hue: float | None = None, accent: str | None = None) -> Palette:
+    """A dark, saturated palette from the topic; each segment shifts the hue a little (analogous).
+
+    A theme's style may fix the base hue (its brand colour family) and the accent colour.
+    """
     n = _seed_int(seed, "hue")
-    base = (BASE_HUES[n % len(BASE_HUES)] + (n >> 16) % 9 - 4) / 360
+    base = (hue if hue is not None else BASE_HUES[n % len(BASE_HUES)] + (n >> 16) % 9 - 4) / 360
     h = base + ((index % 6) - 2.5) * 0.012  # at most ~10 degrees either way: same family
     return Palette(
         top=_hls(h, 0.25, 0.55),
         bottom=_hls(h + 0.07, 0.08, 0.6),
-        accent=_hls(base + 0.42, 0.62, 0.95),  # complementary, fixed across segments
+        accent=_rgb(accent) if accent else _hls(base + 0.42, 0.62, 0.95),  # complementary, fixed across segments
         secondary=_hls(h - 0.09, 0.45, 0.75),
         ink=_hls(h, 0.06, 0.5),
     )
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    value = hex_colour.lstrip("#")
+    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
 
 
 # --- glyphs ---------------------------------------------------------------------------------
@@ -258,7 +268,7 @@ class CardRenderer:
         }
 
     def render(self, spec: CardSpec, *, with_text: bool = True) -> Card:
-        pal = palette_for(spec.seed, spec.index)
+        pal = palette_for(spec.seed, spec.index, spec.hue, spec.accent)
         rng = random.Random(_seed_int(spec.seed, f"shapes-{spec.index}"))
         image = self._background(pal, rng)
         card = Card(image=image)

@@ -223,3 +223,23 @@ def test_it_renders_six_scenes_quickly(tmp_path):
     # ~0.65 s measured on the 2-core dev machine; the bound catches a regression (grain, full-size blurs).
     assert elapsed < 3.0, f"6 scenes took {elapsed:.2f} s of CPU"
     assert len(list(ctx.work_dir.glob("scene-*.png"))) == 6
+
+
+def test_the_theme_style_sets_the_palette_and_bad_values_are_refused(tmp_path):
+    from PIL import Image
+
+    from stages.base import PermanentStageError
+    from stages.providers.cards import palette_for
+
+    assert palette_for("x", 0, hue=210, accent="#ffcc00").accent == (255, 204, 0)
+    assert palette_for("x", 0, hue=210).top == palette_for("something else", 0, hue=210).top
+    script = {"segments": [{"id": "hook", "narration": "Hi there.", "headline": "Hi there"}]}
+    up = {"script_generation": script, "trend_analysis": {"topic": {"title": "A topic", "source": "x"}}}
+    styled = make_context(tmp_path / "a", "scene_generation", theme={"settings": {"scene_generation": {"style": {"hue": 10, "accent": "#ff0000"}}}}, upstream=up)
+    plain = make_context(tmp_path / "b", "scene_generation", upstream=up)
+    a = scene_generation.run(styled).output["scenes"][0]["image"]
+    b = scene_generation.run(plain).output["scenes"][0]["image"]
+    assert Image.open(styled.work_dir / a).getpixel((20, 20)) != Image.open(plain.work_dir / b).getpixel((20, 20))
+    bad = make_context(tmp_path / "c", "scene_generation", theme={"settings": {"scene_generation": {"style": {"accent": "red"}}}}, upstream=up)
+    with pytest.raises(PermanentStageError, match="accent"):
+        scene_generation.run(bad)
