@@ -28,7 +28,8 @@ import numpy as np
 
 from stages.base import PermanentStageError, StageContext
 from stages.providers import http
-from stages.providers.llm import float_setting, key_required, make_client, provider_setting, setting_path
+from stages.providers.http import provider_setting, setting_path
+from stages.providers.llm import float_setting, key_required, make_client
 from stages.providers.tts import Speech, WordTiming
 
 ELEVENLABS = "elevenlabs"

@@ -32,20 +32,26 @@ def masked(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
-def setting(ctx: StageContext, name: str, env: str | None = None, *, provider: str, required: bool = True, default: Any = None) -> Any:
-    """A provider setting from the theme (``settings[stage][name]``) or the environment.
+def provider_setting(
+    ctx: StageContext, provider: str, name: str, env: str | None = None, *, required: bool = False, default: Any = None
+) -> Any:
+    """``theme.settings[stage][provider][name]``, else the environment variable, else ``default``.
 
-    A missing required credential is a permanent error naming both places to set it.
+    A missing required value (a credential, a URL) is a permanent error naming both places to set it.
     """
-    value = ctx.stage_settings.get(name)
+    block = ctx.stage_settings.get(provider)
+    value = block.get(name) if isinstance(block, dict) else None
     if value in (None, "") and env:
         value = os.environ.get(env)
     if value in (None, ""):
         if required:
-            where = f'theme.settings["{ctx.stage}"]["{name}"]' + (f" or the {env} environment variable" if env else "")
-            raise PermanentStageError(f"{provider}: missing {name}", hint=f"set {where}")
+            raise PermanentStageError(f"{provider}: missing {name}", hint=f"set {setting_path(ctx, provider, name, env)}")
         return default
     return value
+
+
+def setting_path(ctx: StageContext, provider: str, name: str, env: str | None = None) -> str:
+    return f'theme.settings["{ctx.stage}"]["{provider}"]["{name}"]' + (f" or the {env} environment variable" if env else "")
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:

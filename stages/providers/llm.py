@@ -17,7 +17,6 @@ only for hosted APIs (api.openai.com, openrouter.ai); a local server needs none.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,7 @@ import httpx
 
 from stages.base import PermanentStageError, StageContext
 from stages.providers import http
+from stages.providers.http import provider_setting, setting_path
 from stages.providers.writer import (
     HEADLINE_MAX_CHARS,
     HEADLINE_MAX_WORDS,
@@ -56,28 +56,6 @@ WORD_BUDGET_MAX = 1.3  # asked for; the validator allows 1.35
 
 
 # -- settings ------------------------------------------------------------------------------------
-def provider_setting(
-    ctx: StageContext, provider: str, name: str, env: str | None = None, *, required: bool = False, default: Any = None
-) -> Any:
-    """``theme.settings[stage][provider][name]``, else the environment variable, else ``default``.
-
-    A missing required value is a permanent error naming both places to set it.
-    """
-    block = ctx.stage_settings.get(provider)
-    value = block.get(name) if isinstance(block, dict) else None
-    if value in (None, "") and env:
-        value = os.environ.get(env)
-    if value in (None, ""):
-        if required:
-            raise PermanentStageError(f"{provider}: missing {name}", hint=f"set {setting_path(ctx, provider, name, env)}")
-        return default
-    return value
-
-
-def setting_path(ctx: StageContext, provider: str, name: str, env: str | None = None) -> str:
-    return f'theme.settings["{ctx.stage}"]["{provider}"]["{name}"]' + (f" or the {env} environment variable" if env else "")
-
-
 def key_required(base_url: str) -> bool:
     """Hosted APIs need a key; a local/self-hosted server (Ollama, vLLM) usually does not."""
     host = (urlsplit(base_url).hostname or "").lower()

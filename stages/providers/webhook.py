@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,17 +39,9 @@ DELIVERY_HEADER = "X-Trendreel-Delivery"
 
 
 def provider_setting(ctx: StageContext, section: str, name: str, env: str | None, *, required: bool = True, default: Any = None) -> Any:
-    """``theme.settings[stage][section][name]``, else the env var; a missing required one is permanent."""
-    block = ctx.stage_settings.get(section) or {}
-    value = block.get(name) if isinstance(block, dict) else None
-    if value in (None, "") and env:
-        value = os.environ.get(env)
-    if value in (None, ""):
-        if required:
-            where = f'theme.settings["{ctx.stage}"]["{section}"]["{name}"]' + (f" or the {env} environment variable" if env else "")
-            raise PermanentStageError(f"{section}: missing {name}", hint=f"set {where}")
-        return default
-    return value
+    """Publishing settings are required unless said otherwise (a destination without its URL or
+    secret must not half-work)."""
+    return http.provider_setting(ctx, section, name, env, required=required, default=default)
 
 
 def delivery_id(job_id: int, destination: str = NAME) -> str:
