@@ -24,7 +24,6 @@ import re
 from datetime import datetime, timedelta
 from functools import wraps
 from typing import Annotated, Any, Literal, Union
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import IntegrityError, connection
@@ -41,6 +40,7 @@ from pydantic import field_validator
 from typing_extensions import TypeAliasType
 
 from console.models import ApiToken
+from console.secrets import MASK, is_secret_name, mask_secrets, scrub  # noqa: F401
 from jobs import orchestrator
 from jobs.models import Job, ReviewDecision, StageRun, Theme
 from stages import pipeline
@@ -51,77 +51,10 @@ MAX_BODY = 64 * 1024  # bytes; larger bodies get 413 before anything reads them
 MAX_ID = 2**63 - 1  # bigint: larger ids would be a database error, not a 404
 MAX_PAGE = 100
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
-MASK = "********"
 
 StageKey = Literal[pipeline.STAGE_KEYS]  # type: ignore[valid-type]
 JobStatus = Literal[tuple(Job.Status.values)]  # type: ignore[valid-type]
 Decision = Literal[tuple(ReviewDecision.Decision.values)]  # type: ignore[valid-type]
-
-
-# --- secrets ----------------------------------------------------------------------------------
-
-_SECRET_NAME = re.compile(r"key(?!words?\b)|token|secret|passw|credential|authorization", re.IGNORECASE)
-
-
-def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(str(name)))
-
-
-def _mask_url(value: str, found: set[str]) -> str:
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return value
-    if not parts.scheme or not parts.netloc:
-        return value
-    netloc = parts.netloc
-    if parts.password:
-        found.add(parts.password)
-        netloc = netloc.replace(f":{parts.password}@", f":{MASK}@")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(is_secret_name(k) for k, _ in query):
-        found.update(v for k, v in query if is_secret_name(k) and v)
-        masked = urlencode([(k, MASK if is_secret_name(k) and v else v) for k, v in query], safe="*")
-        return urlunsplit(parts._replace(netloc=netloc, query=masked))
-    return urlunsplit(parts._replace(netloc=netloc)) if netloc != parts.netloc else value
-
-
-def mask_secrets(value: Any, found: set[str] | None = None) -> Any:
-    """A copy of ``value`` with secret-named keys masked (and URL credentials); ``found`` collects the values."""
-    found = found if found is not None else set()
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if is_secret_name(k) and v not in (None, "", [], {}):
-                _collect(v, found)
-                out[k] = MASK
-            else:
-                out[k] = mask_secrets(v, found)
-        return out
-    if isinstance(value, list):
-        return [mask_secrets(v, found) for v in value]
-    if isinstance(value, str) and "://" in value:
-        return _mask_url(value, found)
-    return value
-
-
-def _collect(value: Any, found: set[str]) -> None:
-    if isinstance(value, dict):
-        for v in value.values():
-            _collect(v, found)
-    elif isinstance(value, list):
-        for v in value:
-            _collect(v, found)
-    elif value is not None and len(str(value)) >= 4:
-        found.add(str(value))
-
-
-def scrub(text: str, secrets: set[str]) -> str:
-    """``text`` with every known secret value replaced (a provider error may quote its key)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
 
 
 # --- authentication ---------------------------------------------------------------------------

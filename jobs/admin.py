@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
@@ -9,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from console.secrets import mask_secrets, restore_secrets
 from jobs import orchestrator, schedules
 from jobs.models import Artifact, FailedStageRun, Job, Publication, ReviewDecision, StageRun, Theme, Trend
 
@@ -28,8 +30,34 @@ def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
         modeladmin.message_user(request, text, messages.WARNING)
 
 
+class ThemeForm(forms.ModelForm):
+    """Shows sources and settings with their secrets masked; a mask sent back keeps the stored value."""
+
+    class Meta:
+        model = Theme
+        fields = "__all__"
+
+    SECRET_FIELDS = ("sources", "settings")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in self.SECRET_FIELDS:
+            if name in self.fields:
+                self.initial[name] = mask_secrets(self.initial.get(name))
+
+    def _restore(self, name: str):
+        return restore_secrets(self.cleaned_data.get(name), getattr(self.instance, name, None))
+
+    def clean_sources(self):
+        return self._restore("sources")
+
+    def clean_settings(self):
+        return self._restore("settings")
+
+
 @admin.register(Theme)
 class ThemeAdmin(admin.ModelAdmin):
+    form = ThemeForm
     list_display = ["name", "slug", "target_seconds", "voice", "schedule_cron", "created"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}

@@ -62,3 +62,21 @@ def test_staff_without_review_permission_cannot_approve(client, job_in_review):
     client.post(url, {"action": "approve", "_selected_action": [job_in_review.pk]})
     job_in_review.refresh_from_db()
     assert job_in_review.status == Job.Status.AWAITING_REVIEW
+
+
+def test_theme_secrets_are_masked_in_the_admin_and_kept_on_save(admin_client, theme):
+    theme.settings = {"voiceover": {"providers": ["elevenlabs"], "elevenlabs": {"api_key": "sk-el-very-secret", "voice_id": "v1"}}}
+    theme.sources = [{"name": "feed", "url": "https://feeds.example/rss?token=tok-123456"}]
+    theme.save()
+    url = reverse("admin:jobs_theme_change", args=[theme.pk])
+    page = admin_client.get(url).content.decode()
+    assert "sk-el-very-secret" not in page and "tok-123456" not in page
+    assert "v1" in page
+    form = admin_client.get(url).context["adminform"].form
+    data = {k: (v if not isinstance(v, (dict, list)) else __import__("json").dumps(v)) for k, v in form.initial.items() if v is not None}
+    data["settings"] = data["settings"].replace('"v1"', '"v2"')
+    resp = admin_client.post(url, data)
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    theme.refresh_from_db()
+    assert theme.settings["voiceover"]["elevenlabs"] == {"api_key": "sk-el-very-secret", "voice_id": "v2"}
+    assert theme.sources[0]["url"].endswith("token=tok-123456")
