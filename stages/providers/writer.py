@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any, Protocol
 
-WORDS_PER_SECOND = 2.7  # measured: Piper joe-medium speaks 2.65 words/s with our sentence pauses (64 words -> 24.1 s)
+WORDS_PER_SECOND = 2.9  # measured: Piper joe-medium speaks 2.7-2.8 words/s with our pauses (77 words -> 27.8 s); aim just over the target
 HOOK_MAX_WORDS = 6  # the hook must land in the first ~2 seconds
 OPERATOR_HOOK_MAX_WORDS = 8  # an operator's own hook may run a little longer (~3 s), no more
 HEADLINE_MAX_WORDS = 7
