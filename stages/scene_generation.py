@@ -40,13 +40,12 @@ from pathlib import Path
 import re
 from typing import Any
 
-from django.utils.module_loading import import_string
 
 from stages import media
 from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageError, StageResult, TransientStageError
 from stages.providers import pexels as pexels_provider
 from stages.providers.cards import HEIGHT, WIDTH, Card, CardRenderer, CardSpec, SceneRenderer, palette_for
-from stages.providers.chain import provider_names
+from stages.providers.chain import load_dotted, provider_names
 
 PNG_COMPRESS_LEVEL = 3  # ~50 ms a card; level 6 is twice as slow for ~20 % smaller files
 
@@ -56,16 +55,10 @@ def get_renderer(settings: dict[str, Any]) -> SceneRenderer:
     provider = settings.get("provider") or "cards"
     if provider in {"cards", "offline"}:
         return CardRenderer()
-    if not isinstance(provider, str) or "." not in provider:
-        raise PermanentStageError(
-            f"scene_generation provider {provider!r} is unknown",
-            hint='set theme settings scene_generation.provider to "cards" or a dotted path to a renderer class',
-        )
-    try:
-        obj = import_string(provider)
-    except ImportError as exc:
-        raise PermanentStageError(f"scene_generation provider {provider!r} cannot be imported: {exc}") from exc
-    return obj() if isinstance(obj, type) else obj
+    return load_dotted(
+        "scene_generation", provider,
+        'set theme settings scene_generation.provider to "cards" or a dotted path to a renderer class',
+    )
 
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")

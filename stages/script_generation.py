@@ -28,10 +28,9 @@ import json
 import re
 from typing import Any
 
-from django.utils.module_loading import import_string
 
 from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageResult
-from stages.providers.chain import provider_names, run_chain
+from stages.providers.chain import load_dotted, provider_names, run_chain
 from stages.providers.llm import PROMPT_VERSION, OpenAIWriter
 from stages.providers.writer import (
     HEADLINE_MAX_CHARS,
@@ -156,16 +155,10 @@ def get_writer(settings: dict[str, Any], ctx: StageContext | None = None) -> Scr
         return TemplateWriter()
     if provider in NETWORK_WRITERS and ctx is not None:
         return OpenAIWriter(ctx, validate_script)
-    if not isinstance(provider, str) or "." not in provider:
-        raise PermanentStageError(
-            f"script_generation provider {provider!r} is unknown",
-            hint='set theme settings script_generation.providers to a list of "openai", "template" or dotted paths to writer classes',
-        )
-    try:
-        obj = import_string(provider)
-    except ImportError as exc:
-        raise PermanentStageError(f"script_generation provider {provider!r} cannot be imported: {exc}") from exc
-    writer = obj() if isinstance(obj, type) else obj
+    writer = load_dotted(
+        "script_generation", provider,
+        'set theme settings script_generation.providers to a list of "openai", "template" or dotted paths to writer classes',
+    )
     if not callable(getattr(writer, "write", None)):
         raise PermanentStageError(f"script_generation provider {provider!r} has no write(topic, theme, notes) method")
     return writer

@@ -50,3 +50,17 @@ def run_chain(ctx: StageContext, names: list[str], attempt: Callable[[str], T]) 
     if any(f["kind"] == "transient" for f in failures):
         raise TransientStageError(f"every {ctx.stage} provider failed: {summary}", retry_after=retry_after)
     raise PermanentStageError(f"every {ctx.stage} provider failed: {summary}", hint=hints)
+
+
+def load_dotted(stage: str, name: Any, hint: str) -> Any:
+    """A provider given as a dotted path to a class (instantiated) or an object: a theme can plug in
+    its own writer or renderer. Anything else is a permanent error naming the setting."""
+    from django.utils.module_loading import import_string
+
+    if not isinstance(name, str) or "." not in name:
+        raise PermanentStageError(f"{stage} provider {name!r} is unknown", hint=hint)
+    try:
+        obj = import_string(name)
+    except ImportError as exc:
+        raise PermanentStageError(f"{stage} provider {name!r} cannot be imported: {exc}", hint=hint) from exc
+    return obj() if isinstance(obj, type) else obj
