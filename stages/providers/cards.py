@@ -168,16 +168,24 @@ def renderable(text: str) -> str:
 # --- layout ---------------------------------------------------------------------------------
 
 
-def _wrap(text: str, fnt: ImageFont.FreeTypeFont, width: float) -> list[str]:
-    """Greedy word wrap; a word wider than the line is split with a hyphen."""
+def _wrap(text: str, fnt: ImageFont.FreeTypeFont, width: float, *, split_words: bool = True) -> list[str] | None:
+    """Greedy word wrap. A word wider than the line breaks after one of its own hyphens
+    ("Oslo-" / "based") when it can; otherwise it is split with a new hyphen, or, with
+    ``split_words=False``, the wrap fails (None) so the caller can try a smaller size first."""
     lines: list[str] = []
     line = ""
     for word in text.split():
         while fnt.getlength(word) > width and len(word) > 1:
-            cut = len(word) - 1
-            while cut > 1 and fnt.getlength(word[:cut] + "-") > width:
-                cut -= 1
-            head, word = word[:cut] + "-", word[cut:]
+            joints = [i + 1 for i, ch in enumerate(word[:-1]) if ch == "-" and fnt.getlength(word[: i + 1]) <= width]
+            if joints:
+                head, word = word[: joints[-1]], word[joints[-1]:]
+            elif not split_words:
+                return None
+            else:
+                cut = len(word) - 1
+                while cut > 1 and fnt.getlength(word[:cut] + "-") > width:
+                    cut -= 1
+                head, word = word[:cut] + "-", word[cut:]
             if line:
                 lines.append(line)
             lines.append(head)
@@ -193,15 +201,15 @@ def _wrap(text: str, fnt: ImageFont.FreeTypeFont, width: float) -> list[str]:
     return lines
 
 
-def _balanced(text: str, fnt: ImageFont.FreeTypeFont, width: float) -> list[str]:
+def _balanced(text: str, fnt: ImageFont.FreeTypeFont, width: float, *, split_words: bool = True) -> list[str]:
     """Wrap into as few lines as the width allows, with the most even line lengths (no lone last word)."""
-    lines = _wrap(text, fnt, width)
+    lines = _wrap(text, fnt, width, split_words=split_words) or []
     if len(lines) < 2:
         return lines
     best, best_score = lines, None
     for step in range(13):
-        candidate = _wrap(text, fnt, width * (1 - step * 0.04))
-        if len(candidate) != len(lines):
+        candidate = _wrap(text, fnt, width * (1 - step * 0.04), split_words=split_words)
+        if candidate is None or len(candidate) != len(lines):
             continue
         lengths = [fnt.getlength(line) for line in candidate]
         score = max(lengths) - min(lengths)
@@ -211,20 +219,23 @@ def _balanced(text: str, fnt: ImageFont.FreeTypeFont, width: float) -> list[str]
 
 
 def fit_headline(text: str, width: int, height: int) -> tuple[ImageFont.FreeTypeFont, list[str], int]:
-    """The largest size at which ``text`` fits the box in at most ``HEADLINE_MAX_LINES`` lines."""
-    for size in range(HEADLINE_MAX_SIZE, HEADLINE_MIN_SIZE - 1, -4):
-        fnt = font(size)
-        pad = _stroke(size) * 2
-        lines = _wrap(text, fnt, width - pad)
-        line_h = round(size * 1.1)
-        if len(lines) <= HEADLINE_MAX_LINES and len(lines) * line_h <= height:
-            return fnt, _balanced(text, fnt, width - pad), line_h
+    """The largest size at which ``text`` fits the box in at most ``HEADLINE_MAX_LINES`` lines,
+    preferring a smaller size with whole words over a larger one that splits a word."""
+    for split_words in (False, True):
+        for size in range(HEADLINE_MAX_SIZE, HEADLINE_MIN_SIZE - 1, -4):
+            fnt = font(size)
+            pad = _stroke(size) * 2
+            lines = _wrap(text, fnt, width - pad, split_words=split_words)
+            line_h = round(size * 1.1)
+            if lines is not None and len(lines) <= HEADLINE_MAX_LINES and len(lines) * line_h <= height:
+                return fnt, _balanced(text, fnt, width - pad, split_words=split_words), line_h
     fnt = font(HEADLINE_MIN_SIZE)
     width -= _stroke(HEADLINE_MIN_SIZE) * 2
-    lines = _wrap(text, fnt, width)[:HEADLINE_MAX_LINES]
+    wrapped = _wrap(text, fnt, width) or []
+    lines = wrapped[:HEADLINE_MAX_LINES]
     while lines and fnt.getlength(lines[-1] + "…") > width:
         lines[-1] = lines[-1][:-1].rstrip()
-    if lines and len(_wrap(text, fnt, width)) > HEADLINE_MAX_LINES:
+    if lines and len(wrapped) > HEADLINE_MAX_LINES:
         lines[-1] += "…"
     return fnt, lines, round(HEADLINE_MIN_SIZE * 1.1)
 

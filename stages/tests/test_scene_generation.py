@@ -243,3 +243,14 @@ def test_the_theme_style_sets_the_palette_and_bad_values_are_refused(tmp_path):
     bad = make_context(tmp_path / "c", "scene_generation", theme={"settings": {"scene_generation": {"style": {"accent": "red"}}}}, upstream=up)
     with pytest.raises(PermanentStageError, match="accent"):
         scene_generation.run(bad)
+
+
+def test_headline_words_are_not_broken_when_a_smaller_size_keeps_them_whole():
+    from stages.providers.cards import fit_headline
+
+    text = "Oslo-based lab's Fjord-2B model"
+    _, lines, _ = fit_headline(text, 1080 - 2 * 96, 1000)
+    # lines rejoin to the headline exactly: breaks only between words or after a word's own hyphen
+    assert "".join(line if line.endswith("-") else line + " " for line in lines).strip() == text, lines
+    _, lines, _ = fit_headline("Supercalifragilisticexpialidocious-level engineering", 500, 1000)
+    assert lines  # a word too long for any size is still split rather than dropped
