@@ -143,6 +143,9 @@ class Job(models.Model):
     error_kind = models.CharField(max_length=20, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     error_hint = models.TextField(blank=True, default="")
+    # every "request changes" round's notes, oldest first: what stages see as ``ctx.review_notes``
+    # (kept on the job so a stage's context needs no query of the review history)
+    review_notes = models.JSONField(default=_list, blank=True)
 
     objects = JobQuerySet.as_manager()
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import random
 import shutil
 import socket
 import threading
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
@@ -125,21 +127,183 @@ def _push(run: StageRun) -> None:
         transaction.on_commit(send)  # never push a run another worker cannot see yet
 
 
-def _new_run(job: Job, stage: str, *, retry_index: int = 0, delay: float = 0.0, reason: str = "", input: dict | None = None) -> StageRun:
-    """Create the next attempt of ``stage``; push it now if it is due (else the sweeper will)."""
+# --- the hot path's statements ---------------------------------------------------------------
+#
+# Claim -> run -> record + next attempt + enqueue is paid on every stage of every job. Through
+# the ORM, compiling those statements cost the worker more CPU than the database spent running
+# them (bench/RESULTS.md), so they are built once per database vendor from the models' metadata
+# (column names, defaults and value adaptation stay the models') and run with bound parameters.
+# Operator actions, failures and the sweeper stay on the ORM.
+
+
+class _Discarded(Exception):
+    """The run was no longer running when its result arrived: roll the transaction back."""
+
+
+@dataclass
+class _Claim:
+    run: StageRun  # job_id, stage, attempt, retry_index, input
+    job_status: str
+    params: dict
+    review_notes: list
+    theme: Theme
+    checkpoints: dict[str, tuple[Any, str]]  # stage -> (output, output_dir) of its current checkpoint
+
+
+class _Statements:
+    RUN_FIELDS = ("job_id", "stage", "attempt", "retry_index", "input")
+    JOB_FIELDS = ("status", "params", "review_notes")
+    THEME_FIELDS = ("id", "name", "slug", "keywords", "sources", "target_seconds", "voice", "settings")
+
+    def __init__(self, conn) -> None:
+        self.conn = conn  # django.db.connection: each thread's own connection
+        q = conn.ops.quote_name
+        self.q = q
+        run_t, job_t, theme_t = (q(m._meta.db_table) for m in (StageRun, Job, Theme))
+        col = lambda model, name: q(model._meta.get_field(name).column)  # noqa: E731
+        self.json_fields = [StageRun._meta.get_field("input"), *(Job._meta.get_field(f) for f in ("params", "review_notes")),
+                            *(Theme._meta.get_field(f) for f in ("keywords", "sources", "settings"))]
+        run_cols = ", ".join(col(StageRun, f) for f in self.RUN_FIELDS)
+        select = ", ".join([
+            *(f"r.{col(StageRun, f)}" for f in self.RUN_FIELDS),
+            *(f"j.{col(Job, f)}" for f in self.JOB_FIELDS),
+            *(f"t.{col(Theme, f)}" for f in self.THEME_FIELDS),
+        ])
+        joins = f"JOIN {job_t} j ON j.{col(Job, 'id')} = r.{col(StageRun, 'job_id')} JOIN {theme_t} t ON t.{col(Theme, 'id')} = j.{col(Job, 'theme_id')}"
+        # the job's current checkpoints, as one JSON array of [stage, attempt, output, output_dir]
+        c_stage, c_attempt, c_output, c_dir = (f"c.{col(StageRun, f)}" for f in ("stage", "attempt", "output", "output_dir"))
+        where = (f"c.{col(StageRun, 'job_id')} = r.{col(StageRun, 'job_id')} AND c.{col(StageRun, 'status')} = %s "
+                 f"AND c.{col(StageRun, 'superseded_at')} IS NULL")
+        if conn.vendor == "postgresql":
+            checkpoints = f"(SELECT json_agg(json_build_array({c_stage}, {c_attempt}, {c_output}, {c_dir})) FROM {run_t} c WHERE {where})"
+        else:
+            checkpoints = f"(SELECT json_group_array(json_array({c_stage}, {c_attempt}, json({c_output}), {c_dir})) FROM {run_t} c WHERE {where})"
+        select += ", " + checkpoints
+        nb = col(StageRun, "not_before")
+        update = (
+            f"UPDATE {run_t} SET {col(StageRun, 'status')} = %s, {col(StageRun, 'started_at')} = %s, "
+            f"{col(StageRun, 'heartbeat_at')} = %s, {col(StageRun, 'worker')} = %s, {col(StageRun, 'message')} = %s "
+            f"WHERE {col(StageRun, 'id')} = %s AND {col(StageRun, 'status')} = %s AND ({nb} IS NULL OR {nb} <= %s)"
+        )
+        if conn.vendor == "postgresql":  # one round trip: the claim and everything the stage needs
+            self.claim_sql = [f"WITH r AS ({update} RETURNING {run_cols}) SELECT {select} FROM r {joins}"]
+        else:  # SQLite has no UPDATE inside WITH
+            self.claim_sql = [update, f"SELECT {select} FROM {run_t} r {joins} WHERE r.{col(StageRun, 'id')} = %s"]
+        self.run_fields = [f for f in StageRun._meta.concrete_fields if not f.primary_key]
+        next_attempt = (
+            f"(SELECT COALESCE(MAX({col(StageRun, 'attempt')}), 0) + 1 FROM {run_t} "
+            f"WHERE {col(StageRun, 'job_id')} = %s AND {col(StageRun, 'stage')} = %s)"
+        )
+        self.insert_sql = (
+            f"INSERT INTO {run_t} ({', '.join(q(f.column) for f in self.run_fields)}) VALUES "
+            f"({', '.join(next_attempt if f.name == 'attempt' else '%s' for f in self.run_fields)}) "
+            f"RETURNING {col(StageRun, 'id')}, {col(StageRun, 'attempt')}"
+        )
+        self.updates: dict[tuple, str] = {}
+
+    def _json(self, field, value):
+        return field.from_db_value(value, None, self.conn)
+
+    def claim(self, run_id: int, now: datetime, worker: str) -> _Claim | None:
+        """``queued -> running`` if due, committed at once, with what the stage needs; None if
+        another delivery (or nobody, for a run not due or not queued) has it."""
+        at = self.conn.ops.adapt_datetimefield_value(now)
+        params = [RS.RUNNING, at, at, worker, "started", run_id, RS.QUEUED, at]
+        with self.conn.cursor() as cur:
+            if len(self.claim_sql) == 1:
+                cur.execute(self.claim_sql[0], params + [RS.SUCCEEDED])
+            else:
+                cur.execute(self.claim_sql[0], params)
+                if not cur.rowcount:
+                    return None
+                cur.execute(self.claim_sql[1], [RS.SUCCEEDED, run_id])
+            row = cur.fetchone()
+        if row is None:
+            return None
+        job_id, stage, attempt, retry_index, input_, job_status, params_, notes, *theme, checkpoints = row
+        input_f, params_f, notes_f, *theme_json = self.json_fields
+        theme_values = dict(zip(self.THEME_FIELDS, theme))
+        for f in theme_json:
+            theme_values[f.name] = self._json(f, theme_values[f.name])
+        if isinstance(checkpoints, str):
+            checkpoints = json.loads(checkpoints)
+        latest: dict[str, tuple[int, Any, str]] = {}
+        for cp_stage, cp_attempt, output, folder in checkpoints or []:
+            if cp_stage not in latest or cp_attempt > latest[cp_stage][0]:
+                latest[cp_stage] = (cp_attempt, output, folder)
+        return _Claim(
+            run=StageRun(id=run_id, job_id=job_id, stage=stage, attempt=attempt, retry_index=retry_index,
+                         input=self._json(input_f, input_) or {}, status=RS.RUNNING, started_at=now),
+            job_status=job_status, params=self._json(params_f, params_) or {},
+            review_notes=self._json(notes_f, notes) or [], theme=Theme(**theme_values),
+            checkpoints={k: (output, folder) for k, (_, output, folder) in latest.items()},
+        )
+
+    def insert_run(self, **values: Any) -> StageRun:
+        """A new StageRun row; its attempt is the next free number of (job, stage)."""
+        params: list[Any] = []
+        for f in self.run_fields:
+            if f.name == "attempt":
+                params += [values["job_id"], values["stage"]]
+            else:
+                value = values[f.attname] if f.attname in values else f.get_default()
+                values[f.attname] = value
+                params.append(f.get_db_prep_save(value, self.conn))
+        with self.conn.cursor() as cur:
+            cur.execute(self.insert_sql, params)
+            pk, values["attempt"] = cur.fetchone()
+        return StageRun(id=pk, **values)
+
+    def update(self, model, pk: int, values: dict[str, Any], **where: Any) -> int:
+        """``UPDATE model SET values WHERE pk AND where`` (``f=v`` or ``f__in=(...)``): rows changed."""
+        key = (model, tuple(values), tuple((k, len(v) if k.endswith("__in") else 0) for k, v in where.items()))
+        sql = self.updates.get(key)
+        meta, q = model._meta, self.q
+        if sql is None:
+            conds = [f"{q(meta.pk.column)} = %s"]
+            for k, v in where.items():
+                name, _, op = k.partition("__")
+                column = q(meta.get_field(name).column)
+                conds.append(f"{column} IN ({', '.join(['%s'] * len(v))})" if op == "in" else f"{column} = %s")
+            sets = ", ".join(f"{q(meta.get_field(f).column)} = %s" for f in values)
+            sql = self.updates[key] = f"UPDATE {q(meta.db_table)} SET {sets} WHERE {' AND '.join(conds)}"
+        params = [meta.get_field(f).get_db_prep_save(v, self.conn) for f, v in values.items()]
+        params.append(pk)
+        for k, v in where.items():
+            f = meta.get_field(k.partition("__")[0])
+            params += [f.get_db_prep_value(x, self.conn) for x in (v if k.endswith("__in") else [v])]
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.rowcount
+
+
+_statements: dict[str, _Statements] = {}
+
+
+def _sql() -> _Statements:
+    """The hot path's statements for the default database (built on first use)."""
+    vendor = connection.vendor
+    built = _statements.get(vendor)
+    if built is None:
+        built = _statements[vendor] = _Statements(connection)
+    return built
+
+
+def _new_run(job_id: int, stage: str, *, retry_index: int = 0, delay: float = 0.0, reason: str = "", input: dict | None = None) -> StageRun:
+    """Create the next attempt of ``stage``; push it now if it is due (else the sweeper will).
+
+    Call with the job's row locked: the attempt number is the next free one for the stage.
+    """
     now = timezone.now()
-    last = job.runs.filter(stage=stage).aggregate(m=Max("attempt"))["m"] or 0
-    spec = pipeline.spec(stage)
-    if spec.gate:
-        run = StageRun.objects.create(
-            job=job, stage=stage, attempt=last + 1, status=RS.WAITING, reason=reason or "waiting for review",
+    if pipeline.spec(stage).gate:
+        return _sql().insert_run(
+            job_id=job_id, stage=stage, status=RS.WAITING, reason=reason or "waiting for review", queued_at=now,
             started_at=now, message="waiting for an operator's decision", input=input or {},
         )
-        return run
     not_before = now + timedelta(seconds=delay) if delay > 0 else None
-    run = StageRun.objects.create(
-        job=job, stage=stage, attempt=last + 1, retry_index=retry_index, status=RS.QUEUED, reason=reason,
-        queued_at=now, not_before=not_before, enqueued_at=None if not_before else now, input=input or {},
+    run = _sql().insert_run(
+        job_id=job_id, stage=stage, retry_index=retry_index, status=RS.QUEUED, reason=reason, queued_at=now,
+        not_before=not_before, enqueued_at=None if not_before else now, input=input or {},
     )
     if not_before is None:
         _push(run)
@@ -156,7 +320,7 @@ def _status_for_stage(stage: str) -> str:
 
 
 def _enter_stage(job: Job, stage: str, **kwargs: Any) -> StageRun:
-    run = _new_run(job, stage, **kwargs)
+    run = _new_run(job.pk, stage, **kwargs)
     job.current_stage = stage
     job.status = _status_for_stage(stage)
     job.updated = timezone.now()
@@ -186,7 +350,7 @@ def start_job(theme: Theme, *, params: dict | None = None, user=None, idempotenc
             idempotency_key=idempotency_key or None, status=JS.PENDING,
         )
         first = pipeline.STAGE_KEYS[0]
-        _new_run(job, first, reason="job started")
+        _new_run(job.pk, first, reason="job started")
         job.current_stage = first
         job.save(update_fields=["current_stage"])
     return job
@@ -307,12 +471,16 @@ def review_job(job_id: int, decision: str, *, user=None, notes: str = "", from_s
         run.output = {"decision": decision, "by": _who(user), "notes": notes, "from_stage": from_stage or ""}
         run.save(update_fields=["status", "finished_at", "progress", "message", "output"])
         if decision == decisions.APPROVE:
-            _advance(job, run)
+            _advance(job.pk, gate, now)
+            _open_next(job.pk, gate)
+            job.refresh_from_db()
         elif decision == decisions.REJECT:
             job.status = JS.REJECTED
             job.finished = job.updated = now
             job.save(update_fields=["status", "finished", "updated"])
         else:
+            job.review_notes = [*(job.review_notes or []), notes]
+            job.save(update_fields=["review_notes"])
             _rerun(job, from_stage, reason=f"changes requested by {_who(user)}", notes=notes)
     return job
 
@@ -324,16 +492,26 @@ def _who(user) -> str:
 # --- running a stage --------------------------------------------------------------------------
 
 
-def _advance(job: Job, run: StageRun) -> None:
-    """Inside the job's lock: after ``run`` succeeded, start the next stage or finish the job."""
-    nxt = pipeline.next_stage(run.stage)
+def _advance(job_id: int, after: str, now: datetime) -> str | None:
+    """``after`` succeeded: move the job to the next stage, or complete it after the last one.
+
+    One conditional UPDATE of the job row, which is also the job's lock: call it before touching
+    the job's runs (every writer locks the job first). Returns the job's new status, or None when
+    the job is no longer active (nothing changed). Then record the run and ``_open_next``.
+    """
+    nxt = pipeline.next_stage(after)
     if nxt is None:
-        now = timezone.now()
-        job.status = JS.COMPLETED
-        job.finished = job.updated = now
-        job.save(update_fields=["status", "finished", "updated"])
-        return
-    _enter_stage(job, nxt, reason=f"after {run.stage}")
+        values = {"status": JS.COMPLETED, "finished": now, "updated": now}
+    else:
+        values = {"current_stage": nxt, "status": _status_for_stage(nxt), "updated": now}
+    return values["status"] if _sql().update(Job, job_id, values, status__in=Job.ACTIVE) else None
+
+
+def _open_next(job_id: int, after: str) -> None:
+    """The next stage's first attempt (after ``_advance`` moved the job there)."""
+    nxt = pipeline.next_stage(after)
+    if nxt is not None:
+        _new_run(job_id, nxt, reason=f"after {after}")
 
 
 def _backoff(policy: pipeline.StagePolicy, retry_index: int, retry_after: float | None) -> float:
@@ -348,7 +526,7 @@ def _after_failure(job: Job, run: StageRun, *, permanent: bool, retry_after: flo
     policy = pipeline.spec(run.stage).policy
     if job.status in Job.ACTIVE and not permanent and run.retry_index + 1 < policy.max_attempts:
         delay = _backoff(policy, run.retry_index, retry_after)
-        _new_run(job, run.stage, retry_index=run.retry_index + 1, delay=delay, reason=f"retry after {run.get_error_kind_display().lower()}", input=run.input)
+        _new_run(job.pk, run.stage, retry_index=run.retry_index + 1, delay=delay, reason=f"retry after {run.get_error_kind_display().lower()}", input=run.input)
         return
     if job.status not in Job.ACTIVE:
         return
@@ -396,35 +574,23 @@ def job_dir(job_id: int) -> Path:
     return media_root() / "jobs" / str(job_id)
 
 
-def _checkpoints(job_id: int) -> list[StageRun]:
-    return list(
-        StageRun.objects.filter(job_id=job_id, status=RS.SUCCEEDED, superseded_at__isnull=True)
-        .order_by("stage", "-attempt")
-        .only("stage", "attempt", "output", "output_dir")
-    )
-
-
-def _context(run: StageRun, abort: AbortSignal, report) -> StageContext:
-    job = run.job
+def _context(claim: _Claim, abort: AbortSignal, report) -> StageContext:
+    run = claim.run
     upstream: dict[str, dict] = {}
     upstream_dirs: dict[str, Path] = {}
-    for cp in _checkpoints(job.pk):
-        if cp.stage not in upstream:
-            upstream[cp.stage] = cp.output or {}
-            if cp.output_dir:
-                upstream_dirs[cp.stage] = media_root() / cp.output_dir
-    notes = [
-        n for n in ReviewDecision.objects.filter(job_id=job.pk, decision=ReviewDecision.Decision.REQUEST_CHANGES).values_list("notes", flat=True) if n
-    ]
-    work = job_dir(job.pk) / run.stage / f"attempt-{run.attempt}.partial"
+    for stage, (output, output_dir) in claim.checkpoints.items():
+        upstream[stage] = output or {}
+        if output_dir:
+            upstream_dirs[stage] = media_root() / output_dir
+    work = job_dir(run.job_id) / run.stage / f"attempt-{run.attempt}.partial"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    logger = logging.getLogger(f"trendreel.stage.{run.stage}")
     return StageContext(
-        job_id=job.pk, run_id=run.pk, stage=run.stage, attempt=run.attempt, theme=job.theme.as_input(),
-        params=dict(job.params or {}), upstream=upstream, upstream_dirs=upstream_dirs, work_dir=work,
-        review_notes=notes, abort=abort, report=report, logger=logger,
+        job_id=run.job_id, run_id=run.pk, stage=run.stage, attempt=run.attempt, theme=claim.theme.as_input(),
+        params=dict(claim.params or {}), upstream=upstream, upstream_dirs=upstream_dirs, work_dir=work,
+        review_notes=[n for n in claim.review_notes or [] if n], abort=abort, report=report,
+        logger=logging.getLogger(f"trendreel.stage.{run.stage}"),
     )
 
 
@@ -443,9 +609,13 @@ class _TailHandler(logging.Handler):
         return "\n".join(self.lines)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Watchdog:
-    """Heartbeats for a running attempt, carries its progress, notices cancel, enforces the limit."""
+    """Heartbeats for a running attempt, carries its progress, notices cancel, enforces the limit.
+
+    Ticked every ``interval`` by the process's watchdog thread (``_Ticker``) between ``start``
+    and ``finish``; ``finish`` waits for a tick in flight, so none lands after it returns.
+    """
 
     run_id: int
     time_limit: float
@@ -453,30 +623,24 @@ class _Watchdog:
     interval: float
     progress: tuple[float, str] = (0.0, "")
     dirty: bool = False
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
+    active: bool = False
+    due: float = 0.0
+    started: datetime | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def report(self, fraction: float, message: str) -> None:
         self.progress = (fraction, message)
         self.dirty = True
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name=f"watchdog-{self.run_id}", daemon=True)
-        self.thread.start()
+        self.started = timezone.now()
+        self.due = time.monotonic() + self.interval
+        self.active = True
+        _Ticker.get().add(self)
 
-    def _loop(self) -> None:
-        started = timezone.now()
-        try:
-            while not self.stop.wait(self.interval):
-                self.tick(started)
-                if self.abort.reason is not None:
-                    return
-        finally:
-            connection.close()
-
-    def tick(self, started: datetime) -> None:
+    def tick(self) -> None:
         now = timezone.now()
-        if self.time_limit and (now - started).total_seconds() > self.time_limit:
+        if self.time_limit and (now - self.started).total_seconds() > self.time_limit:
             self.abort.abort("timeout")
             _fail_running(
                 self.run_id, status=RS.FAILED, kind=EK.TIMEOUT,
@@ -488,18 +652,77 @@ class _Watchdog:
         if self.dirty:
             self.dirty = False
             fields["progress"], fields["message"] = self.progress
-        try:
-            alive = StageRun.objects.filter(pk=self.run_id, status=RS.RUNNING).update(**fields)
-        except Exception:  # a locked/busy database must not kill the heartbeat thread
-            log.warning("heartbeat for run %s failed", self.run_id, exc_info=True)
-            return
+        alive = StageRun.objects.filter(pk=self.run_id, status=RS.RUNNING).update(**fields)
         if not alive:
             self.abort.abort("cancelled")
 
     def finish(self) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=self.interval * 4 + 5)
+        with self.lock:
+            self.active = False
+        _Ticker.get().remove(self)
+
+
+class _Ticker:
+    """The watchdog thread of this process: one for every attempt it runs (a thread started and
+    joined per attempt cost more than a no-op stage). Its database connection is closed whenever
+    no attempt is watched, so an idle worker holds none."""
+
+    _instance: _Ticker | None = None
+    _create = threading.Lock()
+
+    @classmethod
+    def get(cls) -> _Ticker:
+        ticker = cls._instance
+        if ticker is None or ticker.pid != os.getpid():  # none yet, or inherited through fork
+            with cls._create:
+                ticker = cls._instance
+                if ticker is None or ticker.pid != os.getpid():
+                    ticker = cls._instance = cls()
+        return ticker
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.cond = threading.Condition()
+        self.dogs: dict[int, _Watchdog] = {}
+        threading.Thread(target=self._loop, name="trendreel-watchdog", daemon=True).start()
+
+    def add(self, dog: _Watchdog) -> None:
+        with self.cond:
+            self.dogs[id(dog)] = dog
+            self.cond.notify()
+
+    def remove(self, dog: _Watchdog) -> None:
+        with self.cond:
+            self.dogs.pop(id(dog), None)
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                if not self.dogs:
+                    connection.close()
+                    self.cond.wait()
+                    continue
+                now = time.monotonic()
+                due = [d for d in self.dogs.values() if d.due <= now]
+                if not due:
+                    self.cond.wait(min(d.due for d in self.dogs.values()) - now)
+                    continue
+            for dog in due:
+                self._tick(dog)
+
+    def _tick(self, dog: _Watchdog) -> None:
+        with dog.lock:
+            if not dog.active:
+                return
+            dog.due = time.monotonic() + dog.interval
+            try:
+                dog.tick()
+            except Exception:  # a locked/busy/restarted database must not kill the watchdog
+                log.warning("watchdog of run %s: tick failed", dog.run_id, exc_info=True)
+                connection.close()  # reconnect on the next tick
+            if dog.abort.reason is not None:
+                dog.active = False
+                self.remove(dog)
 
 
 def execute_run(run_id: int) -> str:
@@ -509,15 +732,12 @@ def execute_run(run_id: int) -> str:
     ``discarded`` (finished after the run was cancelled or swept).
     """
     now = timezone.now()
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    claimed = StageRun.objects.filter(pk=run_id, status=RS.QUEUED).filter(
-        Q(not_before__isnull=True) | Q(not_before__lte=now)
-    ).update(status=RS.RUNNING, started_at=now, heartbeat_at=now, worker=worker, message="started")
-    if not claimed:
+    claim = _sql().claim(run_id, now, f"{socket.gethostname()}:{os.getpid()}")
+    if claim is None:
         return "not-claimed"
-    run = StageRun.objects.select_related("job__theme").get(pk=run_id)
-    if run.job.status == JS.PENDING:  # the first claim of a job starts it (one statement less after)
-        Job.objects.filter(pk=run.job_id, status=JS.PENDING).update(status=JS.RUNNING, started=now, updated=now)
+    run = claim.run
+    if claim.job_status == JS.PENDING:  # the first claim of a job starts it
+        _sql().update(Job, run.job_id, {"status": JS.RUNNING, "started": now, "updated": now}, status=JS.PENDING)
     spec = pipeline.spec(run.stage)
     abort = AbortSignal()
     dog = _Watchdog(run_id, spec.policy.time_limit, abort, settings.TRENDREEL_HEARTBEAT_SECONDS)
@@ -525,7 +745,7 @@ def execute_run(run_id: int) -> str:
     outcome: tuple[str, Any] | None = None
     ctx = None
     try:
-        ctx = _context(run, abort, dog.report)
+        ctx = _context(claim, abort, dog.report)
         ctx.logger.addHandler(tail)
         dog.start()
         fn = pipeline.load(run.stage)
@@ -587,21 +807,27 @@ def _record_success(run: StageRun, ctx: StageContext, result, log_tail: str) -> 
             _fail_running(run.pk, status=RS.FAILED, kind=EK.PERMANENT, message=f"stage reported an artifact that does not exist: {spec.path}", permanent=True)
             return "failed"
         artifacts.append((spec, path.relative_to(media_root()).as_posix(), path.stat().st_size, _sha256(path)))
-    with transaction.atomic():
-        job = _lock_job(run.job_id)
-        now = timezone.now()
-        updated = StageRun.objects.filter(pk=run.pk, status=RS.RUNNING).update(
-            status=RS.SUCCEEDED, finished_at=now, progress=1.0, output=result.output, output_dir=rel_dir,
-            log_tail=log_tail[-8000:], message="done",
-        )
-        if not updated:
-            return "discarded"
-        Artifact.objects.bulk_create([
-            Artifact(job=job, stage_run_id=run.pk, kind=spec.kind, label=spec.label, path=rel, size=size, checksum=digest)
-            for spec, rel, size, digest in artifacts
-        ])
-        if job.status in Job.ACTIVE:
-            _advance(job, run)
+    try:
+        with transaction.atomic():
+            now = timezone.now()
+            moved = _advance(run.job_id, run.stage, now)  # the job's lock, taken first as everywhere
+            if moved is None:
+                _lock_job(run.job_id)  # not active any more: record the run, start nothing
+            recorded = _sql().update(StageRun, run.pk, {
+                "status": RS.SUCCEEDED, "finished_at": now, "progress": 1.0, "output": result.output,
+                "output_dir": rel_dir, "log_tail": log_tail[-8000:], "message": "done",
+            }, status=RS.RUNNING)
+            if not recorded:
+                raise _Discarded  # cancelled or swept meanwhile: roll the job's move back too
+            if artifacts:
+                Artifact.objects.bulk_create([
+                    Artifact(job_id=run.job_id, stage_run_id=run.pk, kind=spec.kind, label=spec.label, path=rel, size=size, checksum=digest)
+                    for spec, rel, size, digest in artifacts
+                ])
+            if moved is not None:
+                _open_next(run.job_id, run.stage)
+    except _Discarded:
+        return "discarded"
     return "succeeded"
 
 
@@ -683,8 +909,6 @@ def sweep(now: datetime | None = None, *, requeue_all: bool = False) -> SweepRep
 
 def run_inline(job_id: int, *, on_tick=None, sleep=None) -> Job:
     """Execute a job's queued runs in this process until it waits for review or finishes."""
-    import time
-
     sleep = sleep or time.sleep
     with inline_mode():
         while True:

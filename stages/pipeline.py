@@ -64,7 +64,8 @@ def spec(key: str) -> StageSpec:
 
 
 def index(key: str) -> int:
-    spec(key)
+    if key not in _BY_KEY:
+        spec(key)  # raises the unknown-stage error
     return STAGE_KEYS.index(key)
 
 

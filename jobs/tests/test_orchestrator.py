@@ -332,3 +332,41 @@ def test_stalled_means_due_runs_unclaimed_while_nothing_runs(engine, theme, call
     StageRun.objects.filter(pk=run.pk).update(not_before=later + timedelta(seconds=60), enqueued_at=None)
     StageRun.objects.filter(job=other).update(status=RS.SUCCEEDED)
     assert not orchestrator.stalled(now=later)  # waiting for its backoff is not a stall either
+
+
+@pytest.mark.django_db(transaction=True)
+def test_review_notes_of_every_round_reach_the_rerun_and_the_stages_after_it(engine, theme, call_log, tmp_path):
+    job = orchestrator.run_inline(start(theme, call_log, tmp_path).pk)
+    orchestrator.review_job(job.pk, "request_changes", from_stage="script_generation", notes="shorter hook")
+    job = orchestrator.run_inline(job.pk)
+    orchestrator.review_job(job.pk, "request_changes", from_stage="scene_generation", notes="brighter cards")
+    job = orchestrator.run_inline(job.pk)
+    assert job.status == Job.Status.AWAITING_REVIEW
+    current = {r.stage: r for r in job.runs.filter(status=RS.SUCCEEDED, superseded_at__isnull=True)}
+    assert current["script_generation"].output["notes"] == ["shorter hook"]  # checkpoint of round 1, kept
+    assert current["scene_generation"].output["notes"] == ["shorter hook", "brighter cards"]  # oldest first
+    assert current["composition"].output["notes"] == ["shorter hook", "brighter cards"]
+    assert current["trend_collection"].output["notes"] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stage_transition_costs_a_fixed_handful_of_statements(engine, theme, call_log, tmp_path):
+    """The hot path's budget: claim (+ load), checkpoints, then lock + record + next run + enqueue.
+
+    Pinned because every statement is paid on every stage of every job (bench/RESULTS.md).
+    """
+    from django.test.utils import CaptureQueriesContext
+
+    job = start(theme, call_log, tmp_path)
+    orchestrator.execute_run(job.runs.get().pk)  # the first claim also starts the job
+    run = job.runs.get(status=RS.QUEUED)
+    engine.TRENDREEL_HEARTBEAT_SECONDS = 30  # no heartbeat from the watchdog's own connection
+    with CaptureQueriesContext(connection) as ctx:
+        assert orchestrator.execute_run(run.pk) == "succeeded"
+    statements = [q["sql"] for q in ctx.captured_queries if q["sql"].split()[0].upper() not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")]
+    # claim (+ load incl. checkpoints), job, run, artifact, next run, the ORM broker's INSERT; SQLite has
+    # no UPDATE inside WITH, so its claim and load are two statements
+    budget = 6 if connection.vendor == "postgresql" else 7
+    assert len(statements) <= budget, "\n".join(statements)
+    assert job.runs.get(stage=pipeline.STAGE_KEYS[2]).status == RS.QUEUED
+    assert OrmQ.objects.count() == 3
