@@ -41,15 +41,37 @@ def chaos(ctx: StageContext) -> dict:
     return {"attempt": ctx.attempt}
 
 
-def hop(log_path: str, chain: int, index: int, hops: int, sent: float) -> None:
-    """One task of a bare chain: record (sent, started), then enqueue the next hop."""
+def hop(log_path: str, chain: int, index: int, hops: int, sent: float, txn: bool = False) -> None:
+    """One task of a bare chain: record (sent, started), then enqueue the next hop.
+
+    ``txn``: the "durable" chain, the floor of any engine on this stack: each hop also runs the
+    baseline's bare transaction (INSERT + UPDATE of ``bench_baseline``), and enqueues the next hop
+    inside it, as the orchestrator does with the ORM broker (Redis: the push is not transactional).
+    """
     started = time.time()
     with open(log_path, "a") as fh:  # one short O_APPEND write: atomic between processes
         fh.write(f"{chain} {index} {sent:.6f} {started:.6f}\n")
-    if index + 1 < hops:
-        from django_q.tasks import async_task
+    from django.db import connection, transaction
+    from django_q.tasks import async_task
 
-        async_task(
-            "bench.stagefns.hop", log_path, chain, index + 1, hops, time.time(),
-            task_name=f"hop-{chain}-{index + 1}", timeout=60,
-        )
+    with transaction.atomic() if txn else _nothing():
+        if txn:
+            from django.utils import timezone
+
+            with connection.cursor() as cur:
+                cur.execute("INSERT INTO bench_baseline (status, n, updated) VALUES (%s, %s, %s) RETURNING id", ["queued", index, timezone.now()])
+                pk = cur.fetchone()[0]
+                cur.execute("UPDATE bench_baseline SET status = %s, updated = %s WHERE id = %s", ["succeeded", timezone.now(), pk])
+        if index + 1 < hops:
+            async_task(
+                "bench.stagefns.hop", log_path, chain, index + 1, hops, time.time(), txn,
+                task_name=f"hop-{chain}-{index + 1}", timeout=60,
+            )
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
