@@ -12,6 +12,8 @@ with a static gain + limiter, which is ~5x cheaper than single-pass ``loudnorm``
 the video gets its exact frame count from the voiceover windows instead. Steps:
 
 1. Read the voiceover (windows, captions, WAV) and the scenes; match scenes to windows by segment.
+   A scene with stock footage (``clip`` + ``overlay``) plays its clip under the overlay instead
+   of panning its still.
 2. Render caption PNGs and a thumbnail (hook scene + title) with Pillow.
 3. Measure the audio mix (voice + optional music bed ducked under it) and work out the gain to
    -14 LUFS; one ffmpeg pass through ``ctx.run_process`` renders pans, concat, caption overlays and
@@ -63,6 +65,8 @@ class Shot:
     segment: str
     frames: int
     path: tuple[tuple[float, float], tuple[float, float]]  # fractions of the allowed pan range
+    clip: Path | None = None  # stock footage played instead of panning the still
+    overlay: Path | None = None  # RGBA layer drawn over the clip: the darkening scrim and the card's text
 
 
 @dataclass
@@ -175,7 +179,11 @@ def _shots(ctx: StageContext, voice: dict[str, Any], duration: float) -> list[Sh
             continue
         scene = scene or scenes[0]
         image = ctx.input_path("scene_generation", _field(scene, "image", str, "scene_generation"))
-        shots.append(Shot(image=image, segment=segment, frames=frames, path=PAN_PATHS[len(shots) % len(PAN_PATHS)]))
+        shot = Shot(image=image, segment=segment, frames=frames, path=PAN_PATHS[len(shots) % len(PAN_PATHS)])
+        if scene.get("clip"):
+            shot.clip = ctx.input_path("scene_generation", _field(scene, "clip", str, "scene_generation"))
+            shot.overlay = ctx.input_path("scene_generation", _field(scene, "overlay", str, "scene_generation"))
+        shots.append(shot)
     if not shots:
         raise PermanentStageError("no scene matches the voiceover segments", hint="re-run scene_generation")
     return shots
@@ -311,6 +319,17 @@ def _pan_filter(shot: Shot, motion: Motion) -> str:
     )
 
 
+def _clip_filter(shot: Shot) -> str:
+    """A stock clip as a shot: constant 30 fps, cover-fitted to 1080x1920, exactly ``frames``
+    long (the input loops when the clip is shorter). The scene's overlay (scrim + text) is drawn
+    on it afterwards; the clip's audio is never used. (``drawbox`` with an alpha colour would be
+    the obvious scrim, but on yuv420p it blends luma only and turns red footage grey-brown.)"""
+    return (
+        f"fps={FPS},scale={W}:{H}:force_original_aspect_ratio=increase:flags=bicubic,crop={W}:{H},setsar=1,"
+        f"trim=end_frame={shot.frames},settb=1/{FPS},setpts=N,format=yuv420p"
+    )
+
+
 def _even(value: float) -> int:
     return round(value / 2) * 2
 
@@ -386,10 +405,20 @@ def build_command(
     """The ffmpeg arguments (without the binary) for the whole short. Public for benchmarks."""
     args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-progress", "pipe:2", "-nostats"]
     graph: list[str] = []
+    n = 0  # next input index
     for i, shot in enumerate(shots):
-        args += ["-framerate", str(FPS), "-i", str(shot.image)]
-        graph.append(f"[{i}:v]{_pan_filter(shot, motion)}[s{i}]")
-    audio_index = len(shots)
+        if shot.clip is not None and shot.overlay is not None:
+            # -t bounds the decode (with -stream_loop -1 a short clip repeats to fill the shot)
+            seconds = shot.frames / FPS + 1.0
+            args += ["-stream_loop", "-1", "-t", f"{seconds:.3f}", "-i", str(shot.clip), "-i", str(shot.overlay)]
+            graph.append(f"[{n}:v]{_clip_filter(shot)}[v{i}]")
+            graph.append(f"[v{i}][{n + 1}:v]overlay=x=0:y=0:eof_action=repeat,format=yuv420p[s{i}]")
+            n += 2
+        else:
+            args += ["-framerate", str(FPS), "-i", str(shot.image)]
+            graph.append(f"[{n}:v]{_pan_filter(shot, motion)}[s{i}]")
+            n += 1
+    audio_index = n
     args += _audio_inputs(audio, options)
     first_caption = audio_index + (2 if options.get("music") else 1)
     for caption in captions:

@@ -8,8 +8,10 @@ Steps: read the script's segments and the provider chain (``theme.settings.scene
   keywords, download the best portrait file (cached under ``MEDIA_ROOT/cache/pexels``, probed
   before use), cover-fit it to 1080x1920, darken it a little and draw the card's headline/marker
   on top (the same text layout as the cards, so composition's safe-zone pan still holds). For
-  ``media: "videos"`` a frame at ~1 s is the scene image and the clip is kept beside it
-  (``"clip"``) for a composition that can play clips; today's composition uses the still.
+  ``media: "videos"`` the clip is kept beside the scene (``"clip"``) with an RGBA layer
+  (``"overlay"``: the photo cards' darkening and the card's text): composition plays the clip
+  under it. A frame at ~1 s, darkened and with the text drawn on, is the scene image
+  (thumbnail, console, and the picture if the clip cannot be used).
   A failed search (no key, 401, 429, timeout, malformed answer) switches Pexels off for the rest of
   the run, once, recorded in ``provider_failures``; a segment without a usable hit falls through.
 * ``"cards"``/``"offline"`` (the offline Pillow renderer) or a dotted path to a ``SceneRenderer``.
@@ -23,7 +25,8 @@ Output::
                  # pexels scenes only:
                  "query": "...", "pexels": {"id", "media", "url", "file", "photographer",
                                             "photographer_url", "text"},
-                 "clip": "clip-01.mp4"}],  # videos only
+                 # videos only:
+                 "clip": "clip-01.mp4", "clip_seconds": 12.5, "overlay": "text-01.png"}],
      "style": {"renderer", "palette", "font", "size", "safe_zone", "text_box", "caption_zone", "max_zoom"},
      "provider": "pexels" | "cards" | "pexels,cards",  # who produced the scenes, in order of first use
      "provider_failures": [{"provider", "kind", "error", "hint", "segment"}],
@@ -152,6 +155,8 @@ def run(ctx: StageContext) -> StageResult:
             if scene["provider"] not in used:
                 used.append(scene["provider"])
             artifacts.append(ArtifactSpec(path=name, kind="image", label=f"Scene {i + 1}: {seg['id']}"))
+            if scene.get("clip"):
+                artifacts.append(ArtifactSpec(path=scene["clip"], kind="video", label=f"Clip {i + 1}: {seg['id']}"))
             how = f"pexels {scene['pexels']['id']}" if scene["source"] == "pexels" else "card"
             ctx.progress((i + 1) / total, f"scene {i + 1}/{total} ({seg['id']}): {seg['headline'][:60]} [{how}]")
     finally:
@@ -253,6 +258,8 @@ class _Stock:
         raise SceneMiss(f"pexels: no usable {source.media} for {query!r} ({'; '.join(errors)})")
 
     def _compose(self, fetched: pexels_provider.Fetched, spec: CardSpec, index: int) -> tuple[Card, dict[str, Any]]:
+        from PIL import Image
+
         extra: dict[str, Any] = {}
         still = fetched.path
         if fetched.hit.media == "video":
@@ -268,6 +275,16 @@ class _Stock:
                 (self.ctx.work_dir / clip).unlink(missing_ok=True)
                 raise PermanentStageError(f"no frame could be taken from pexels video {fetched.hit.id}: {' '.join(lines[-2:])}")
             extra["clip"] = clip
+            extra["clip_seconds"] = round(float(fetched.duration or 0), 3)
+            # composition plays the clip under this layer: the same darkening as the photo cards
+            # (toward the palette's ink) with the card's text on top
+            layer = f"text-{index + 1:02d}.png"
+            ink = palette_for(spec.seed, spec.index, spec.hue, spec.accent).ink
+            scrim = Image.new("RGBA", (WIDTH, HEIGHT), (*ink, round(255 * SCRIM)))
+            Image.alpha_composite(scrim, self.overlay.text_layer(spec)).save(
+                self.ctx.work_dir / layer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+            )
+            extra["overlay"] = layer
         try:
             pexels_provider.probe_photo(still)
             return photo_card(still, spec, self.overlay), extra

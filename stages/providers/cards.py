@@ -287,6 +287,20 @@ class CardRenderer:
             self._draw_text(card, spec, pal)
         return card
 
+    def text_layer(self, spec: CardSpec) -> Image.Image:
+        """The card's text alone (marker, headline, footer, shadow) on a transparent 1080x1920 RGBA
+        layer: what composition draws over a playing stock clip, so a video scene keeps the card's
+        layout and safe zone.
+
+        Drawing onto transparent black with Pillow composites like premultiplied alpha (every
+        channel, alpha included, is blended with the glyph coverage), so the result is read back as
+        ``RGBa`` and converted to straight alpha, which ffmpeg's overlay expects.
+        """
+        pal = palette_for(spec.seed, spec.index, spec.hue, spec.accent)
+        card = Card(image=Image.new("RGBA", (WIDTH, HEIGHT), (0, 0, 0, 0)))
+        self._draw_text(card, spec, pal)
+        return Image.frombytes("RGBa", card.image.size, card.image.tobytes()).convert("RGBA")
+
     # -- background -------------------------------------------------------------------------
     @staticmethod
     def _background(pal: Palette, rng: random.Random) -> Image.Image:

@@ -272,3 +272,56 @@ def test_it_keeps_card_text_inside_the_safe_zone_while_panning():
 
     free = composition.motion_for({})
     assert free.x_range == (0.0, 86.0) and free.y_range == (0.0, 154.0)
+
+
+def two_colour_clip(path: Path, size: str = "540x960") -> Path:
+    """1 s red then 1 s blue, 25 fps, with an audio track the short must not use."""
+    subprocess.run(
+        [media.ffmpeg_exe(), "-v", "error", "-y",
+         "-f", "lavfi", "-i", f"color=c=0xdc1e1e:s={size}:r=25:d=1",
+         "-f", "lavfi", "-i", f"color=c=0x1e3cdc:s={size}:r=25:d=1",
+         "-f", "lavfi", "-i", "sine=frequency=1000:duration=2",
+         "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v]", "-map", "[v]", "-map", "2:a",
+         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
+        check=True,
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_it_plays_a_stock_clip_under_the_card_text_looping_a_short_one(tmp_path, inputs):
+    folder = tmp_path / "scenes"
+    scene_output = render_scenes(folder)
+    two_colour_clip(folder / "clip-02.mp4")
+    layer = Image.new("RGBA", (1080, 1920), (0, 0, 0, 128))  # the scrim: black at 50 %
+    ImageDraw.Draw(layer).rectangle((100, 400, 980, 700), fill=(255, 255, 255, 255))  # "the headline"
+    layer.save(folder / "text-02.png")
+    beat1 = scene_output["scenes"][1]
+    beat1.update(clip="clip-02.mp4", clip_seconds=2.0, overlay="text-02.png")
+    window = next(w for w in inputs["upstream"]["voiceover"]["segments"] if w["segment"] == "beat1")
+    assert window["end"] - window["start"] > 2.2, "the window must be longer than the clip to show the loop"
+    upstream = dict(inputs["upstream"], scene_generation=scene_output)
+    ctx = make_context(tmp_path, "composition", upstream=upstream,
+                       upstream_dirs=dict(inputs["upstream_dirs"], scene_generation=folder))
+    out = composition.run(ctx).output
+    assert out["qc"]["passed"] is True
+    video = ctx.work_dir / "video.mp4"
+    assert abs(media.probe(video).duration - inputs["upstream"]["voiceover"]["duration"]) <= 0.1
+
+    def corner(seconds: float) -> np.ndarray:  # a patch clear of the text layer and the captions
+        return frame_at(video, window["start"] + seconds)[80:260, 60:240].reshape(-1, 3).mean(axis=0)
+
+    red, blue, red_again = corner(0.4), corner(1.5), corner(2.1)
+    # the clip plays (red, then blue, then red when it loops), darkened by the 50 % scrim
+    assert red[0] > 90 and red[2] < 40 and red[0] < 140, red
+    assert blue[2] > 90 and blue[0] < 40, blue
+    assert red_again[0] > 90 and red_again[2] < 40, red_again
+    frame = frame_at(video, window["start"] + 0.4)
+    assert frame[450:650, 200:880].min() > 230  # the text layer is drawn over the clip, not darkened
+    # the shots around it are still the still scenes, in their own colours
+    hook = next(w for w in inputs["upstream"]["voiceover"]["segments"] if w["segment"] == "hook")
+    patch = frame_at(video, (hook["start"] + hook["end"]) / 2)[60:260, 20:220].reshape(-1, 3).mean(axis=0)
+    assert np.abs(patch - np.array(COLORS["hook"])).max() < 25
+    # the clip's own audio never reaches the short: the voice is the only sound (no 1 kHz tone)
+    levels = media.measure_audio(video)
+    assert -16 <= levels.lufs <= -12

@@ -173,13 +173,22 @@ def test_videos_pick_the_portrait_hd_file_and_keep_the_clip(tmp_path, mp4_bytes)
         srv.route("GET", VSEARCH, Reply(200, json=videos_payload(srv)))
         srv.route("GET", "/v/hd.mp4", Reply(200, body=mp4_bytes, headers={"Content-Type": "video/mp4"}))
         ctx = ctx_for(tmp_path, srv, media="videos")
-        out = scene_generation.run(ctx).output
+        result = scene_generation.run(ctx)
+        out = result.output
     assert [s["source"] for s in out["scenes"]] == ["pexels"] * 6
     scene = out["scenes"][0]
     assert scene["pexels"]["media"] == "video" and scene["pexels"]["file"].endswith("/v/hd.mp4")
     assert scene["pexels"]["text"] == "Video by Vid Maker on Pexels"
-    assert scene["clip"] == "clip-01.mp4"
+    assert scene["clip"] == "clip-01.mp4" and scene["clip_seconds"] == pytest.approx(2.0, abs=0.1)
     assert "video" in media.probe(ctx.work_dir / scene["clip"]).streams
+    # what composition draws over the playing clip: the photo cards' scrim and the card's text
+    with Image.open(ctx.work_dir / scene["overlay"]) as layer:
+        assert (layer.mode, layer.size) == ("RGBA", (1080, 1920))
+        alpha = layer.getchannel("A")
+        assert alpha.getpixel((540, 1850)) == round(255 * scene_generation.SCRIM)  # scrim only, near the bottom
+        assert alpha.getextrema()[1] == 255  # the text is opaque
+    clips = [a for a in result.artifacts if a.kind == "video"]
+    assert [a.path for a in clips] == [f"clip-{i:02d}.mp4" for i in range(1, 7)]
     assert_scene_images(ctx, out)
     assert not list(ctx.work_dir.glob(".frame-*"))  # the extracted frames are not left behind
     assert [r.path for r in srv.requests if r.path.startswith("/v/")] == ["/v/hd.mp4"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.models import Job, Publication, Theme
+from jobs.models import Job, Publication
 from stages import publish
 from stages.base import PermanentStageError, TransientStageError
 from stages.tests.fakeserver import FakeServer, Reply
@@ -22,22 +22,6 @@ SCRIPT = {
     "hashtags": ["#AI", "#RaspberryPi", "#OpenSource"],
 }
 TOPIC = {"trend_id": 7, "title": "Nordlys Fjord-2B", "url": "https://thecircuit.example/fjord", "source": "thecircuit"}
-
-
-@pytest.fixture
-def job(db) -> Job:
-    theme = Theme.objects.create(name="Tech pulse", slug="tech-pulse-net-publish")
-    return Job.objects.create(theme=theme)
-
-
-@pytest.fixture
-def composed(tmp_path) -> Path:
-    """What composition leaves behind (publish never decodes the video, so bytes will do)."""
-    folder = tmp_path / "composition-out"
-    folder.mkdir()
-    (folder / "video.mp4").write_bytes(bytes(range(256)) * 10 + b"tail-of-video")  # 2573 bytes
-    (folder / "thumbnail.jpg").write_bytes(b"\xff\xd8\xff-not-really-a-jpeg")
-    return folder
 
 
 def publish_ctx(tmp_path: Path, job: Job, composed: Path, settings: dict | None = None, *, log=None):

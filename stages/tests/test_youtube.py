@@ -12,7 +12,7 @@ from stages import publish
 from stages.base import PermanentStageError, TransientStageError
 from stages.providers.youtube import build_body
 from stages.tests.fakeserver import FakeServer, Reply
-from stages.tests.test_webhook import SECRET, composed, job, publish_ctx  # noqa: F401 (fixtures)
+from stages.tests.test_webhook import SECRET, publish_ctx
 
 TOKEN = "ya29.test-access-token"
 START = "/upload/youtube/v3/videos"
