@@ -44,10 +44,12 @@ from django.utils import timezone
 from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
 from stages import pipeline
 from stages.base import (
+    DISK_FULL_ERRNOS,
     AbortSignal,
     StageAborted,
     StageContext,
     StageError,
+    disk_full,
     normalise_result,
 )
 
@@ -758,18 +760,25 @@ def execute_run(run_id: int) -> str:
     except ImproperlyConfigured as exc:
         outcome = ("config", exc)
     except Exception as exc:  # noqa: BLE001 - recorded with its traceback, retried once
-        outcome = ("unexpected", exc)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            full = disk_full(str(exc))  # not a bug: retried like any transient error
+            full.__cause__ = exc
+            outcome = ("error", full)
+        else:
+            outcome = ("unexpected", exc)
     finally:
         dog.finish()
         if ctx is not None:
             ctx.logger.removeHandler(tail)
+    kind, value = outcome
+    if kind == "ok" and abort.reason is None:
+        return _record_success(run, ctx, value, tail.text)
+    if ctx is not None:  # a failed or stopped attempt's files help nobody and may fill the disk
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)
     if abort.reason is not None:
         # The watchdog already recorded why (timeout) or someone else did (cancel, sweep).
         return f"aborted:{abort.reason}"
-    kind, value = outcome
     tb = "".join(traceback.format_exception(value)) if isinstance(value, BaseException) else ""
-    if kind == "ok":
-        return _record_success(run, ctx, value, tail.text)
     if kind == "aborted":
         return "aborted:unknown"
     if kind == "error":

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import subprocess
+import errno
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,19 @@ class PermanentStageError(StageError):
 
     permanent = True
     kind = "permanent"
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXT = "No space left on device"  # what ffmpeg and other tools print for ENOSPC
+
+
+def disk_full(detail: str) -> TransientStageError:
+    """The disk (or a quota) is full: transient, since space can come back, with what to do."""
+    return TransientStageError(
+        f"no space left on the disk: {detail}",
+        hint="free space on the volume that holds MEDIA_ROOT (old jobs' media, the caches); "
+        "the attempt is retried, and a failed job resumes here with retry",
+    )
 
 
 class StageAborted(Exception):

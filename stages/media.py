@@ -19,6 +19,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stages.base import DISK_FULL_TEXT, disk_full
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -50,7 +52,11 @@ def ffmpeg_exe() -> str:
 def run_ffmpeg(
     args: Sequence[str], ctx: StageContext | None = None, on_line: Callable[[str], None] | None = None
 ) -> tuple[int, list[str]]:
-    """Run ffmpeg with ``args`` (without the binary); return (exit code, every stderr line)."""
+    """Run ffmpeg with ``args`` (without the binary); return (exit code, every stderr line).
+
+    A full disk raises ``disk_full`` (transient, with what to do) whatever the caller would have
+    made of the failure.
+    """
     lines: list[str] = []
 
     def collect(line: str) -> None:
@@ -60,13 +66,18 @@ def run_ffmpeg(
 
     command = [ffmpeg_exe(), *args]
     if ctx is not None:
-        done = ctx.run_process(command, on_line=collect)
-        return done.returncode, lines
-    proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
-    for raw in proc.stderr.decode("utf-8", "replace").replace("\r", "\n").split("\n"):
-        if raw.strip():
-            collect(raw.strip())
-    return proc.returncode, lines
+        code = ctx.run_process(command, on_line=collect).returncode
+    else:
+        proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        for raw in proc.stderr.decode("utf-8", "replace").replace("\r", "\n").split("\n"):
+            if raw.strip():
+                collect(raw.strip())
+        code = proc.returncode
+    if code != 0:
+        full = next((line for line in lines if DISK_FULL_TEXT in line), None)
+        if full is not None:
+            raise disk_full(f"ffmpeg: {full}")
+    return code, lines
 
 
 # -- probe ---------------------------------------------------------------------------------------

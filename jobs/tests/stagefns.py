@@ -7,11 +7,12 @@ repeats). Every call appends ``stage attempt pid`` to ``params["call_log"]``.
 Actions: ``ok``, ``transient``, ``permanent``, ``unexpected``, ``sleep:S`` (sleeps S seconds in
 steps, reporting progress), ``child:S`` (runs ``sleep S`` as a child process, writing its pid to
 ``params["pid_file"]``), ``spin:S`` (busy Python loop that never checks cancel), ``kill`` (SIGKILLs
-its own worker process), ``retry_after:S`` (transient with a Retry-After).
+its own worker process), ``retry_after:S`` (transient with a Retry-After), ``enospc`` (the disk is full).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -42,6 +43,9 @@ def run(ctx: StageContext) -> StageResult:
         raise PermanentStageError(f"{ctx.stage} got bad input", hint="fix the theme's sources")
     if name == "unexpected":
         raise KeyError("surprise")
+    if name == "enospc":
+        (ctx.work_dir / "big.bin").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device", str(ctx.work_dir / "big.bin"))
     if name == "sleep":
         end = time.monotonic() + float(arg)
         while time.monotonic() < end:

@@ -147,6 +147,22 @@ def test_it_fails_at_once_on_a_permanent_error_and_resumes_from_the_failed_stage
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_full_disk_is_retried_with_a_clear_hint_and_loses_nothing(engine, theme, call_log, tmp_path):
+    job = start(theme, call_log, tmp_path, voiceover=["enospc", "enospc", "ok"])
+    job = orchestrator.run_inline(job.pk)
+    assert job.status == Job.Status.AWAITING_REVIEW  # space came back before the retries ran out
+    failed = list(job.runs.filter(stage="voiceover", status=RS.FAILED).order_by("attempt"))
+    assert len(failed) == 2
+    for run in failed:
+        assert run.error_kind == "transient"  # not "unexpected": a full disk is no bug
+        assert "no space left" in run.error_message.lower() and "big.bin" in run.error_message
+        assert "free space" in run.error_hint
+    # the partial attempt folders are not left to fill the disk further
+    assert not list((engine.MEDIA_ROOT / "jobs" / str(job.pk) / "voiceover").glob("*.partial"))
+    assert [s for s, _ in calls(call_log)].count("script_generation") == 1  # nothing earlier ran again
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_treats_an_unexpected_error_as_transient_once_then_permanent(engine, theme, call_log, tmp_path):
     job = start(theme, call_log, tmp_path, trend_collection=["unexpected"])
     job = orchestrator.run_inline(job.pk)

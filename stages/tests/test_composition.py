@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from stages import composition, media, voiceover
-from stages.base import PermanentStageError, StageAborted
+from stages.base import PermanentStageError, StageAborted, TransientStageError
 from stages.tests.helpers import make_context
 
 SCRIPT = {
@@ -325,3 +325,13 @@ def test_it_plays_a_stock_clip_under_the_card_text_looping_a_short_one(tmp_path,
     # the clip's own audio never reaches the short: the voice is the only sound (no 1 kHz tone)
     levels = media.measure_audio(video)
     assert -16 <= levels.lufs <= -12
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_encoding_is_transient_with_a_hint(tmp_path, inputs):
+    ctx = compose_context(tmp_path, inputs)
+    (ctx.work_dir / "video.mp4").symlink_to("/dev/full")  # every write: ENOSPC, as on a full disk
+    with pytest.raises(TransientStageError) as exc:
+        composition.run(ctx)
+    assert "no space left" in exc.value.message.lower()
+    assert "free space" in exc.value.hint
