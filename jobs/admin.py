@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Prefetch, QuerySet
@@ -234,3 +236,13 @@ class ReviewDecisionAdmin(ReadOnlyAdmin):
 @admin.register(Publication)
 class PublicationAdmin(ReadOnlyAdmin):
     list_display = ["job", "destination", "location", "created"]
+    exclude = ["meta"]
+    readonly_fields = ["shown_meta"]
+
+    @admin.display(description="Meta")
+    def shown_meta(self, obj: Publication) -> str:
+        """The record without a YouTube upload session URI: whoever holds one can upload into it."""
+        meta = dict(obj.meta or {})
+        if meta.get("session"):
+            meta["session"] = "(hidden: an upload session URI grants upload access)"
+        return format_html("<pre>{}</pre>", json.dumps(meta, indent=2, ensure_ascii=False, default=str))

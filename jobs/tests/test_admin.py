@@ -80,3 +80,16 @@ def test_theme_secrets_are_masked_in_the_admin_and_kept_on_save(admin_client, th
     theme.refresh_from_db()
     assert theme.settings["voiceover"]["elevenlabs"] == {"api_key": "sk-el-very-secret", "voice_id": "v2"}
     assert theme.sources[0]["url"].endswith("token=tok-123456")
+
+
+def test_the_publication_page_hides_a_youtube_upload_session(admin_client, job_in_review):
+    """A resumable upload session URI lets whoever holds it upload into that session."""
+    from jobs.models import Publication
+
+    session = "https://www.googleapis.com/upload/youtube/v3/videos?uploadType=resumable&upload_id=SECRET-UPLOAD-ID"
+    pub = Publication.objects.create(job=job_in_review, destination="youtube",
+                                     meta={"state": "uploading", "session": session, "title": "A title"})
+    page = admin_client.get(reverse("admin:jobs_publication_change", args=[pub.pk])).content.decode()
+    assert "SECRET-UPLOAD-ID" not in page
+    assert "uploading" in page and "A title" in page  # the rest of the record is shown
+    assert Publication.objects.get(pk=pub.pk).meta["session"] == session  # hidden, not lost
