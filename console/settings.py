@@ -215,6 +215,10 @@ if not isinstance(TRENDREEL_STAGE_FUNCTIONS, dict) or not isinstance(TRENDREEL_S
 # django-q2 cluster (a SIGKILLed idle worker leaves the shared task queue's read lock held).
 TRENDREEL_STALL_SECONDS = env_float("TRENDREEL_STALL_SECONDS", 60.0, minimum=1.0)
 
+# Downloaded stock media (MEDIA_ROOT/cache/pexels) is kept up to this size; the least recently
+# used files go first (a job's own copy is a hard link, so pruning never touches a checkpoint).
+TRENDREEL_CACHE_MB = env_int("TRENDREEL_CACHE_MB", 2048, minimum=0)
+
 _poll = env_float("TRENDREEL_BROKER_POLL", 0.01, minimum=0.001)
 # The ORM broker hands an unacknowledged task out again after `retry` seconds. It must exceed the
 # longest stage time limit plus queue wait, or a slow stage would be started twice while running

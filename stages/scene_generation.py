@@ -5,8 +5,8 @@ Steps: read the script's segments and the provider chain (``theme.settings.scene
 ``["cards"]``). For each segment the chain is tried in order:
 
 * ``"pexels"`` (``stages.providers.pexels``): search Pexels with the segment's headline + the topic
-  keywords, download the best portrait file (cached under ``MEDIA_ROOT/cache/pexels``, probed
-  before use), cover-fit it to 1080x1920, darken it a little and draw the card's headline/marker
+  keywords, download the best portrait file (cached under ``MEDIA_ROOT/cache/pexels`` up to
+  ``TRENDREEL_CACHE_MB``, probed before use), cover-fit it to 1080x1920, darken it a little and draw the card's headline/marker
   on top (the same text layout as the cards, so composition's safe-zone pan still holds). For
   ``media: "videos"`` the clip is kept beside the scene (``"clip"``) with an RGBA layer
   (``"overlay"``: the photo cards' darkening and the card's text): composition plays the clip

@@ -30,6 +30,7 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -232,6 +233,8 @@ class PexelsSource:
             except StageError:
                 cached.unlink(missing_ok=True)  # a cache entry that no longer probes is dropped
             else:
+                with contextlib.suppress(OSError):
+                    os.utime(cached)  # used: the cache evicts least recently used files first
                 return Fetched(hit, cached, url, width, height, duration, from_cache=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=".dl-", suffix=ext + ".part")
@@ -243,6 +246,9 @@ class PexelsSource:
             os.replace(tmp, cached)
         finally:
             tmp.unlink(missing_ok=True)
+        removed = prune_cache(self.cache_dir, int(getattr(settings, "TRENDREEL_CACHE_MB", 2048)) * 1024 * 1024)
+        if removed:
+            self.ctx.logger.info("pexels: cache over TRENDREEL_CACHE_MB, removed %d least recently used files", len(removed))
         return Fetched(hit, cached, url, width, height, duration)
 
     def _stream(self, url: str, out: Any, hit: Hit) -> None:
@@ -277,6 +283,44 @@ class PexelsSource:
             return probe_video(path, self.ctx)
         width, height = probe_photo(path)
         return width, height, None
+
+
+# -- the download cache ------------------------------------------------------------------------
+CACHE_KEEP_SECONDS = 600.0  # used this recently: a running job may be about to open it
+ABANDONED_SECONDS = 3600.0  # a ".dl-*.part" this old belongs to a download that was killed
+
+
+def prune_cache(folder: Path, max_bytes: int, *, now: float | None = None) -> list[Path]:
+    """Remove least recently used files (by mtime: a cache hit touches its file) until ``folder``
+    holds at most ``max_bytes``, never one used in the last ``CACHE_KEEP_SECONDS``; and partial
+    downloads abandoned for ``ABANDONED_SECONDS``. Safe with other workers pruning or downloading
+    at the same time (vanished files are skipped). Returns what was removed."""
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    entries: list[tuple[float, int, Path]] = []
+    try:
+        listing = list(folder.iterdir())
+    except FileNotFoundError:
+        return removed
+    for path in listing:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if path.name.startswith("."):  # a download in flight, or one that was killed
+            if path.name.startswith(".dl-") and now - st.st_mtime > ABANDONED_SECONDS:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+            continue
+        entries.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for mtime, size, path in sorted(entries):
+        if total <= max_bytes or now - mtime < CACHE_KEEP_SECONDS:
+            break  # sorted oldest first: everything after is newer still
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    return removed
 
 
 # -- probing -------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import time
 import subprocess
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -368,3 +370,42 @@ def test_video_files_rank_portrait_hd_closest_first():
     ]
     ranked = sorted(files, key=pexels._video_rank)
     assert [(f["width"], f["height"]) for f in ranked] == [(1080, 1920), (720, 1280), (2160, 3840), (640, 360)]
+
+
+def test_the_cache_keeps_to_its_size_least_recently_used_first(tmp_path):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    now = 1_000_000.0
+    for name, age in [("a.jpeg", 3000), ("b.jpeg", 5000), ("c.mp4", 2000), ("d.jpeg", 60)]:
+        (folder / name).write_bytes(b"x" * 1000)
+        os.utime(folder / name, (now - age, now - age))
+    (folder / ".dl-abandoned.mp4.part").write_bytes(b"x" * 10)  # a download killed long ago
+    os.utime(folder / ".dl-abandoned.mp4.part", (now - 7200, now - 7200))
+    (folder / ".dl-in-flight.mp4.part").write_bytes(b"x" * 10)  # another worker downloading now
+    os.utime(folder / ".dl-in-flight.mp4.part", (now - 5, now - 5))
+
+    removed = pexels.prune_cache(folder, 2000, now=now)
+    assert sorted(p.name for p in removed) == [".dl-abandoned.mp4.part", "a.jpeg", "b.jpeg"]
+    assert sorted(p.name for p in folder.iterdir()) == [".dl-in-flight.mp4.part", "c.mp4", "d.jpeg"]
+    # what a running job may be about to open (used in the last 10 minutes) is never evicted
+    assert [p.name for p in pexels.prune_cache(folder, 0, now=now)] == ["c.mp4"]
+    assert (folder / "d.jpeg").exists()
+
+
+def test_a_run_prunes_the_cache_and_marks_what_it_used(tmp_path, settings):
+    settings.TRENDREEL_CACHE_MB = 0  # keep nothing that is not in use
+    cache = Path(settings.MEDIA_ROOT) / "cache" / "pexels"
+    cache.mkdir(parents=True, exist_ok=True)
+    stale = cache / ("0" * 64 + ".jpeg")
+    stale.write_bytes(jpeg_bytes())
+    os.utime(stale, (time.time() - 86400, time.time() - 86400))
+    with FakeServer() as srv:
+        srv.route("GET", SEARCH, Reply(200, json=photos_payload(srv, "/p/one.jpeg")))
+        srv.route("GET", "/p/one.jpeg", Reply(200, body=jpeg_bytes()))
+        scene_generation.run(ctx_for(tmp_path / "a", srv))
+        [kept] = list(cache.iterdir())
+        assert not stale.exists()
+        os.utime(kept, (time.time() - 86400, time.time() - 86400))
+        scene_generation.run(ctx_for(tmp_path / "b", srv))  # a cache hit
+    assert time.time() - kept.stat().st_mtime < 60  # used again: recent, so kept
+    assert len(requests_to(srv, "/p/one.jpeg")) == 1
