@@ -349,6 +349,7 @@ class JobOut(Schema):
     error_kind: str
     error_message: str
     error_hint: str
+    media_purged_at: datetime | None = Field(None, description="when retention removed the job's media files (records stay)")
     url: str
 
 
@@ -425,7 +426,7 @@ def _job(request: HttpRequest, job: Job, secrets: set[str] | None = None) -> dic
         "created": job.created, "started": job.started, "finished": job.finished, "updated": job.updated,
         "error_stage": job.error_stage, "error_kind": job.error_kind,
         "error_message": scrub(job.error_message, secrets), "error_hint": scrub(job.error_hint, secrets),
-        "url": _poll_url(request, job.pk),
+        "media_purged_at": job.media_purged_at, "url": _poll_url(request, job.pk),
     }
 
 

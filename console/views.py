@@ -321,7 +321,12 @@ def _file_chunks(path: Path, start: int, length: int, chunk: int = 1 << 16):
 @console_view()
 def media(request: HttpRequest, pk: int, artifact_id: int) -> HttpResponse:
     """Serve one artifact of one job, with HTTP Range so video players can seek."""
-    artifact = get_object_or_404(Artifact, pk=artifact_id, job_id=pk)
+    artifact = get_object_or_404(Artifact.objects.select_related("job"), pk=artifact_id, job_id=pk)
+    if artifact.job.media_purged_at is not None:
+        return HttpResponse(
+            f"Gone: job {pk}'s media was removed by retention on {artifact.job.media_purged_at:%Y-%m-%d}.",
+            status=410, content_type="text/plain; charset=utf-8",
+        )
     path = _media_path(artifact)
     size = path.stat().st_size
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

@@ -146,6 +146,8 @@ class Job(models.Model):
     # every "request changes" round's notes, oldest first: what stages see as ``ctx.review_notes``
     # (kept on the job so a stage's context needs no query of the review history)
     review_notes = models.JSONField(default=_list, blank=True)
+    # set when retention removed the job's media files (``manage.py prune_media``); the records stay
+    media_purged_at = models.DateTimeField(null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
 

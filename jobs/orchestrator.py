@@ -191,7 +191,8 @@ class _Statements:
             self.claim_sql = [f"WITH r AS ({update} RETURNING {run_cols}) SELECT {select} FROM r {joins}"]
         else:  # SQLite has no UPDATE inside WITH
             self.claim_sql = [update, f"SELECT {select} FROM {run_t} r {joins} WHERE r.{col(StageRun, 'id')} = %s"]
-        self.run_fields = [f for f in StageRun._meta.concrete_fields if not f.primary_key]
+        # every column but the key and those the database fills itself (db_default)
+        self.run_fields = [f for f in StageRun._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
         next_attempt = (
             f"(SELECT COALESCE(MAX({col(StageRun, 'attempt')}), 0) + 1 FROM {run_t} "
             f"WHERE {col(StageRun, 'job_id')} = %s AND {col(StageRun, 'stage')} = %s)"
@@ -407,6 +408,12 @@ def retry_job(job_id: int, *, from_stage: str | None = None, user=None, notes: s
                 raise InvalidState(f"job {job.pk} is {job.get_status_display().lower()}; cancel it before re-running")
             stage = from_stage
             reason = f"re-run from {stage} by {_who(user)}"
+        if job.media_purged_at is not None:
+            # retention removed every checkpoint's files: nothing earlier can be built on
+            stage = pipeline.STAGE_KEYS[0]
+            reason += " (media had been removed by retention: from the start)"
+            job.media_purged_at = None
+            job.save(update_fields=["media_purged_at"])
         _rerun(job, stage, reason=reason, notes=notes)
     return job
 

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections, connections
 
-from jobs import orchestrator
+from jobs import orchestrator, retention
 
 log = logging.getLogger("trendreel.worker")
+HOUSEKEEPING_SECONDS = 3600.0
 
 
 def ensure_sweep_schedule() -> None:
@@ -29,6 +31,7 @@ class Command(BaseCommand):
         cluster = self.start_cluster()
         self.stdout.write(f"worker {cluster.pid}: {settings.TRENDREEL_WORKERS} stage workers, sweeping every {settings.TRENDREEL_SWEEP_SECONDS:g}s", ending="\n")
         self.stdout.flush()
+        next_housekeeping = 0.0
         while cluster.sentinel is not None and cluster.sentinel.is_alive():
             try:
                 orchestrator.sweep()
@@ -36,8 +39,26 @@ class Command(BaseCommand):
                     cluster = self.restart(cluster)
             except Exception:  # a busy database must not stop the loop
                 log.exception("sweep failed")
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+                self.housekeeping()
             close_old_connections()
             cluster.sentinel.join(timeout=settings.TRENDREEL_SWEEP_SECONDS)
+
+    def housekeeping(self) -> None:
+        """Media retention (``TRENDREEL_MEDIA_RETENTION_DAYS``), once an hour."""
+        days = settings.TRENDREEL_MEDIA_RETENTION_DAYS
+        if not days:
+            return
+        try:
+            report = retention.prune_media(days)
+        except Exception:  # noqa: BLE001 - retention must never stop the stage workers
+            log.exception("media retention failed")
+            return
+        if report.jobs:
+            n = len(report.jobs)
+            self.stdout.write(f"retention: removed the media of {n} job{'s' * (n != 1)} ({report.bytes / 1e6:.1f} MB)", ending="\n")
+            self.stdout.flush()
 
     def start_cluster(self):
         from django_q.cluster import Cluster
