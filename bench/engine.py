@@ -252,9 +252,9 @@ def use_broker(broker: str, queue: str) -> None:
     from django_q.conf import Conf
 
     if broker == "redis":
-        Conf.ORM, Conf.REDIS = None, REDIS_URL
+        Conf.ORM, Conf.REDIS, Conf.BROKER_CLASS = None, REDIS_URL, None
     else:
-        Conf.ORM, Conf.REDIS = "default", None
+        Conf.ORM, Conf.REDIS, Conf.BROKER_CLASS = "default", None, "jobs.broker.FifoORM"
     Conf.CLUSTER_NAME = queue
 
 

@@ -248,6 +248,7 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["broker_class"] = "jobs.broker.FifoORM"  # oldest task first (see jobs/broker.py)
 
 LOGGING = {
     "version": 1,

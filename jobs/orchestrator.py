@@ -87,7 +87,7 @@ def _broker():
     from django_q.brokers import get_broker
     from django_q.conf import Conf
 
-    key = (Conf.ORM, str(Conf.REDIS), Conf.CLUSTER_NAME)
+    key = (Conf.ORM, str(Conf.REDIS), Conf.BROKER_CLASS, Conf.CLUSTER_NAME)
     cached = getattr(_local, "broker", None)
     if cached is None or cached[0] != key:
         cached = (key, get_broker())

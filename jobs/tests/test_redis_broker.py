@@ -24,6 +24,7 @@ def redis_broker(monkeypatch, engine):
     """Point django-q2 at Redis for this process, on a list of its own."""
     name = f"trendreel-test-{uuid.uuid4().hex[:8]}"
     monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)  # settings name the ORM broker's class
     monkeypatch.setattr(Conf, "REDIS", REDIS_URL)
     monkeypatch.setattr(Conf, "CLUSTER_NAME", name)
     client = redis.from_url(REDIS_URL)
