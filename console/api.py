@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from datetime import datetime, timedelta
 from functools import wraps
 from typing import Annotated, Any, Literal, Union
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, connection
 from django.db.models import Max, Prefetch
 from django.http import HttpRequest, JsonResponse
@@ -34,6 +37,7 @@ from django.utils import timezone
 from ninja import Field, Header, NinjaAPI, Path, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyCookie, HttpBearer
+from ninja.throttling import BaseThrottle
 from ninja.utils import check_csrf
 import pydantic
 from pydantic import field_validator
@@ -129,12 +133,41 @@ def limit_body(run):
     return wrapped
 
 
+class UserRateThrottle(BaseThrottle):
+    """``TRENDREEL_API_RATE`` requests per user per sliding window (read per request, so tests and
+    operators can change it). Runs after authentication: an unauthenticated request spends nothing.
+    The per-request state ninja's ``wait()`` needs is thread-local (the throttle is shared)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def allow_request(self, request: HttpRequest) -> bool:
+        rate = settings.TRENDREEL_API_RATE
+        user = getattr(request, "auth", None)
+        if not rate or getattr(user, "pk", None) is None:
+            return True
+        count, seconds = rate
+        key = f"trendreel-api-rate:{user.pk}"
+        now = time.time()
+        history = [t for t in cache.get(key, []) if t > now - seconds]  # newest first
+        if len(history) >= count:
+            self._local.wait = max(1.0, history[count - 1] + seconds - now)
+            cache.set(key, history, seconds)
+            return False
+        cache.set(key, [now, *history], seconds)
+        return True
+
+    def wait(self) -> float | None:
+        return getattr(self._local, "wait", None)
+
+
 api = NinjaAPI(
     title="Trendreel API",
     version="1",
     description=__doc__.split("\n\n", 1)[1],
     urls_namespace="api",
     auth=[TokenAuth(), ConsoleSessionAuth()],
+    throttle=[UserRateThrottle()],
 )
 api.add_decorator(limit_body, mode="view")
 

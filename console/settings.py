@@ -192,6 +192,23 @@ SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_PROXY", False) else None
 X_FRAME_OPTIONS = "DENY"
 
+# --- API ------------------------------------------------------------------------------------
+def _rate(name: str, default: str) -> tuple[int, int] | None:
+    """``"600/m"`` (per s, m, h or d) -> (600, 60); ``off`` or ``0`` -> None (no limit)."""
+    raw = env_str(name, default).strip().lower()
+    if raw in ("", "0", "off", "none"):
+        return None
+    periods = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    count, _, unit = raw.partition("/")
+    if not count.isdigit() or int(count) < 1 or unit not in periods:
+        raise ImproperlyConfigured(f"{name} must look like 600/m (requests per s, m, h or d) or off, not {raw!r}")
+    return int(count), periods[unit]
+
+
+# Requests per user (API token or console session) per window; over it the API answers 429 with
+# Retry-After. Counted in the default cache, i.e. per web process.
+TRENDREEL_API_RATE = _rate("TRENDREEL_API_RATE", "600/m")
+
 # --- Pipeline engine ------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 TRENDREEL_WORKERS = env_int("TRENDREEL_WORKERS", 2, minimum=1)

@@ -298,3 +298,17 @@ def test_admin_shows_a_new_token_once_and_revokes(admin_client):
     token.refresh_from_db()
     assert token.is_revoked
     assert ApiToken.authenticate(raw) is None
+
+
+def test_each_user_gets_a_request_budget_then_429_with_retry_after(client, token, settings):
+    settings.TRENDREEL_API_RATE = (3, 60)
+    other = ApiToken.issue(make_user("other-robot", *ALL_PERMS), "tests")[1]
+    codes = [client.get("/api/jobs", headers=auth(token)).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    over = client.get("/api/jobs", headers=auth(token))
+    assert over.status_code == 429 and over.json()["detail"] == "Too many requests."
+    assert 1 <= int(over["Retry-After"]) <= 60
+    assert client.get("/api/jobs", headers=auth(other)).status_code == 200  # a budget per user
+    assert client.get("/api/jobs").status_code == 401  # no identity, no budget spent: auth first
+    settings.TRENDREEL_API_RATE = None  # off
+    assert client.get("/api/jobs", headers=auth(token)).status_code == 200

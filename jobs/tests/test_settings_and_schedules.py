@@ -24,6 +24,8 @@ from jobs.tests.conftest import ROOT
         ({"TRENDREEL_STAGE_POLICY": "{nope"}, "TRENDREEL_STAGE_POLICY is not valid JSON"),
         ({"DATABASE_URL": "mongodb://x/y"}, "DATABASE_URL"),
         ({"TRENDREEL_HEARTBEAT_SECONDS": "-1"}, "must be at least"),
+        ({"TRENDREEL_API_RATE": "lots"}, "TRENDREEL_API_RATE must look like 600/m"),
+        ({"TRENDREEL_MEDIA_RETENTION_DAYS": "-3"}, "must be at least"),
     ],
 )
 def test_invalid_settings_stop_start_up_with_a_clear_error(env, message):
