@@ -41,8 +41,10 @@ from stages.providers.writer import (
     clean_title,
     count_words,
     hashtag,
+    headline_from,
     parse_notes,
     shorten,
+    strip_emoji,
 )
 
 PROVIDER = "openai"
@@ -218,7 +220,8 @@ def _text(value: Any) -> Any:
 
 def build_script(draft: Any, *, target: int, wps: float, writer: str) -> dict[str, Any]:
     """The contract script from the model's draft: hook/cta are the first/last narration, counts are
-    ours; only cosmetic repairs (whitespace, a missing '#') are made, never content."""
+    ours; only cosmetic repairs (whitespace, a missing '#') are made, never content (card headlines
+    are fitted afterwards, ``fit_headlines``)."""
     if not isinstance(draft, dict):
         raise InvalidAnswer(f"the answer must be a JSON object, got {type(draft).__name__}")
     segments = draft.get("segments")
@@ -245,6 +248,21 @@ def build_script(draft: Any, *, target: int, wps: float, writer: str) -> dict[st
         "notes_applied": notes_applied if notes_applied is not None else [],
         "writer": writer,
     }
+
+
+def fit_headlines(script: dict[str, Any]) -> list[str]:
+    """Card headlines over the limits (or with emoji) are cut to fit, as the template writer cuts
+    its own (``headline_from``): models overshoot them often, and the card text is derived from the
+    narration, which is never touched. Spares a repair round. Returns the fitted segments' ids."""
+    fitted = []
+    for seg in script.get("segments") or []:
+        headline = seg.get("headline") if isinstance(seg, dict) else None
+        if not isinstance(headline, str) or not headline.strip():
+            continue
+        if count_words(headline) > HEADLINE_MAX_WORDS or len(headline) > HEADLINE_MAX_CHARS or strip_emoji(headline) != headline:
+            seg["headline"] = headline_from(headline)
+            fitted.append(str(seg.get("id")))
+    return fitted
 
 
 def _content(body: Any) -> tuple[str, str]:
@@ -352,6 +370,10 @@ class OpenAIWriter:
             if finish == "length":
                 raise InvalidAnswer(f"{exc} (the answer was cut off at max_tokens)") from None
             raise
+        fitted = fit_headlines(script)
+        if fitted:
+            self.ctx.logger.info("%s: card headlines over %d words / %d characters fitted: %s",
+                                 PROVIDER, HEADLINE_MAX_WORDS, HEADLINE_MAX_CHARS, ", ".join(fitted))
         try:
             self.validate(script)
         except PermanentStageError as exc:

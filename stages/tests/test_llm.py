@@ -253,6 +253,20 @@ def test_a_schema_invalid_script_gets_the_validator_message_back(tmp_path):
     assert "segments has 2 beats" in srv.requests[1].json()["messages"][3]["content"]
 
 
+def test_an_over_long_card_headline_is_fitted_without_another_call(tmp_path, caplog):
+    """Models often overshoot the card limits; the card text is ours to fit (narration never)."""
+    wordy = copy.deepcopy(GOOD)
+    wordy["segments"][1]["headline"] = "The brand new Raspberry Pi 6 launches with a built-in AI accelerator chip"
+    with FakeServer() as srv:
+        srv.route("POST", PATH, [chat(wordy)])
+        out = script_generation.run(ctx_for(tmp_path, srv)).output
+    assert len(srv.requests) == 1  # no repair round spent on it
+    headline = out["segments"][1]["headline"]
+    assert len(headline.split()) <= 7 and len(headline) <= 40 and headline.startswith("Brand new Raspberry Pi 6")
+    assert out["segments"][1]["narration"] == GOOD["segments"][1]["narration"]
+    assert "headlines over 7 words / 40 characters fitted: beat1" in caplog.text
+
+
 def test_failing_twice_is_permanent_naming_what_was_wrong(tmp_path):
     emoji = copy.deepcopy(GOOD)
     emoji["segments"][1]["narration"] += " \U0001f680"
