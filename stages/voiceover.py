@@ -339,6 +339,7 @@ def speak(ctx: StageContext, provider: VoiceProvider, plan: list[tuple[str, list
     windows: list[dict[str, Any]] = []
     captions: list[dict[str, Any]] = []
     done = 0
+    track = [sentence for _, sentences in plan for sentence in sentences]  # neighbours across segments
     silence(LEAD_IN)
     for index, (segment_id, sentences) in enumerate(plan):
         segment_start = 0 if index == 0 else cursor
@@ -348,7 +349,9 @@ def speak(ctx: StageContext, provider: VoiceProvider, plan: list[tuple[str, list
             if number:
                 silence(SENTENCE_PAUSE)
             try:
-                speech = provider.synthesize(sentence)
+                speech = provider.synthesize(
+                    sentence, previous=track[done - 1] if done else "", following=track[done + 1] if done + 1 < len(track) else ""
+                )
             except (StageError, StageAborted):
                 raise  # a network provider's transient/permanent error keeps its kind (and retry_after)
             except Exception as exc:  # an engine bug on this text: retrying the same text will not help

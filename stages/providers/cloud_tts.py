@@ -205,8 +205,13 @@ class ElevenLabsProvider:
             return decode_pcm16(data)
         return decode_with_ffmpeg(self.ctx, data, self.sample_rate)
 
-    def synthesize(self, text: str) -> Speech:
+    def synthesize(self, text: str, *, previous: str = "", following: str = "") -> Speech:
         body: dict[str, Any] = {"text": text, "model_id": self.model}
+        # Request stitching: the neighbouring sentences keep the intonation flowing across calls.
+        if previous:
+            body["previous_text"] = previous
+        if following:
+            body["next_text"] = following
         if isinstance(self.voice_settings, dict):
             body["voice_settings"] = self.voice_settings
         if self.language_code:
@@ -270,7 +275,7 @@ class OpenAISpeechProvider:
         self.client = client
         self.hint_setting = f'theme.settings["{ctx.stage}"]["{OPENAI}"]: api_key (OPENAI_API_KEY), model, voice, base_url (OPENAI_BASE_URL)'
 
-    def synthesize(self, text: str) -> Speech:
+    def synthesize(self, text: str, *, previous: str = "", following: str = "") -> Speech:
         body: dict[str, Any] = {"model": self.model, "input": text, "voice": self.voice, "response_format": "wav"}
         if self.instructions:
             body["instructions"] = str(self.instructions)

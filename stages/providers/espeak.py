@@ -138,7 +138,7 @@ class EspeakProvider:
             if not lib.select_voice(self.voice):
                 raise ValueError(f"espeak-ng has no voice named {self.voice!r}")
 
-    def synthesize(self, text: str) -> Speech:
+    def synthesize(self, text: str, *, previous: str = "", following: str = "") -> Speech:
         """Speak ``text`` (one sentence) into int16 samples plus the start time of each word."""
         data = text.encode("utf-8") + b"\0"
         with _LOCK:

@@ -56,7 +56,10 @@ class VoiceProvider(Protocol):
     voice: str
     sample_rate: int
 
-    def synthesize(self, text: str) -> Speech: ...
+    def synthesize(self, text: str, *, previous: str = "", following: str = "") -> Speech:
+        """Speak ``text``; ``previous``/``following`` are the neighbouring sentences of the track,
+        for engines that can shape intonation across sentences (others ignore them)."""
+        ...
 
 
 class VoiceConfigError(ValueError):
@@ -118,7 +121,7 @@ class PiperProvider:
         self.sample_rate = int(self._voice.config.sample_rate)
         self.length_scale = length_scale
 
-    def synthesize(self, text: str) -> Speech:
+    def synthesize(self, text: str, *, previous: str = "", following: str = "") -> Speech:
         from piper import SynthesisConfig
 
         config = SynthesisConfig(length_scale=self.length_scale, volume=0.9)

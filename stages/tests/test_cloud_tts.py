@@ -130,6 +130,9 @@ def test_elevenlabs_speaks_each_sentence_and_times_captions_from_its_alignment(t
     assert out["voice"] == VOICE and out["sample_rate"] == 22050
     assert_contract(ctx, out)
     assert [r.json()["text"] for r in srv.requests] == SENTENCES
+    # each sentence is spoken knowing its neighbours (across segments), so the intonation flows
+    assert [r.json().get("previous_text") for r in srv.requests] == [None, *SENTENCES[:-1]]
+    assert [r.json().get("next_text") for r in srv.requests] == [*SENTENCES[1:], None]
     first = srv.requests[0]
     assert first.headers["xi-api-key"] == KEY
     assert first.query == "output_format=pcm_22050"
