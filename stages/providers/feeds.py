@@ -47,7 +47,6 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import tempfile
 import time
@@ -65,6 +64,7 @@ from django.conf import settings
 from django.utils.html import strip_tags
 
 from stages.base import PermanentStageError, StageError, TransientStageError
+from stages.providers import http
 
 logger = logging.getLogger("trendreel.feeds")
 
@@ -485,29 +485,14 @@ class FeedReader:
 
     # -- one GET with short in-call retries ----------------------------------------------------
     def _fetch(self, source: FeedSource, url: str, *, headers: dict[str, str] | None = None) -> _Fetched:
-        """GET ``url`` for ``source``; blips (429, 5xx, connection errors) are retried in the call.
-
-        The policy of ``stages.providers.http.request`` (a few attempts, jittered exponential waits,
-        ``Retry-After`` honoured when short, a longer one handed to the orchestrator at once),
-        applied to a streamed, size-capped read that also understands 304. A timeout is not retried
-        here: the read already waited ``timeout`` seconds; the stage's own retry takes it.
-        """
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._fetch_once(source, url, headers or {})
-            except TransientStageError as exc:
-                if getattr(exc, "final", False) or attempt >= self.attempts:
-                    raise
-                wait = exc.retry_after
-                if wait is None:
-                    wait = random.uniform(0, min(self.max_wait, 0.25 * 2**attempt))
-                if wait > self.max_wait or time.monotonic() - started + wait > self.budget:
-                    raise
-                logger.info("%s; retrying in %.1fs", exc.message, wait)
-                time.sleep(wait)
+        """GET ``url`` for ``source``; blips (429, 5xx, connection errors) are retried in the call
+        with the providers' policy (``http.retrying``), on a streamed, size-capped read that also
+        understands 304. A timeout is not retried here (``http.final``): the read already waited
+        ``timeout`` seconds; the stage's own retry takes it."""
+        return http.retrying(
+            lambda: self._fetch_once(source, url, headers or {}),
+            attempts=self.attempts, budget=self.budget, max_wait=self.max_wait,
+        )
 
     def _fetch_once(self, source: FeedSource, url: str, headers: dict[str, str]) -> _Fetched:
         where = redact_url(url)
@@ -530,7 +515,7 @@ class FeedReader:
                     raise TransientStageError(
                         f"source {source.name}: {where} answered HTTP {status}",
                         hint="the feed server is busy or failing; the stage retries with backoff",
-                        retry_after=_retry_after(response.headers.get("Retry-After")),
+                        retry_after=http.parse_retry_after(response.headers.get("Retry-After")),
                     )
                 if status >= 400:
                     raise PermanentStageError(
@@ -552,7 +537,7 @@ class FeedReader:
                             hint="point the source at a feed, not a download",
                         )
                     if time.monotonic() > deadline:
-                        raise _final(
+                        raise http.final(
                             TransientStageError(
                                 f"source {source.name}: {where} took longer than {self.timeout * 3:.0f}s to download"
                             )
@@ -566,7 +551,7 @@ class FeedReader:
                     content_type=response.headers.get("Content-Type", ""),
                 )
         except httpx.TimeoutException:
-            raise _final(
+            raise http.final(
                 TransientStageError(
                     f"source {source.name}: {where} timed out after {self.timeout:g}s",
                     hint="the feed server is slow or unreachable; the stage retries with backoff",
@@ -598,29 +583,6 @@ class _Fetched:
     content_type: str = ""
 
 
-def _final(exc: TransientStageError) -> TransientStageError:
-    """Mark a transient error as not worth an in-call retry (the stage-level retry still applies)."""
-    exc.final = True  # type: ignore[attr-defined]
-    return exc
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # -- parsing ---------------------------------------------------------------------------------

@@ -9,11 +9,15 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
@@ -22,6 +26,7 @@ from stages.base import PermanentStageError, StageContext, TransientStageError
 
 DEFAULT_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 USER_AGENT = "Trendreel/1.0 (+short-video console)"
+T = TypeVar("T")
 _QUOTA = re.compile(r"quota|insufficient_quota|billing|credits? (?:exhausted|exceeded)|limit exceeded for the month", re.I)
 
 
@@ -54,20 +59,28 @@ def setting_path(ctx: StageContext, provider: str, name: str, env: str | None = 
     return f'theme.settings["{ctx.stage}"]["{provider}"]["{name}"]' + (f" or the {env} environment variable" if env else "")
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if not raw:
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None if unusable."""
+    if not value:
         return None
+    value = value.strip()
     try:
-        return max(0.0, float(raw))
+        seconds = float(value)
     except ValueError:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        from datetime import datetime, timezone
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 def _body_excerpt(response: httpx.Response) -> str:
@@ -97,8 +110,56 @@ def check(response: httpx.Response, *, provider: str, hint_setting: str, secrets
     raise PermanentStageError(what, hint=f"the {provider} request was refused; check {hint_setting}")
 
 
+def final(exc: TransientStageError) -> TransientStageError:
+    """Mark a transient error as not worth an in-call retry (the stage's own retry still applies),
+    e.g. a timeout after the full read timeout was already spent."""
+    exc.final = True  # type: ignore[attr-defined]
+    return exc
+
+
 def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, TransientStageError)
+    return isinstance(exc, TransientStageError) and not getattr(exc, "final", False)
+
+
+def retrying(call: Callable[[], T], *, ctx: StageContext | None = None, attempts: int = 3, budget: float = 20.0, max_wait: float = 5.0) -> T:
+    """``call()`` with the providers' in-call retry policy.
+
+    A ``TransientStageError`` (not marked ``final``) is retried up to ``attempts`` times within
+    ``budget`` seconds, after the error's Retry-After or a full-jitter exponential pause of at most
+    ``max_wait``. A Retry-After longer than ``max_wait`` is not waited for here: the error goes to
+    the orchestrator at once, which schedules the next attempt no earlier than it. Cancel is
+    checked before every try.
+    """
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        after = getattr(exc, "retry_after", None)
+        if after is not None:
+            return after
+        return random.uniform(0, min(max_wait, 0.25 * 2 ** state.attempt_number))
+
+    def give_up_early(state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        after = getattr(exc, "retry_after", None)
+        return after is not None and after > max_wait
+
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger = ctx.logger if ctx is not None else logging.getLogger("trendreel.http")
+        logger.info("%s; retrying in %.1fs", getattr(exc, "message", exc), state.upcoming_sleep)
+
+    for attempt in Retrying(
+        retry=retry_if_exception(_transient),
+        stop=stop_after_attempt(max(1, attempts)) | stop_after_delay(budget) | give_up_early,
+        wait=wait,
+        before_sleep=log_retry,
+        reraise=True,
+    ):
+        with attempt:
+            if ctx is not None:
+                ctx.check_cancelled()
+            return call()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def request(
@@ -124,23 +185,7 @@ def request(
     own = client is None
     client = client or httpx.Client(timeout=DEFAULT_TIMEOUT, headers={"User-Agent": USER_AGENT}, follow_redirects=True)
 
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        after = getattr(exc, "retry_after", None)
-        if after is not None:
-            return after
-        import random
-
-        return random.uniform(0, min(max_wait, 0.25 * 2 ** state.attempt_number))
-
-    def give_up_early(state: RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        after = getattr(exc, "retry_after", None)
-        return after is not None and after > max_wait
-
     def once() -> httpx.Response:
-        if ctx is not None:
-            ctx.check_cancelled()
         try:
             response = client.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
@@ -150,15 +195,7 @@ def request(
         return check(response, provider=provider, hint_setting=hint_setting, secrets=secrets)
 
     try:
-        for attempt in Retrying(
-            retry=retry_if_exception(_transient),
-            stop=stop_after_attempt(attempts) | stop_after_delay(budget) | give_up_early,
-            wait=wait,
-            reraise=True,
-        ):
-            with attempt:
-                return once()
+        return retrying(once, ctx=ctx, attempts=attempts, budget=budget, max_wait=max_wait)
     finally:
         if own:
             client.close()
-    raise AssertionError("unreachable")  # pragma: no cover
