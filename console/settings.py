@@ -191,6 +191,9 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_PROXY", False) else None
 X_FRAME_OPTIONS = "DENY"
+# Messages wait in the session (server side), not in a signed cookie anyone can read: a new API
+# token is shown once through one.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # --- API ------------------------------------------------------------------------------------
 def _rate(name: str, default: str) -> tuple[int, int] | None:

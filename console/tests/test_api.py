@@ -312,3 +312,15 @@ def test_each_user_gets_a_request_budget_then_429_with_retry_after(client, token
     assert client.get("/api/jobs").status_code == 401  # no identity, no budget spent: auth first
     settings.TRENDREEL_API_RATE = None  # off
     assert client.get("/api/jobs", headers=auth(token)).status_code == 200
+
+
+def test_a_token_made_in_the_admin_is_shown_once_and_never_travels_in_a_cookie(admin_client, admin_user):
+    response = admin_client.post("/admin/console/apitoken/add/", {"user": admin_user.pk, "name": "ci"})
+    assert response.status_code == 302
+    token = ApiToken.objects.get(name="ci")
+    # the message waits server-side, in the session: a signed cookie is readable by anyone who sees it
+    assert not response.cookies.get("messages", None) or not response.cookies["messages"].value
+    page = admin_client.get(response["Location"]).content.decode()
+    shown = page.split("API token for ", 1)[1].split(": ", 1)[1].split(" ", 1)[0]
+    assert hash_token(shown) == token.token_hash  # the real token, once
+    assert shown not in admin_client.get(response["Location"]).content.decode()
