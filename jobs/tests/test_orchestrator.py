@@ -386,3 +386,22 @@ def test_a_stage_transition_costs_a_fixed_handful_of_statements(engine, theme, c
     assert len(statements) <= budget, "\n".join(statements)
     assert job.runs.get(stage=pipeline.STAGE_KEYS[2]).status == RS.QUEUED
     assert OrmQ.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stalled_asks_about_one_cluster_when_given_its_workers(engine, theme, call_log, tmp_path):
+    """Two clusters on one database: one busy with a long stage, the other wedged (its idle worker
+    SIGKILLed). Asked about the whole database nothing looks wrong; asked per cluster, the wedged
+    one is found while the busy one is not."""
+    waiting = start(theme, call_log, tmp_path)
+    busy = start(theme, call_log, tmp_path)
+    now = timezone.now()
+    later = now + timedelta(seconds=engine.TRENDREEL_STALL_SECONDS + 1)
+    StageRun.objects.filter(job=busy).update(status=RS.RUNNING, started_at=later - timedelta(seconds=1), worker="host-a:101")
+    StageRun.objects.filter(job=waiting).update(enqueued_at=now - timedelta(seconds=1))
+    assert not orchestrator.stalled(now=later)  # something runs somewhere
+    assert not orchestrator.stalled(now=later, workers=["host-a:101", "host-a:102"])  # busy, not wedged
+    assert orchestrator.stalled(now=later, workers=["host-b:201", "host-b:202"])  # idle, claiming nothing
+    claimed = start(theme, call_log, tmp_path)  # host b claimed (and finished) something lately
+    StageRun.objects.filter(job=claimed).update(status=RS.SUCCEEDED, started_at=later - timedelta(seconds=5), worker="host-b:202")
+    assert not orchestrator.stalled(now=later, workers=["host-b:201", "host-b:202"])

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import time
 
 from django.conf import settings
@@ -35,7 +38,7 @@ class Command(BaseCommand):
         while cluster.sentinel is not None and cluster.sentinel.is_alive():
             try:
                 orchestrator.sweep()
-                if orchestrator.stalled():
+                if orchestrator.stalled(workers=self.worker_names(cluster)):
                     cluster = self.restart(cluster)
             except Exception:  # a busy database must not stop the loop
                 log.exception("sweep failed")
@@ -85,11 +88,9 @@ class Command(BaseCommand):
         return cluster
 
     @staticmethod
-    def kill_orphans(sentinel_pid: int) -> None:
-        """Workers of the old sentinel that did not exit (blocked on the dead worker's lock)."""
-        import os
-        import signal
-
+    def children(pid: int) -> list[int]:
+        """Processes whose parent is ``pid`` (from /proc)."""
+        found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -98,8 +99,24 @@ class Command(BaseCommand):
                     parent = int(fh.read().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            if parent == sentinel_pid:
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            if parent == pid:
+                found.append(int(entry))
+        return found
+
+    def worker_names(self, cluster) -> list[str] | None:
+        """``host:pid`` of this cluster's processes, as StageRun.worker records a claim; None (ask
+        about the whole database) where /proc cannot tell."""
+        sentinel = getattr(cluster.sentinel, "pid", None)
+        if sentinel is None or not os.path.isdir("/proc"):
+            return None
+        host = socket.gethostname()
+        return [f"{host}:{pid}" for pid in self.children(sentinel)]
+
+    @classmethod
+    def kill_orphans(cls, sentinel_pid: int) -> None:
+        """Workers of the old sentinel that did not exit (blocked on the dead worker's lock)."""
+        for pid in cls.children(sentinel_pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
