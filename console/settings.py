@@ -266,6 +266,10 @@ if env_str("TRENDREEL_QUEUE_NAME"):
     Q_CLUSTER["cluster_name"] = env_str("TRENDREEL_QUEUE_NAME")
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
+    # One cache for every web process (the API request budget, the dashboard's stage stats);
+    # without Redis each process keeps its own in memory.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "trendreel-cache"}}
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["broker_class"] = "jobs.broker.FifoORM"  # oldest task first (see jobs/broker.py)

@@ -62,3 +62,16 @@ def test_the_scheduled_task_starts_a_batch_for_the_top_topics():
     theme = Theme.objects.create(name="Daily", slug="daily")
     assert tasks.run_theme(theme.pk, 3).startswith("started ")
     assert sorted(Job.objects.values_list("params__topic_rank", flat=True)) == [0, 1, 2]
+
+
+def test_with_redis_the_cache_is_shared_by_every_process():
+    """The API request budget and the dashboard stats count across web processes."""
+    code = ("from django.conf import settings; from django.core.cache import cache; "
+            "cache.set('probe', 41, 30); cache.incr('probe'); print(settings.CACHES['default']['BACKEND'], cache.get('probe'))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")} | {"REDIS_URL": "redis://127.0.0.1:6379/14"}
+    first = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["django.core.cache.backends.redis.RedisCache", "42"]
+    second = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", "from django.core.cache import cache; print(cache.get('probe'))"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert second.stdout.strip() == "42"  # another process sees it
