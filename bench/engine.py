@@ -733,7 +733,6 @@ def phase_profile(theme, broker: str, queue: str, jobs: int, cprofile_jobs: int 
     from django_q import tasks as q_tasks
 
     from jobs import orchestrator
-    from jobs.models import Job, StageRun
 
     dead_queue = f"{queue}-profile"  # no cluster reads it; purged afterwards
     use_broker(broker, dead_queue)
@@ -767,26 +766,16 @@ def phase_profile(theme, broker: str, queue: str, jobs: int, cprofile_jobs: int 
     stats_text = ""
     try:
         with connection.execute_wrapper(sql_wrapper):
-            for _ in range(jobs):
-                job_ids, _ = start_jobs(theme, 1)
-                job_id = job_ids[0]
-                for _ in range(40):
-                    status = Job.objects.values_list("status", flat=True).get(pk=job_id)
-                    if status == Job.Status.AWAITING_REVIEW:
-                        orchestrator.review_job(job_id, "approve")
-                        continue
-                    if status in Job.FINISHED:
-                        break
-                    run = StageRun.objects.filter(job_id=job_id, status=StageRun.Status.QUEUED).order_by("id").first()
-                    t, c = time.perf_counter(), time.thread_time()
-                    with prof.seg("django-q2: close_old_connections"):
-                        db.close_old_connections()  # what the worker does before every task
-                    with prof.seg("execute_run: python"):
-                        orchestrator.execute_run(run.pk)
-                    totals.append(1000 * (time.perf_counter() - t))
-                    cpu_totals.append(1000 * (time.thread_time() - c))
-                    prof.next_transition()
-                    transitions += 1
+            for run_id in _inline_runs(theme, jobs):
+                t, c = time.perf_counter(), time.thread_time()
+                with prof.seg("django-q2: close_old_connections"):
+                    db.close_old_connections()  # what the worker does before every task
+                with prof.seg("execute_run: python"):
+                    orchestrator.execute_run(run_id)
+                totals.append(1000 * (time.perf_counter() - t))
+                cpu_totals.append(1000 * (time.thread_time() - c))
+                prof.next_transition()
+                transitions += 1
         if cprofile_jobs:
             stats_text = _cprofile_pass(theme, cprofile_jobs)
     finally:
@@ -804,19 +793,12 @@ def phase_profile(theme, broker: str, queue: str, jobs: int, cprofile_jobs: int 
             "queries": sum(r[4] for r in rows if r[0].startswith("  SQL"))}
 
 
-def _cprofile_pass(theme, jobs: int) -> str:
-    """Python hot spots of execute_run (+ the per-task close_old_connections), by own time."""
-    import cProfile
-    import io
-    import pstats
-
-    from django import db
-
+def _inline_runs(theme, jobs: int):
+    """Start ``jobs`` jobs one after the other and yield each queued run for the caller to execute
+    in this process (approving each job at review), until the job finishes."""
     from jobs import orchestrator
     from jobs.models import Job, StageRun
 
-    prof = cProfile.Profile(time.thread_time)  # CPU time of this thread, not waits on the DB
-    n = 0
     for _ in range(jobs):
         job_id = start_jobs(theme, 1)[0][0]
         for _ in range(40):
@@ -826,12 +808,27 @@ def _cprofile_pass(theme, jobs: int) -> str:
                 continue
             if status in Job.FINISHED:
                 break
-            run = StageRun.objects.filter(job_id=job_id, status=StageRun.Status.QUEUED).order_by("id").first()
-            prof.enable()
-            db.close_old_connections()
-            orchestrator.execute_run(run.pk)
-            prof.disable()
-            n += 1
+            yield StageRun.objects.filter(job_id=job_id, status=StageRun.Status.QUEUED).order_by("id").values_list("pk", flat=True).first()
+
+
+def _cprofile_pass(theme, jobs: int) -> str:
+    """Python hot spots of execute_run (+ the per-task close_old_connections), by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    from django import db
+
+    from jobs import orchestrator
+
+    prof = cProfile.Profile(time.thread_time)  # CPU time of this thread, not waits on the DB
+    n = 0
+    for run_id in _inline_runs(theme, jobs):
+        prof.enable()
+        db.close_old_connections()
+        orchestrator.execute_run(run_id)
+        prof.disable()
+        n += 1
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
     stats.sort_stats("cumulative").print_stats(r"jobs/orchestrator|stages/base|django_q|bench/stagefns", 14)

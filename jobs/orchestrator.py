@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -868,13 +868,15 @@ class SweepReport:
         return bool(self.crashed or self.pushed)
 
 
-def stalled(now: datetime | None = None, window: float | None = None, workers: Collection[str] | None = None) -> bool:
+def stalled(now: datetime | None = None, window: float | None = None,
+            workers: Callable[[], Collection[str] | None] | None = None) -> bool:
     """Due runs were pushed more than ``window`` seconds ago and nothing was claimed since.
 
     The signature of a wedged cluster (a SIGKILLed idle django-q2 worker leaves the shared task
     queue's read lock held, so every other worker waits forever) or of no cluster at all.
-    ``workers`` (``host:pid`` of one cluster's worker processes) asks about that cluster alone:
-    with several clusters on one database a wedged one is found while the others are busy.
+    ``workers`` gives ``host:pid`` of one cluster's worker processes (asked only when runs are
+    waiting) to ask about that cluster alone: with several clusters on one database a wedged one
+    is found while the others are busy.
     """
     now = now or timezone.now()
     since = now - timedelta(seconds=window if window is not None else settings.TRENDREEL_STALL_SECONDS)
@@ -883,7 +885,8 @@ def stalled(now: datetime | None = None, window: float | None = None, workers: C
     )
     if not waiting.exists():
         return False
-    ours = StageRun.objects.all() if workers is None else StageRun.objects.filter(worker__in=list(workers))
+    names = workers() if workers is not None else None
+    ours = StageRun.objects.all() if names is None else StageRun.objects.filter(worker__in=list(names))
     # busy workers (long renders) are not a stall: only idle-and-not-claiming is
     if ours.filter(status=RS.RUNNING).exists():
         return False

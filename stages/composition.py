@@ -408,7 +408,8 @@ def build_command(
     n = 0  # next input index
     for i, shot in enumerate(shots):
         if shot.clip is not None and shot.overlay is not None:
-            # -t bounds the decode (with -stream_loop -1 a short clip repeats to fill the shot)
+            # -t bounds the decode (with -stream_loop -1 a short clip repeats to fill the shot);
+            # one decoder thread per clip: every input is open at once (bench/RESULTS.md, -70 MB)
             seconds = shot.frames / FPS + 1.0
             args += ["-threads", "1", "-stream_loop", "-1", "-t", f"{seconds:.3f}", "-i", str(shot.clip), "-i", str(shot.overlay)]
             graph.append(f"[{n}:v]{_clip_filter(shot)}[v{i}]")

@@ -400,8 +400,8 @@ def test_stalled_asks_about_one_cluster_when_given_its_workers(engine, theme, ca
     StageRun.objects.filter(job=busy).update(status=RS.RUNNING, started_at=later - timedelta(seconds=1), worker="host-a:101")
     StageRun.objects.filter(job=waiting).update(enqueued_at=now - timedelta(seconds=1))
     assert not orchestrator.stalled(now=later)  # something runs somewhere
-    assert not orchestrator.stalled(now=later, workers=["host-a:101", "host-a:102"])  # busy, not wedged
-    assert orchestrator.stalled(now=later, workers=["host-b:201", "host-b:202"])  # idle, claiming nothing
+    assert not orchestrator.stalled(now=later, workers=lambda: ["host-a:101", "host-a:102"])  # busy, not wedged
+    assert orchestrator.stalled(now=later, workers=lambda: ["host-b:201", "host-b:202"])  # idle, claiming nothing
     claimed = start(theme, call_log, tmp_path)  # host b claimed (and finished) something lately
     StageRun.objects.filter(job=claimed).update(status=RS.SUCCEEDED, started_at=later - timedelta(seconds=5), worker="host-b:202")
-    assert not orchestrator.stalled(now=later, workers=["host-b:201", "host-b:202"])
+    assert not orchestrator.stalled(now=later, workers=lambda: ["host-b:201", "host-b:202"])

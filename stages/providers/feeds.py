@@ -422,13 +422,7 @@ class FeedReader:
 
     # -- Hacker News (Firebase API): the id list, then one item per id ------------------------------
     def _read_hn_items(self, source: FeedSource, content: bytes) -> FeedRead:
-        try:
-            ids = json.loads(content.decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise PermanentStageError(
-                f"source {source.name}: {source.location} is not valid JSON ({exc})",
-                hint="the Hacker News API should answer a list of story ids; check base_url",
-            ) from None
+        ids = _json_body(source, content, hint="the Hacker News API should answer a list of story ids; check base_url")
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise PermanentStageError(
                 f"source {source.name}: {source.location} is not a list of story ids",
@@ -586,20 +580,21 @@ class _Fetched:
 
 
 # -- parsing ---------------------------------------------------------------------------------
+def _json_body(source: FeedSource, content: bytes, *, hint: str) -> Any:
+    """A JSON body (BOM tolerated), or ``PermanentStageError`` naming the source."""
+    try:
+        return json.loads(content.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PermanentStageError(f"source {source.name}: {source.location} is not valid JSON ({exc})", hint=hint) from None
+
+
 def parse_feed(source: FeedSource, content: bytes, *, content_type: str = "") -> FeedRead:
     """Parse a body into items; ``PermanentStageError`` (naming the source) if it is not a feed."""
     if source.kind == "google_trends":
         return _parse_google_trends(source, content)
     head = content.lstrip()[:1]
     if head in (b"{", b"[") or "json" in content_type.lower():
-        try:
-            data = json.loads(content.decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise PermanentStageError(
-                f"source {source.name}: {source.location} is not valid JSON ({exc})",
-                hint="check that the URL/file is a Reddit listing or Hacker News items",
-            ) from None
-        return _parse_json(source, data)
+        return _parse_json(source, _json_body(source, content, hint="check that the URL/file is a Reddit listing or Hacker News items"))
     return _parse_xml(source, content, content_type)
 
 

@@ -246,7 +246,7 @@ class PexelsSource:
             os.replace(tmp, cached)
         finally:
             tmp.unlink(missing_ok=True)
-        removed = prune_cache(self.cache_dir, int(getattr(settings, "TRENDREEL_CACHE_MB", 2048)) * 1024 * 1024)
+        removed = prune_cache(self.cache_dir, settings.TRENDREEL_CACHE_MB * 1024 * 1024)
         if removed:
             self.ctx.logger.info("pexels: cache over TRENDREEL_CACHE_MB, removed %d least recently used files", len(removed))
         return Fetched(hit, cached, url, width, height, duration)

@@ -38,7 +38,7 @@ class Command(BaseCommand):
         while cluster.sentinel is not None and cluster.sentinel.is_alive():
             try:
                 orchestrator.sweep()
-                if orchestrator.stalled(workers=self.worker_names(cluster)):
+                if orchestrator.stalled(workers=lambda: self.worker_names(cluster)):
                     cluster = self.restart(cluster)
             except Exception:  # a busy database must not stop the loop
                 log.exception("sweep failed")
