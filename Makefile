@@ -24,7 +24,8 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: venv chromium
-	$(PY) -m ruff check --select F,E9 --output-format concise .
+	$(PY) -m ruff check --output-format concise .
+	$(PY) -m ruff format --check .
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null
 	$(MAKE) --no-print-directory test-sqlite

@@ -59,8 +59,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from contextlib import contextmanager
-from datetime import datetime, timezone as dt_timezone
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +80,25 @@ RUN_ID = uuid.uuid4().hex[:8]
 HOST = socket.gethostname()
 
 STAGE_KEYS = (  # must match stages.pipeline (checked after django.setup)
-    "trend_collection", "trend_analysis", "script_generation", "scene_generation",
-    "voiceover", "composition", "review", "publish",
+    "trend_collection",
+    "trend_analysis",
+    "script_generation",
+    "scene_generation",
+    "voiceover",
+    "composition",
+    "review",
+    "publish",
 )
 GATE = "review"
 WORKER_STAGES = tuple(k for k in STAGE_KEYS if k != GATE)
 NOOP_FUNCTIONS = {k: "bench.stagefns.noop" for k in WORKER_STAGES}
 CHAOS_FUNCTIONS = {k: "bench.stagefns.chaos" for k in WORKER_STAGES}
-LOAD_POLICY = {k: {"time_limit": 60, "max_attempts": 3, "backoff_base": 0.05, "backoff_cap": 0.5} for k in WORKER_STAGES}
-CHAOS_POLICY = {k: {"time_limit": 30, "max_attempts": 8, "backoff_base": 0.05, "backoff_cap": 0.5} for k in WORKER_STAGES}
+LOAD_POLICY = {
+    k: {"time_limit": 60, "max_attempts": 3, "backoff_base": 0.05, "backoff_cap": 0.5} for k in WORKER_STAGES
+}
+CHAOS_POLICY = {
+    k: {"time_limit": 30, "max_attempts": 8, "backoff_base": 0.05, "backoff_cap": 0.5} for k in WORKER_STAGES
+}
 
 
 def say(msg: str) -> None:
@@ -139,8 +149,12 @@ class Cluster:
         self.name = name
         self.log = logdir / f"worker-{name}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "worker"], cwd=ROOT, env=env,
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, str(ROOT / "manage.py"), "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.pid = self.proc.pid
         self.aux_pids: set[int] = set()  # pusher + monitor, known after the warm-up
@@ -194,12 +208,8 @@ CLUSTERS: list[Cluster] = []
 CLEANUPS: list = []
 
 
-@contextmanager
 def _suppress():
-    try:
-        yield
-    except Exception:  # noqa: BLE001 - cleanup must go on
-        pass
+    return suppress(Exception)  # cleanup must go on
 
 
 def cleanup() -> None:
@@ -234,7 +244,9 @@ def prepare_database(db: str, tmp: Path) -> str:
     return f"sqlite:///{tmp / 'var' / 'bench.sqlite3'}"
 
 
-def worker_env(common: dict[str, str], *, queue: str, broker: str, functions: dict, policy: dict, extra: dict | None = None) -> dict[str, str]:
+def worker_env(
+    common: dict[str, str], *, queue: str, broker: str, functions: dict, policy: dict, extra: dict | None = None
+) -> dict[str, str]:
     env = dict(common)
     env.update(
         TRENDREEL_QUEUE_NAME=queue,
@@ -288,7 +300,7 @@ def handoffs_ms(job_ids: list[int]) -> list[float]:
         runs[job_id][stage] = (started, finished)
     out = []
     for stages in runs.values():
-        for prev, cur in zip(STAGE_KEYS, STAGE_KEYS[1:]):
+        for prev, cur in zip(STAGE_KEYS, STAGE_KEYS[1:], strict=False):
             if cur == GATE or prev not in stages or cur not in stages:
                 continue  # composition -> review is the human gate
             out.append((stages[cur][0] - stages[prev][1]).total_seconds() * 1000)
@@ -344,7 +356,15 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-OURS = ("workers", "pusher+monitor", "sentinel", "sweeper loop (worker cmd)", "postgres", "redis", "bench (approvals, polling)")
+OURS = (
+    "workers",
+    "pusher+monitor",
+    "sentinel",
+    "sweeper loop (worker cmd)",
+    "postgres",
+    "redis",
+    "bench (approvals, polling)",
+)
 
 
 def cpu_snapshot(cluster: Cluster | None) -> dict[str, float]:
@@ -432,7 +452,9 @@ def worker_pids(job_ids: list[int] | None = None) -> set[int]:
     qs = StageRun.objects.exclude(worker="")
     if job_ids is not None:
         qs = qs.filter(job_id__in=job_ids)
-    return {int(w.rsplit(":", 1)[1]) for w in qs.values_list("worker", flat=True).distinct() if w.startswith(HOST + ":")}
+    return {
+        int(w.rsplit(":", 1)[1]) for w in qs.values_list("worker", flat=True).distinct() if w.startswith(HOST + ":")
+    }
 
 
 # --- phases ----------------------------------------------------------------------------------
@@ -472,8 +494,12 @@ def phase_load(theme, n: int, cluster: Cluster, deadline_s: float = 120) -> dict
     statuses = set(Job.objects.filter(pk__in=ids).values_list("status", flat=True))
     wall = end - t0
     return {
-        "ids": ids, "transitions": transitions, "wall": wall, "tps": transitions / wall,
-        "handoffs": handoffs_ms(ids), "statuses": statuses,
+        "ids": ids,
+        "transitions": transitions,
+        "wall": wall,
+        "tps": transitions / wall,
+        "handoffs": handoffs_ms(ids),
+        "statuses": statuses,
         "cpu": cpu,
         "sessions": None if sessions0 is None else sessions1 - sessions0,
     }
@@ -486,12 +512,15 @@ def phase_idle(cluster: Cluster, seconds: float = 3.0) -> dict:
     d, s1 = meter.stop(), pg_sessions()
     ours = sum(d[k] for k in OURS if k != "bench (approvals, polling)")
     return {
-        "cpu": d, "ours_pct": 100 * ours / d["_seconds"],  # % of one core
+        "cpu": d,
+        "ours_pct": 100 * ours / d["_seconds"],  # % of one core
         "sessions_per_s": None if s0 is None else (s1 - s0) / seconds,
     }
 
 
-def phase_chain(workdir: Path, chains: int, hops: int, deadline_s: float = 60, cluster: Cluster | None = None, txn: bool = False) -> dict:
+def phase_chain(
+    workdir: Path, chains: int, hops: int, deadline_s: float = 60, cluster: Cluster | None = None, txn: bool = False
+) -> dict:
     """Bare django-q2 chains: each task enqueues the next, no bookkeeping (``txn``: plus one
     bare transaction per hop, the "durable" chain)."""
     from django.db import transaction
@@ -504,7 +533,18 @@ def phase_chain(workdir: Path, chains: int, hops: int, deadline_s: float = 60, c
     broker = get_broker()
     with transaction.atomic():
         for c in range(chains):
-            async_task("bench.stagefns.hop", str(log), c, 0, hops, time.time(), txn, task_name=f"hop-{c}-0", timeout=60, broker=broker)
+            async_task(
+                "bench.stagefns.hop",
+                str(log),
+                c,
+                0,
+                hops,
+                time.time(),
+                txn,
+                task_name=f"hop-{c}-0",
+                timeout=60,
+                broker=broker,
+            )
     t0 = time.time()
     end = time.monotonic() + deadline_s
     want = chains * hops
@@ -517,7 +557,14 @@ def phase_chain(workdir: Path, chains: int, hops: int, deadline_s: float = 60, c
     rows = [line.split() for line in lines]
     lat = [(float(st) - float(sent)) * 1000 for _, i, sent, st in rows if int(i) > 0]
     last = max((float(r[3]) for r in rows), default=t0)
-    return {"hops": len(rows), "want": want, "latency": lat, "wall": last - t0, "hps": len(rows) / (last - t0) if last > t0 else 0.0, "cpu": meter.stop()}
+    return {
+        "hops": len(rows),
+        "want": want,
+        "latency": lat,
+        "wall": last - t0,
+        "hps": len(rows) / (last - t0) if last > t0 else 0.0,
+        "cpu": meter.stop(),
+    }
 
 
 BASELINE_TABLE = "bench_baseline"
@@ -528,9 +575,13 @@ def _baseline_setup() -> None:
 
     with connection.cursor() as cur:
         if connection.vendor == "postgresql":
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {BASELINE_TABLE} (id bigserial PRIMARY KEY, status varchar(20) NOT NULL, n integer NOT NULL, updated timestamptz NOT NULL)")
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {BASELINE_TABLE} (id bigserial PRIMARY KEY, status varchar(20) NOT NULL, n integer NOT NULL, updated timestamptz NOT NULL)"
+            )
         else:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {BASELINE_TABLE} (id integer PRIMARY KEY AUTOINCREMENT, status varchar(20) NOT NULL, n integer NOT NULL, updated datetime NOT NULL)")
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {BASELINE_TABLE} (id integer PRIMARY KEY AUTOINCREMENT, status varchar(20) NOT NULL, n integer NOT NULL, updated datetime NOT NULL)"
+            )
 
 
 def _baseline_async_commit(n: int) -> float | None:
@@ -545,9 +596,15 @@ def _baseline_async_commit(n: int) -> float | None:
     for i in range(n):
         with transaction.atomic(), connection.cursor() as cur:
             cur.execute("SET LOCAL synchronous_commit TO OFF")
-            cur.execute(f"INSERT INTO {BASELINE_TABLE} (status, n, updated) VALUES (%s, %s, %s) RETURNING id", ["queued", i, timezone.now()])
+            cur.execute(
+                f"INSERT INTO {BASELINE_TABLE} (status, n, updated) VALUES (%s, %s, %s) RETURNING id",
+                ["queued", i, timezone.now()],
+            )
             pk = cur.fetchone()[0]
-            cur.execute(f"UPDATE {BASELINE_TABLE} SET status = %s, updated = %s WHERE id = %s", ["succeeded", timezone.now(), pk])
+            cur.execute(
+                f"UPDATE {BASELINE_TABLE} SET status = %s, updated = %s WHERE id = %s",
+                ["succeeded", timezone.now(), pk],
+            )
     return 1000 * (time.perf_counter() - t) / n
 
 
@@ -565,9 +622,15 @@ def _baseline_work(n: int, list_key: str, kinds: str = "both") -> tuple[float, f
         if kinds in ("both", "txn"):
             a = time.perf_counter()
             with transaction.atomic(), connection.cursor() as cur:
-                cur.execute(f"INSERT INTO {BASELINE_TABLE} (status, n, updated) VALUES (%s, %s, %s) RETURNING id", ["queued", i, timezone.now()])
+                cur.execute(
+                    f"INSERT INTO {BASELINE_TABLE} (status, n, updated) VALUES (%s, %s, %s) RETURNING id",
+                    ["queued", i, timezone.now()],
+                )
                 pk = cur.fetchone()[0]
-                cur.execute(f"UPDATE {BASELINE_TABLE} SET status = %s, updated = %s WHERE id = %s", ["succeeded", timezone.now(), pk])
+                cur.execute(
+                    f"UPDATE {BASELINE_TABLE} SET status = %s, updated = %s WHERE id = %s",
+                    ["succeeded", timezone.now(), pk],
+                )
             t_txn += time.perf_counter() - a
         if kinds in ("both", "rt"):
             a = time.perf_counter()
@@ -616,7 +679,7 @@ def phase_baseline(n: int, queue: str) -> dict:
         pipes.append(parent)
         procs.append(p)
     results = []
-    for parent, p in zip(pipes, procs):
+    for parent, p in zip(pipes, procs, strict=False):
         if not parent.poll(120):
             p.kill()
             raise RuntimeError("baseline client did not answer in 120 s")
@@ -722,7 +785,11 @@ def classify_sql(sql: str) -> str:
     elif verb == "UPDATE" and table == "jobs_job":
         extra = " (advance: the job row, also its lock)"
     elif verb == "SELECT" and table == "jobs_stagerun":
-        extra = " JOIN job, theme (load run)" if "JOIN" in sql.upper() else (" (checkpoints)" if "superseded_at" in sql else "")
+        extra = (
+            " JOIN job, theme (load run)"
+            if "JOIN" in sql.upper()
+            else (" (checkpoints)" if "superseded_at" in sql else "")
+        )
     return f"{verb} {table}{extra}"
 
 
@@ -788,9 +855,15 @@ def phase_profile(theme, broker: str, queue: str, jobs: int, cprofile_jobs: int 
                 setattr(conn, k, v)
         purge_queue(broker, dead_queue)
     rows = prof.rows()
-    return {"transitions": transitions, "ms_per_transition": sum(totals) / transitions, "p50_ms": pct(totals, 0.5),
-            "cpu_ms": sum(cpu_totals) / transitions, "rows": rows, "cprofile": stats_text,
-            "queries": sum(r[4] for r in rows if r[0].startswith("  SQL"))}
+    return {
+        "transitions": transitions,
+        "ms_per_transition": sum(totals) / transitions,
+        "p50_ms": pct(totals, 0.5),
+        "cpu_ms": sum(cpu_totals) / transitions,
+        "rows": rows,
+        "cprofile": stats_text,
+        "queries": sum(r[4] for r in rows if r[0].startswith("  SQL")),
+    }
 
 
 def _inline_runs(theme, jobs: int):
@@ -808,7 +881,12 @@ def _inline_runs(theme, jobs: int):
                 continue
             if status in Job.FINISHED:
                 break
-            yield StageRun.objects.filter(job_id=job_id, status=StageRun.Status.QUEUED).order_by("id").values_list("pk", flat=True).first()
+            yield (
+                StageRun.objects.filter(job_id=job_id, status=StageRun.Status.QUEUED)
+                .order_by("id")
+                .values_list("pk", flat=True)
+                .first()
+            )
 
 
 def _cprofile_pass(theme, jobs: int) -> str:
@@ -834,15 +912,19 @@ def _cprofile_pass(theme, jobs: int) -> str:
     stats.sort_stats("cumulative").print_stats(r"jobs/orchestrator|stages/base|django_q|bench/stagefns", 14)
     stats.sort_stats("tottime").print_stats(14)
     text = out.getvalue()
-    parts = [p[p.find("ncalls"):] for p in text.split("   Ordered by")[1:]]
-    return (f"cProfile (CPU time) of {n} transitions; the profiler's own per-call cost inflates small functions.\n"
-            "By cumulative CPU, engine functions:\n" + parts[0].rstrip() + "\nBy own CPU, anything:\n" + parts[1].rstrip())
+    parts = [p[p.find("ncalls") :] for p in text.split("   Ordered by")[1:]]
+    return (
+        f"cProfile (CPU time) of {n} transitions; the profiler's own per-call cost inflates small functions.\n"
+        "By cumulative CPU, engine functions:\n" + parts[0].rstrip() + "\nBy own CPU, anything:\n" + parts[1].rstrip()
+    )
 
 
 # --- chaos -----------------------------------------------------------------------------------
 
 
-def phase_chaos(theme, cluster: Cluster, n: int, deadline_s: float, kill_every: float, seed: int, kill_target: str = "running") -> dict:
+def phase_chaos(
+    theme, cluster: Cluster, n: int, deadline_s: float, kill_every: float, seed: int, kill_target: str = "running"
+) -> dict:
     from django.conf import settings
     from django.db.models import Count, Q
 
@@ -874,15 +956,24 @@ def phase_chaos(theme, cluster: Cluster, n: int, deadline_s: float, kill_every: 
                     return
         end = time.monotonic() + 1.0
         while kill_target == "running" and time.monotonic() < end:
-            running = list(StageRun.objects.filter(job_id__in=ids, status=StageRun.Status.RUNNING).values_list("pk", "worker"))
-            cands = [(pk, int(w.rsplit(":", 1)[1])) for pk, w in running if w.startswith(HOST + ":") and int(w.rsplit(":", 1)[1]) in kids]
+            running = list(
+                StageRun.objects.filter(job_id__in=ids, status=StageRun.Status.RUNNING).values_list("pk", "worker")
+            )
+            cands = [
+                (pk, int(w.rsplit(":", 1)[1]))
+                for pk, w in running
+                if w.startswith(HOST + ":") and int(w.rsplit(":", 1)[1]) in kids
+            ]
             # only a worker asleep inside the chaos stage: one that has just finished its stage
             # may already be back in the task queue's get(), and killing that one is another test
             # (see run_idle_kill)
             cands = [(pk, pid) for pk, pid in cands if wchan(pid) == "hrtimer_nanosleep"]
             if cands:
                 pk, pid = rng.choice(cands)
-                if StageRun.objects.filter(pk=pk, status=StageRun.Status.RUNNING).exists() and wchan(pid) == "hrtimer_nanosleep":
+                if (
+                    StageRun.objects.filter(pk=pk, status=StageRun.Status.RUNNING).exists()
+                    and wchan(pid) == "hrtimer_nanosleep"
+                ):
                     with _suppress():
                         os.kill(pid, signal.SIGKILL)
                         kills.append((time.time() - t0, pid, pk))
@@ -897,12 +988,17 @@ def phase_chaos(theme, cluster: Cluster, n: int, deadline_s: float, kill_every: 
     hit = defaultdict(int)
     for _, pid, pk in kills:
         if pk is None:
-            pk = StageRun.objects.filter(job_id__in=ids, worker=f"{HOST}:{pid}").order_by("-started_at").values_list("pk", flat=True).first()
+            pk = (
+                StageRun.objects.filter(job_id__in=ids, worker=f"{HOST}:{pid}")
+                .order_by("-started_at")
+                .values_list("pk", flat=True)
+                .first()
+            )
             st = StageRun.objects.values_list("status", flat=True).get(pk=pk) if pk else "idle"
         else:
             st = StageRun.objects.values_list("status", flat=True).get(pk=pk)
         hit[st] += 1
-    now = datetime.now(dt_timezone.utc)
+    now = datetime.now(UTC)
     jobs = dict(Job.objects.filter(pk__in=ids).values_list("pk", "status"))
     finished = [pk for pk, s in jobs.items() if s in Job.FINISHED]
     completed = [pk for pk, s in jobs.items() if s == Job.Status.COMPLETED]
@@ -910,7 +1006,14 @@ def phase_chaos(theme, cluster: Cluster, n: int, deadline_s: float, kill_every: 
     # stuck: still active at the deadline with no StageRun activity in the last 10 s
     stuck = []
     for pk in left:
-        stamps = [t for row in StageRun.objects.filter(job_id=pk).values_list("queued_at", "started_at", "finished_at", "heartbeat_at") for t in row if t]
+        stamps = [
+            t
+            for row in StageRun.objects.filter(job_id=pk).values_list(
+                "queued_at", "started_at", "finished_at", "heartbeat_at"
+            )
+            for t in row
+            if t
+        ]
         if not stamps or (now - max(stamps)).total_seconds() > 10:
             stuck.append(pk)
     diagnosis = ""
@@ -918,14 +1021,25 @@ def phase_chaos(theme, cluster: Cluster, n: int, deadline_s: float, kill_every: 
         sentinel = cluster.sentinel_pid()
         waits = {pid: wchan(pid) for pid in children_of(sentinel or -1) if pid not in cluster.aux_pids}
         queued = StageRun.objects.filter(job_id__in=stuck, status=StageRun.Status.QUEUED).count()
-        diagnosis = f"stuck jobs' queued runs: {queued}; workers' kernel wait: " + ", ".join(f"{p}:{w}" for p, w in sorted(waits.items()))
+        diagnosis = f"stuck jobs' queued runs: {queued}; workers' kernel wait: " + ", ".join(
+            f"{p}:{w}" for p, w in sorted(waits.items())
+        )
         if queued and waits and all(w == "futex_do_wait" for w in waits.values()):
-            diagnosis += " -> every worker waits for the task queue's lock: a killed worker took it with it (cluster wedged)"
+            diagnosis += (
+                " -> every worker waits for the task queue's lock: a killed worker took it with it (cluster wedged)"
+            )
     dups = list(
         StageRun.objects.filter(job_id__in=ids, status=StageRun.Status.SUCCEEDED)
-        .values("job_id", "stage").annotate(n=Count("id")).filter(n__gt=1).values_list("job_id", "stage", "n")
+        .values("job_id", "stage")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .values_list("job_id", "stage", "n")
     )
-    incomplete = [pk for pk in completed if StageRun.objects.filter(job_id=pk, status=StageRun.Status.SUCCEEDED).count() != len(STAGE_KEYS)]
+    incomplete = [
+        pk
+        for pk in completed
+        if StageRun.objects.filter(job_id=pk, status=StageRun.Status.SUCCEEDED).count() != len(STAGE_KEYS)
+    ]
     runs = StageRun.objects.filter(job_id__in=ids)
     agg = runs.aggregate(
         crashed=Count("id", filter=Q(status=StageRun.Status.CRASHED)),
@@ -933,11 +1047,24 @@ def phase_chaos(theme, cluster: Cluster, n: int, deadline_s: float, kill_every: 
         total=Count("id"),
     )
     return {
-        "jobs": n, "finished": len(finished), "completed": len(completed), "failed": failed.count(),
+        "jobs": n,
+        "finished": len(finished),
+        "completed": len(completed),
+        "failed": failed.count(),
         "failed_why": list(failed.values_list("pk", "error_stage", "error_message")[:5]),
-        "active_at_deadline": len(left), "stuck": stuck, "dups": dups, "incomplete": incomplete,
-        "kills": kills, "kill_skipped": skipped[0], "crashed": agg["crashed"], "transient": agg["transient"],
-        "attempts": agg["total"], "wall": wall, "kill_outcomes": dict(hit), "cpu": cpu, "diagnosis": diagnosis,
+        "active_at_deadline": len(left),
+        "stuck": stuck,
+        "dups": dups,
+        "incomplete": incomplete,
+        "kills": kills,
+        "kill_skipped": skipped[0],
+        "crashed": agg["crashed"],
+        "transient": agg["transient"],
+        "attempts": agg["total"],
+        "wall": wall,
+        "kill_outcomes": dict(hit),
+        "cpu": cpu,
+        "diagnosis": diagnosis,
     }
 
 
@@ -956,7 +1083,11 @@ def run_broker(args, broker: str, common_env: dict, theme, workdir: Path) -> dic
         res["quiet"] = wait_quiet(25.0, args.quiet_wait)
         say(f"{broker}: machine {res['quiet']:.0f}% busy before starting")
     say(f"{broker}: starting manage.py worker (2 workers, queue {queue})")
-    cluster = Cluster(f"{broker}-load", worker_env(common_env, queue=queue, broker=broker, functions=NOOP_FUNCTIONS, policy=LOAD_POLICY), workdir)
+    cluster = Cluster(
+        f"{broker}-load",
+        worker_env(common_env, queue=queue, broker=broker, functions=NOOP_FUNCTIONS, policy=LOAD_POLICY),
+        workdir,
+    )
     try:
         cluster.wait_ready()
         say(f"{broker}: warm-up")
@@ -968,7 +1099,9 @@ def run_broker(args, broker: str, common_env: dict, theme, workdir: Path) -> dic
         cluster.learn_aux()
         say(f"{broker}: {args.jobs} jobs at once")
         res["load"] = phase_load(theme, args.jobs, cluster)
-        say(f"{broker}: bare chain alone ({args.chain_hops} hops), then {args.jobs} chains x 8 hops at once, without and with a bare txn per hop")
+        say(
+            f"{broker}: bare chain alone ({args.chain_hops} hops), then {args.jobs} chains x 8 hops at once, without and with a bare txn per hop"
+        )
         res["chain_alone"] = phase_chain(workdir, 1, args.chain_hops, cluster=cluster)
         res["chain_load"] = phase_chain(workdir, args.jobs, len(STAGE_KEYS), cluster=cluster)
         _baseline_setup()
@@ -987,8 +1120,14 @@ def run_chaos(args, broker: str, common_env: dict, theme, workdir: Path) -> dict
     CLEANUPS.append(lambda: purge_queue(broker, queue))
     use_broker(broker, queue)
     extra = {"TRENDREEL_HEARTBEAT_SECONDS": "0.2", "TRENDREEL_STALE_SECONDS": "2", "TRENDREEL_SWEEP_SECONDS": "0.2"}
-    say(f"chaos/{broker}: {args.jobs} jobs, 20% transient errors, a worker SIGKILLed every {args.kill_every:g} s, deadline {args.chaos_deadline:g} s")
-    cluster = Cluster(f"{broker}-chaos", worker_env(common_env, queue=queue, broker=broker, functions=CHAOS_FUNCTIONS, policy=CHAOS_POLICY, extra=extra), workdir)
+    say(
+        f"chaos/{broker}: {args.jobs} jobs, 20% transient errors, a worker SIGKILLed every {args.kill_every:g} s, deadline {args.chaos_deadline:g} s"
+    )
+    cluster = Cluster(
+        f"{broker}-chaos",
+        worker_env(common_env, queue=queue, broker=broker, functions=CHAOS_FUNCTIONS, policy=CHAOS_POLICY, extra=extra),
+        workdir,
+    )
     try:
         cluster.wait_ready()
         phase_alone(theme, 1)  # warm-up (chaos stages: may retry), tells workers from pusher/monitor
@@ -1008,10 +1147,18 @@ def run_idle_kill(args, broker: str, common_env: dict, theme, workdir: Path) -> 
     queue = f"trendreel-bench-{RUN_ID}-{broker}-idlekill"
     CLEANUPS.append(lambda: purge_queue(broker, queue))
     use_broker(broker, queue)
-    extra = {"TRENDREEL_HEARTBEAT_SECONDS": "0.2", "TRENDREEL_STALE_SECONDS": "2", "TRENDREEL_SWEEP_SECONDS": "0.2",
-             "TRENDREEL_STALL_SECONDS": "3"}
+    extra = {
+        "TRENDREEL_HEARTBEAT_SECONDS": "0.2",
+        "TRENDREEL_STALE_SECONDS": "2",
+        "TRENDREEL_SWEEP_SECONDS": "0.2",
+        "TRENDREEL_STALL_SECONDS": "3",
+    }
     say(f"idle-kill probe/{broker}: kill the idle worker blocked reading the task queue, then run 5 jobs")
-    cluster = Cluster(f"{broker}-idlekill", worker_env(common_env, queue=queue, broker=broker, functions=NOOP_FUNCTIONS, policy=LOAD_POLICY, extra=extra), workdir)
+    cluster = Cluster(
+        f"{broker}-idlekill",
+        worker_env(common_env, queue=queue, broker=broker, functions=NOOP_FUNCTIONS, policy=LOAD_POLICY, extra=extra),
+        workdir,
+    )
     res: dict[str, Any] = {"broker": broker, "victim": None}
     try:
         cluster.wait_ready()
@@ -1055,7 +1202,9 @@ def broker_label(name: str) -> str:
     return "ORM broker" if name == "orm" else "Redis broker"
 
 
-def report(args, info: dict, results: list[dict], chaos: list[dict], idle_kills: list[dict] | None = None) -> tuple[list[str], list[tuple[str, bool]]]:
+def report(
+    args, info: dict, results: list[dict], chaos: list[dict], idle_kills: list[dict] | None = None
+) -> tuple[list[str], list[tuple[str, bool]]]:
     lines: list[str] = []
     w = lines.append
     checks: list[tuple[str, bool]] = []
@@ -1072,8 +1221,12 @@ def report(args, info: dict, results: list[dict], chaos: list[dict], idle_kills:
     w("")
     w(f"Trendreel engine benchmark  {info['date']}  {info['machine']}")
     w(f"DB {info['db']} | django-q2 {info['djq']} | Django {info['django']} | Python {info['python']}")
-    w(f"cluster: {info['workers']} workers, broker poll {info['poll']} s, heartbeat {info['heartbeat']} s, CONN_MAX_AGE {info['conn_max_age']}{' (WHAT-IF settings: ' + info['settings'] + ')' if info['whatif'] else ''}")
-    w(f"{args.jobs} jobs x 8 stages (7 no-op worker stages + review, approved by the bench at once); {args.alone} jobs alone")
+    w(
+        f"cluster: {info['workers']} workers, broker poll {info['poll']} s, heartbeat {info['heartbeat']} s, CONN_MAX_AGE {info['conn_max_age']}{' (WHAT-IF settings: ' + info['settings'] + ')' if info['whatif'] else ''}"
+    )
+    w(
+        f"{args.jobs} jobs x 8 stages (7 no-op worker stages + review, approved by the bench at once); {args.alone} jobs alone"
+    )
     w("")
     if results:
         table_head("Throughput and latency", [r["broker"] for r in results], "target")
@@ -1085,7 +1238,10 @@ def report(args, info: dict, results: list[dict], chaos: list[dict], idle_kills:
             vals.append(f"{v:.1f} {verdict(ok)}")
         row("handoff p50, one job alone (ms)", vals, "<= 30 ORM, <= 15 Redis")
         row("handoff p95, one job alone (ms)", [fmt(pct(r["alone"]["handoffs"], 0.95)) for r in results])
-        row(f"handoff p50 / p95, {args.jobs} jobs at once (ms)", [f"{pct(r['load']['handoffs'], .5):.0f}/{pct(r['load']['handoffs'], .95):.0f}" for r in results])
+        row(
+            f"handoff p50 / p95, {args.jobs} jobs at once (ms)",
+            [f"{pct(r['load']['handoffs'], 0.5):.0f}/{pct(r['load']['handoffs'], 0.95):.0f}" for r in results],
+        )
         vals = []
         for r in results:
             ok = r["load"]["tps"] >= TARGET_TPS
@@ -1093,11 +1249,32 @@ def report(args, info: dict, results: list[dict], chaos: list[dict], idle_kills:
             vals.append(f"{r['load']['tps']:.1f} {verdict(ok)}")
         row(f"stage transitions/s, {args.jobs} jobs at once", vals, f">= {TARGET_TPS:g}")
         row("  transitions / wall seconds", [f"{r['load']['transitions']}/{r['load']['wall']:.2f}" for r in results])
-        row("bare chain hop p50 / p95 alone (ms)", [f"{pct(r['chain_alone']['latency'], .5):.1f}/{pct(r['chain_alone']['latency'], .95):.1f}" for r in results])
-        row("orchestration overhead per handoff, p50 (ms)", [fmt(pct(r["alone"]["handoffs"], 0.5) - pct(r["chain_alone"]["latency"], 0.5)) for r in results])
+        row(
+            "bare chain hop p50 / p95 alone (ms)",
+            [
+                f"{pct(r['chain_alone']['latency'], 0.5):.1f}/{pct(r['chain_alone']['latency'], 0.95):.1f}"
+                for r in results
+            ],
+        )
+        row(
+            "orchestration overhead per handoff, p50 (ms)",
+            [fmt(pct(r["alone"]["handoffs"], 0.5) - pct(r["chain_alone"]["latency"], 0.5)) for r in results],
+        )
         row(f"bare chain hops/s, {args.jobs} chains x 8 at once", [f"{r['chain_load']['hps']:.1f}" for r in results])
-        row("bare chain CPU ms / hop (workers, q2 aux)", [f"{1000 * r['chain_load']['cpu']['workers'] / max(1, r['chain_load']['hops']):.2f}, {1000 * r['chain_load']['cpu']['pusher+monitor'] / max(1, r['chain_load']['hops']):.2f}" for r in results])
-        row("bare chain hop p50 / p95 under load (ms)", [f"{pct(r['chain_load']['latency'], .5):.0f}/{pct(r['chain_load']['latency'], .95):.0f}" for r in results])
+        row(
+            "bare chain CPU ms / hop (workers, q2 aux)",
+            [
+                f"{1000 * r['chain_load']['cpu']['workers'] / max(1, r['chain_load']['hops']):.2f}, {1000 * r['chain_load']['cpu']['pusher+monitor'] / max(1, r['chain_load']['hops']):.2f}"
+                for r in results
+            ],
+        )
+        row(
+            "bare chain hop p50 / p95 under load (ms)",
+            [
+                f"{pct(r['chain_load']['latency'], 0.5):.0f}/{pct(r['chain_load']['latency'], 0.95):.0f}"
+                for r in results
+            ],
+        )
         w("")
         table_head("Cost vs bare baseline (same DB, same count)", [r["broker"] for r in results], "target")
         row("bare txn INSERT+UPDATE, 1 client (ms)", [fmt(r["baseline"]["txn_ms"], ".2f") for r in results])
@@ -1105,28 +1282,79 @@ def report(args, info: dict, results: list[dict], chaos: list[dict], idle_kills:
         row("bare broker round trip, 1 client (ms)", [fmt(r["baseline"]["rt_ms"], ".2f") for r in results])
         row("bare txn + round trip, 1 client (ms)", [fmt(r["baseline"]["pair_ms_1"], ".2f") for r in results])
         row("bare txn + round trip, 2 clients (ms/pair)", [fmt(r["baseline"]["pair_ms_2"], ".2f") for r in results])
-        row("bare txn + round trip via the cluster (ms/hop)", [fmt(1000 / r["durable_chain_load"]["hps"], ".2f") if r["durable_chain_load"]["hps"] else "n/a" for r in results])
+        row(
+            "bare txn + round trip via the cluster (ms/hop)",
+            [
+                fmt(1000 / r["durable_chain_load"]["hps"], ".2f") if r["durable_chain_load"]["hps"] else "n/a"
+                for r in results
+            ],
+        )
         row("orchestrated, 2 workers (ms/transition)", [fmt(1000 / r["load"]["tps"], ".2f") for r in results])
         vals = []
         for r in results:
             floor_hps = r["durable_chain_load"]["hps"]
             ratio = (1000 / r["load"]["tps"]) / (1000 / floor_hps) if floor_hps else float("inf")
             ok = ratio <= TARGET_RATIO
-            checks.append((f"cost ratio {r['broker']} {ratio:.2f}x <= {TARGET_RATIO:g}x (orchestrated / bare via the cluster)", ok))
+            checks.append(
+                (
+                    f"cost ratio {r['broker']} {ratio:.2f}x <= {TARGET_RATIO:g}x (orchestrated / bare via the cluster)",
+                    ok,
+                )
+            )
             vals.append(f"{ratio:.2f}x {verdict(ok)}")
         row("ratio orchestrated / bare via the cluster", vals, f"<= {TARGET_RATIO:g}x")
-        row("ratio orchestrated / bare client loop (2 cl.)", [f"{(1000 / r['load']['tps']) / r['baseline']['pair_ms_2']:.2f}x" for r in results])
-        row("  bare via the cluster / bare client loop", [f"{(1000 / r['durable_chain_load']['hps']) / r['baseline']['pair_ms_2']:.2f}x" if r["durable_chain_load"]["hps"] else "n/a" for r in results])
-        row("  (orchestrated / 1-client bare loop)", [f"{(1000 / r['load']['tps']) / r['baseline']['pair_ms_1']:.2f}x" for r in results])
+        row(
+            "ratio orchestrated / bare client loop (2 cl.)",
+            [f"{(1000 / r['load']['tps']) / r['baseline']['pair_ms_2']:.2f}x" for r in results],
+        )
+        row(
+            "  bare via the cluster / bare client loop",
+            [
+                f"{(1000 / r['durable_chain_load']['hps']) / r['baseline']['pair_ms_2']:.2f}x"
+                if r["durable_chain_load"]["hps"]
+                else "n/a"
+                for r in results
+            ],
+        )
+        row(
+            "  (orchestrated / 1-client bare loop)",
+            [f"{(1000 / r['load']['tps']) / r['baseline']['pair_ms_1']:.2f}x" for r in results],
+        )
         w("")
         table_head("Where the CPU goes, under load", [r["broker"] for r in results], "")
         for k in OURS:
-            row(f"  CPU ms / transition: {k}", [fmt(1000 * r["load"]["cpu"].get(k, 0.0) / r["load"]["transitions"], ".2f") for r in results])
-        row("  CPU ms / transition: total (ours)", [fmt(1000 * sum(r["load"]["cpu"].get(k, 0.0) for k in OURS) / r["load"]["transitions"], ".2f") for r in results])
-        row("  => ceiling on 2 cores (transitions/s)", [fmt(2000 / (1000 * sum(r["load"]["cpu"].get(k, 0.0) for k in OURS) / r["load"]["transitions"]), ".0f") for r in results])
+            row(
+                f"  CPU ms / transition: {k}",
+                [fmt(1000 * r["load"]["cpu"].get(k, 0.0) / r["load"]["transitions"], ".2f") for r in results],
+            )
+        row(
+            "  CPU ms / transition: total (ours)",
+            [
+                fmt(1000 * sum(r["load"]["cpu"].get(k, 0.0) for k in OURS) / r["load"]["transitions"], ".2f")
+                for r in results
+            ],
+        )
+        row(
+            "  => ceiling on 2 cores (transitions/s)",
+            [
+                fmt(2000 / (1000 * sum(r["load"]["cpu"].get(k, 0.0) for k in OURS) / r["load"]["transitions"]), ".0f")
+                for r in results
+            ],
+        )
         row("machine busy under load (%)", [fmt(r["load"]["cpu"]["_machine_busy_pct"], ".0f") for r in results])
-        row("other processes' CPU: alone / load (%)", [f"{r['alone']['cpu']['_foreign_pct']:.0f}/{r['load']['cpu']['_foreign_pct']:.0f}" for r in results])
-        row("DB connections opened / transition (load)", [fmt(r["load"]["sessions"] / r["load"]["transitions"], ".2f") if r["load"]["sessions"] is not None else "n/a" for r in results])
+        row(
+            "other processes' CPU: alone / load (%)",
+            [f"{r['alone']['cpu']['_foreign_pct']:.0f}/{r['load']['cpu']['_foreign_pct']:.0f}" for r in results],
+        )
+        row(
+            "DB connections opened / transition (load)",
+            [
+                fmt(r["load"]["sessions"] / r["load"]["transitions"], ".2f")
+                if r["load"]["sessions"] is not None
+                else "n/a"
+                for r in results
+            ],
+        )
         row("profile: execute_run ms / transition", [fmt(r["profile"]["ms_per_transition"], ".2f") for r in results])
         row("profile: SQL statements / transition", [fmt(r["profile"]["queries"], ".1f") for r in results])
         row("idle cluster: CPU (% of one core)", [fmt(r["idle"]["ours_pct"], ".0f") for r in results])
@@ -1138,8 +1366,12 @@ def report(args, info: dict, results: list[dict], chaos: list[dict], idle_kills:
         for r in results:
             w("")
             pr = r["profile"]
-            w(f"Where one transition's time goes ({r['broker']} broker): execute_run in the bench process, {pr['transitions']} transitions,")
-            w(f"  mean {pr['ms_per_transition']:.2f} ms wall (p50 {pr['p50_ms']:.2f}), {pr['cpu_ms']:.2f} ms CPU of this process; exclusive time per transition:")
+            w(
+                f"Where one transition's time goes ({r['broker']} broker): execute_run in the bench process, {pr['transitions']} transitions,"
+            )
+            w(
+                f"  mean {pr['ms_per_transition']:.2f} ms wall (p50 {pr['p50_ms']:.2f}), {pr['cpu_ms']:.2f} ms CPU of this process; exclusive time per transition:"
+            )
             w(f"  {'segment':56} {'mean ms':>8} {'p50 ms':>8} {'CPU ms':>8} {'calls':>6}")
             for label, mean, med, cpu, calls in pr["rows"]:
                 w(f"  {label:56} {mean:8.2f} {med:8.2f} {cpu:8.2f} {calls:6.2f}")
@@ -1148,21 +1380,50 @@ def report(args, info: dict, results: list[dict], chaos: list[dict], idle_kills:
                 w("  " + pr["cprofile"].rstrip().replace("\n", "\n  "))
     if chaos:
         w("")
-        table_head(f"Chaos: {args.jobs} jobs, 20% transient, kill every {args.kill_every:g} s", [c["broker"] for c in chaos], "must be")
-        row("jobs finished (completed / failed)", [f"{c['finished']}/{c['jobs']} ({c['completed']}/{c['failed']})" for c in chaos])
+        table_head(
+            f"Chaos: {args.jobs} jobs, 20% transient, kill every {args.kill_every:g} s",
+            [c["broker"] for c in chaos],
+            "must be",
+        )
+        row(
+            "jobs finished (completed / failed)",
+            [f"{c['finished']}/{c['jobs']} ({c['completed']}/{c['failed']})" for c in chaos],
+        )
         row(f"still active at the {args.chaos_deadline:g} s deadline", [str(c["active_at_deadline"]) for c in chaos])
-        row("jobs stuck (active, no progress for 10 s)", [f"{len(c['stuck'])} {verdict(not c['stuck'])}" for c in chaos], "0")
-        row("(job, stage) with >1 succeeded attempt", [f"{len(c['dups'])} {verdict(not c['dups'])}" for c in chaos], "0")
-        row("completed jobs without 8 succeeded stages", [f"{len(c['incomplete'])} {verdict(not c['incomplete'])}" for c in chaos], "0")
+        row(
+            "jobs stuck (active, no progress for 10 s)",
+            [f"{len(c['stuck'])} {verdict(not c['stuck'])}" for c in chaos],
+            "0",
+        )
+        row(
+            "(job, stage) with >1 succeeded attempt", [f"{len(c['dups'])} {verdict(not c['dups'])}" for c in chaos], "0"
+        )
+        row(
+            "completed jobs without 8 succeeded stages",
+            [f"{len(c['incomplete'])} {verdict(not c['incomplete'])}" for c in chaos],
+            "0",
+        )
         row("workers SIGKILLed (ticks with none running)", [f"{len(c['kills'])} ({c['kill_skipped']})" for c in chaos])
         row("crashes detected by the sweeper", [str(c["crashed"]) for c in chaos])
-        row("  killed attempts that ended crashed/other", [f"{c['kill_outcomes'].get('crashed', 0)}/" + (",".join(f"{k}:{v}" for k, v in sorted(c["kill_outcomes"].items()) if k != "crashed") or "0") for c in chaos])
+        row(
+            "  killed attempts that ended crashed/other",
+            [
+                f"{c['kill_outcomes'].get('crashed', 0)}/"
+                + (",".join(f"{k}:{v}" for k, v in sorted(c["kill_outcomes"].items()) if k != "crashed") or "0")
+                for c in chaos
+            ],
+        )
         row("transient failures (retried)", [str(c["transient"]) for c in chaos])
         row("stage attempts (7 x jobs without faults)", [f"{c['attempts'] - c['jobs']}/{7 * c['jobs']}" for c in chaos])
         row("wall (s)", [fmt(c["wall"]) for c in chaos])
         row("other processes' CPU meanwhile (%)", [fmt(c["cpu"]["_foreign_pct"], ".0f") for c in chaos])
         for c in chaos:
-            checks.append((f"chaos {c['broker']}: no stuck job, no stage succeeded twice", not (c["stuck"] or c["dups"] or c["incomplete"])))
+            checks.append(
+                (
+                    f"chaos {c['broker']}: no stuck job, no stage succeeded twice",
+                    not (c["stuck"] or c["dups"] or c["incomplete"]),
+                )
+            )
             for pk, stage, msg in c["failed_why"]:
                 w(f"  {c['broker']}: job {pk} failed at {stage}: {msg[:100]}")
             if c["diagnosis"]:
@@ -1174,9 +1435,11 @@ def report(args, info: dict, results: list[dict], chaos: list[dict], idle_kills:
             if k["victim"] is None:
                 w(f"  {k['broker']}: no idle worker blocked in the task-queue read was found; nothing killed")
             else:
-                w(f"  {k['broker']}: killed idle worker {k['victim']} (blocked reading the task queue); then 5 new jobs: "
-                  f"{k['finished']}/5 finished in {k.get('seconds', 0):.1f} s (worker restarts a stalled cluster), statuses {k['statuses']}"
-                  + ("  RISK: cluster wedged" if k["finished"] < 5 else "  ok"))
+                w(
+                    f"  {k['broker']}: killed idle worker {k['victim']} (blocked reading the task queue); then 5 new jobs: "
+                    f"{k['finished']}/5 finished in {k.get('seconds', 0):.1f} s (worker restarts a stalled cluster), statuses {k['statuses']}"
+                    + ("  RISK: cluster wedged" if k["finished"] < 5 else "  ok")
+                )
     w("")
     w("Targets and invariants:")
     for name, ok in checks:
@@ -1186,7 +1449,9 @@ def report(args, info: dict, results: list[dict], chaos: list[dict], idle_kills:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", type=int, default=None, help="jobs started at once (load and chaos; default 50, 20 with --quick)")
+    ap.add_argument(
+        "--jobs", type=int, default=None, help="jobs started at once (load and chaos; default 50, 20 with --quick)"
+    )
     ap.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
     ap.add_argument("--quick", action="store_true", help="fewer jobs, shorter chaos (ORM only)")
     ap.add_argument("--alone", type=int, default=None, help="jobs run alone, one after the other (default 10)")
@@ -1195,16 +1460,38 @@ def main() -> int:
     ap.add_argument("--chaos-deadline", type=float, default=None, help="seconds (default 120, 60 with --quick)")
     ap.add_argument("--kill-every", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=2)
-    ap.add_argument("--kill-target", choices=["running", "any"], default="running",
-                    help="chaos: kill a worker inside a stage (default) or any worker, idle ones included")
+    ap.add_argument(
+        "--kill-target",
+        choices=["running", "any"],
+        default="running",
+        help="chaos: kill a worker inside a stage (default) or any worker, idle ones included",
+    )
     ap.add_argument("--max-seconds", type=int, default=600, help="hard stop for the whole bench")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (worker logs)")
-    ap.add_argument("--quiet-wait", type=float, default=15.0, help="wait up to this many seconds for the machine to be < 25%% busy before each broker (0: don't)")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=15.0,
+        help="wait up to this many seconds for the machine to be < 25%% busy before each broker (0: don't)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="TRENDREEL_WORKERS (the issue's figures are for 2)")
-    ap.add_argument("--no-idle-kill-probe", dest="idle_kill_probe", action="store_false",
-                    help="skip the probe that SIGKILLs the idle worker blocked reading the cluster's task queue")
-    ap.add_argument("--poll", type=float, default=None, help="TRENDREEL_BROKER_POLL for the workers (default: the settings' default)")
-    ap.add_argument("--whatif", action="store_true", help="run with bench/settings_whatif.py (persistent DB connections): an experiment, not the shipped settings")
+    ap.add_argument(
+        "--no-idle-kill-probe",
+        dest="idle_kill_probe",
+        action="store_false",
+        help="skip the probe that SIGKILLs the idle worker blocked reading the cluster's task queue",
+    )
+    ap.add_argument(
+        "--poll",
+        type=float,
+        default=None,
+        help="TRENDREEL_BROKER_POLL for the workers (default: the settings' default)",
+    )
+    ap.add_argument(
+        "--whatif",
+        action="store_true",
+        help="run with bench/settings_whatif.py (persistent DB connections): an experiment, not the shipped settings",
+    )
     ap.add_argument("--cprofile", type=int, default=0, help="also cProfile execute_run over this many jobs (hot spots)")
     ap.add_argument("--conn-max-age", type=float, default=300.0, help="CONN_MAX_AGE for --whatif")
     args = ap.parse_args()
@@ -1232,11 +1519,20 @@ def main() -> int:
     t_start = time.monotonic()
     try:
         db_url = prepare_database(args.db, tmp)
-        common = {k: v for k, v in os.environ.items() if not k.startswith(("TRENDREEL_", "DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "Q_CLUSTER", "PYTEST"))}
+        common = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("TRENDREEL_", "DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "Q_CLUSTER", "PYTEST"))
+        }
         common.update(
-            DJANGO_SETTINGS_MODULE="console.settings", DATABASE_URL=db_url, TRENDREEL_VAR_DIR=str(tmp / "var"),
-            MEDIA_ROOT=str(tmp / "media"), TRENDREEL_WORKERS=str(args.workers), PYTHONUNBUFFERED="1",
-            TRENDREEL_STAGE_FUNCTIONS=json.dumps(NOOP_FUNCTIONS), TRENDREEL_STAGE_POLICY=json.dumps(LOAD_POLICY),
+            DJANGO_SETTINGS_MODULE="console.settings",
+            DATABASE_URL=db_url,
+            TRENDREEL_VAR_DIR=str(tmp / "var"),
+            MEDIA_ROOT=str(tmp / "media"),
+            TRENDREEL_WORKERS=str(args.workers),
+            PYTHONUNBUFFERED="1",
+            TRENDREEL_STAGE_FUNCTIONS=json.dumps(NOOP_FUNCTIONS),
+            TRENDREEL_STAGE_POLICY=json.dumps(LOAD_POLICY),
             TRENDREEL_QUEUE_NAME=f"trendreel-bench-{RUN_ID}",
         )
         if args.poll is not None:
@@ -1244,7 +1540,14 @@ def main() -> int:
         if args.whatif:
             common.update(DJANGO_SETTINGS_MODULE="bench.settings_whatif", BENCH_CONN_MAX_AGE=str(args.conn_max_age))
         say(f"database {db_url}: migrating")
-        mig = subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=common, capture_output=True, text=True, timeout=180)
+        mig = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=common,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         if mig.returncode:
             raise RuntimeError(f"migrate failed:\n{mig.stdout}\n{mig.stderr}")
         os.environ.clear()
@@ -1260,8 +1563,12 @@ def main() -> int:
         from stages import pipeline
 
         assert pipeline.STAGE_KEYS == STAGE_KEYS, f"pipeline changed: {pipeline.STAGE_KEYS}"
-        assert settings.DATABASES["default"]["NAME"] in (PG_BENCH_DB, str(tmp / "var" / "bench.sqlite3")), "not the bench database"
-        theme = Theme.objects.create(name="Bench", slug=f"bench-{RUN_ID}", keywords=["bench"], sources=[{"name": "x", "path": "x"}])
+        assert settings.DATABASES["default"]["NAME"] in (PG_BENCH_DB, str(tmp / "var" / "bench.sqlite3")), (
+            "not the bench database"
+        )
+        theme = Theme.objects.create(
+            name="Bench", slug=f"bench-{RUN_ID}", keywords=["bench"], sources=[{"name": "x", "path": "x"}]
+        )
         with connection.cursor() as cur:
             if connection.vendor == "postgresql":
                 cur.execute("SELECT version()")
@@ -1269,19 +1576,37 @@ def main() -> int:
             else:
                 cur.execute("SELECT sqlite_version()")
                 dbv = "SQLite " + cur.fetchone()[0]
-        cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+        cpu_model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "?",
+        )
         info = {
-            "date": datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores ({cpu_model}), {platform.system()} {platform.release()}",
-            "db": dbv + (" (local, same 2 cores)" if args.db == "postgres" else " (WAL file)"), "djq": django_q.VERSION if hasattr(django_q, "VERSION") else "1.11",
-            "django": django.get_version(), "python": platform.python_version(), "poll": settings.Q_CLUSTER["poll"],
-            "heartbeat": settings.TRENDREEL_HEARTBEAT_SECONDS, "conn_max_age": settings.DATABASES["default"].get("CONN_MAX_AGE", 0),
-            "whatif": args.whatif, "settings": common["DJANGO_SETTINGS_MODULE"], "workers": settings.TRENDREEL_WORKERS,
+            "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{os.cpu_count()} cores ({cpu_model}), {platform.system()} {platform.release()}",
+            "db": dbv + (" (local, same 2 cores)" if args.db == "postgres" else " (WAL file)"),
+            "djq": django_q.VERSION if hasattr(django_q, "VERSION") else "1.11",
+            "django": django.get_version(),
+            "python": platform.python_version(),
+            "poll": settings.Q_CLUSTER["poll"],
+            "heartbeat": settings.TRENDREEL_HEARTBEAT_SECONDS,
+            "conn_max_age": settings.DATABASES["default"].get("CONN_MAX_AGE", 0),
+            "whatif": args.whatif,
+            "settings": common["DJANGO_SETTINGS_MODULE"],
+            "workers": settings.TRENDREEL_WORKERS,
         }
         if isinstance(info["djq"], tuple):
             info["djq"] = ".".join(map(str, info["djq"]))
         results = [run_broker(args, b, common, theme, tmp) for b in brokers]
         chaos = [run_chaos(args, b, common, theme, tmp) for b in chaos_brokers]
-        idle_kills = [run_idle_kill(args, b, common, theme, tmp) for b in (chaos_brokers or brokers)] if args.idle_kill_probe else []
+        idle_kills = (
+            [run_idle_kill(args, b, common, theme, tmp) for b in (chaos_brokers or brokers)]
+            if args.idle_kill_probe
+            else []
+        )
         lines, _ = report(args, info, results, chaos, idle_kills)
         print("\n".join(lines), flush=True)
         say(f"bench took {time.monotonic() - t_start:.0f} s")

@@ -59,13 +59,26 @@ def hop(log_path: str, chain: int, index: int, hops: int, sent: float, txn: bool
             from django.utils import timezone
 
             with connection.cursor() as cur:
-                cur.execute("INSERT INTO bench_baseline (status, n, updated) VALUES (%s, %s, %s) RETURNING id", ["queued", index, timezone.now()])
+                cur.execute(
+                    "INSERT INTO bench_baseline (status, n, updated) VALUES (%s, %s, %s) RETURNING id",
+                    ["queued", index, timezone.now()],
+                )
                 pk = cur.fetchone()[0]
-                cur.execute("UPDATE bench_baseline SET status = %s, updated = %s WHERE id = %s", ["succeeded", timezone.now(), pk])
+                cur.execute(
+                    "UPDATE bench_baseline SET status = %s, updated = %s WHERE id = %s",
+                    ["succeeded", timezone.now(), pk],
+                )
         if index + 1 < hops:
             async_task(
-                "bench.stagefns.hop", log_path, chain, index + 1, hops, time.time(), txn,
-                task_name=f"hop-{chain}-{index + 1}", timeout=60,
+                "bench.stagefns.hop",
+                log_path,
+                chain,
+                index + 1,
+                hops,
+                time.time(),
+                txn,
+                task_name=f"hop-{chain}-{index + 1}",
+                timeout=60,
             )
 
 

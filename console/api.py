@@ -25,8 +25,9 @@ import threading
 import time
 from datetime import datetime, timedelta
 from functools import wraps
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
+import pydantic
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection
@@ -39,7 +40,6 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.throttling import BaseThrottle
 from ninja.utils import check_csrf
-import pydantic
 from pydantic import field_validator
 from typing_extensions import TypeAliasType
 
@@ -107,9 +107,9 @@ class ConsoleSessionAuth(APIKeyCookie):
             return None
         if not (user.is_active and user.is_staff):
             raise HttpError(403, "the console session needs an active staff user")
-        if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not getattr(request, "_ninja_csrf_exempt", False):
-            if check_csrf(request) is not None:
-                raise HttpError(403, "CSRF check failed: send the X-CSRFToken header with a session request")
+        unsafe = request.method not in ("GET", "HEAD", "OPTIONS", "TRACE")
+        if unsafe and not getattr(request, "_ninja_csrf_exempt", False) and check_csrf(request) is not None:
+            raise HttpError(403, "CSRF check failed: send the X-CSRFToken header with a session request")
         return _permitted(user, self.perm)
 
     def authenticate(self, request: HttpRequest, key: str | None):  # pragma: no cover - __call__ decides
@@ -127,7 +127,9 @@ def limit_body(run):
         except ValueError:
             return JsonResponse({"detail": "Content-Length is not a number"}, status=400)
         if length > MAX_BODY:
-            return JsonResponse({"detail": f"request body too large: {length} bytes, the limit is {MAX_BODY}"}, status=413)
+            return JsonResponse(
+                {"detail": f"request body too large: {length} bytes, the limit is {MAX_BODY}"}, status=413
+            )
         return run(request, *args, **kwargs)
 
     return wrapped
@@ -285,7 +287,7 @@ class NoNul(Schema):
 # JSON as PostgreSQL can store it: no NUL characters in strings (jsonb and text refuse them)
 SafeStr = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 JsonValue = TypeAliasType(  # type: ignore[misc]
-    "JsonValue", Union[dict[SafeStr, "JsonValue"], list["JsonValue"], SafeStr, int, float, bool, None]
+    "JsonValue", dict[SafeStr, "JsonValue"] | list["JsonValue"] | SafeStr | int | float | bool | None
 )
 
 
@@ -318,7 +320,9 @@ class BatchOut(Schema):
 
 class RetryIn(Schema):
     model_config = {"extra": "forbid"}
-    from_stage: StageKey | None = Field(None, description="Re-run from this stage; default: resume a failed or cancelled job.")
+    from_stage: StageKey | None = Field(
+        None, description="Re-run from this stage; default: resume a failed or cancelled job."
+    )
 
 
 class ReviewIn(NoNul):
@@ -382,7 +386,9 @@ class JobOut(Schema):
     error_kind: str
     error_message: str
     error_hint: str
-    media_purged_at: datetime | None = Field(None, description="when retention removed the job's media files (records stay)")
+    media_purged_at: datetime | None = Field(
+        None, description="when retention removed the job's media files (records stay)"
+    )
     url: str
 
 
@@ -455,11 +461,20 @@ def _job_secrets(job: Job) -> set[str]:
 def _job(request: HttpRequest, job: Job, secrets: set[str] | None = None) -> dict:
     secrets = _job_secrets(job) if secrets is None else secrets
     return {
-        "id": job.pk, "theme": job.theme.slug, "status": job.status, "current_stage": job.current_stage,
-        "created": job.created, "started": job.started, "finished": job.finished, "updated": job.updated,
-        "error_stage": job.error_stage, "error_kind": job.error_kind,
-        "error_message": scrub(job.error_message, secrets), "error_hint": scrub(job.error_hint, secrets),
-        "media_purged_at": job.media_purged_at, "url": _poll_url(request, job.pk),
+        "id": job.pk,
+        "theme": job.theme.slug,
+        "status": job.status,
+        "current_stage": job.current_stage,
+        "created": job.created,
+        "started": job.started,
+        "finished": job.finished,
+        "updated": job.updated,
+        "error_stage": job.error_stage,
+        "error_kind": job.error_kind,
+        "error_message": scrub(job.error_message, secrets),
+        "error_hint": scrub(job.error_hint, secrets),
+        "media_purged_at": job.media_purged_at,
+        "url": _poll_url(request, job.pk),
     }
 
 
@@ -467,29 +482,55 @@ def _job_detail(request: HttpRequest, job: Job) -> dict:
     secrets = _job_secrets(job)
     artifacts: dict[int, list] = {}
     for art in job.artifacts.all():  # the job's own artifacts only: every URL is one the media view serves
-        artifacts.setdefault(art.stage_run_id, []).append({
-            "id": art.pk, "kind": art.kind, "label": art.label, "size": art.size, "checksum": art.checksum,
-            "url": request.build_absolute_uri(reverse("console:media", args=[job.pk, art.pk])),
-        })
+        artifacts.setdefault(art.stage_run_id, []).append(
+            {
+                "id": art.pk,
+                "kind": art.kind,
+                "label": art.label,
+                "size": art.size,
+                "checksum": art.checksum,
+                "url": request.build_absolute_uri(reverse("console:media", args=[job.pk, art.pk])),
+            }
+        )
     runs = [
         {
-            "id": run.pk, "stage": run.stage, "attempt": run.attempt, "status": run.status, "reason": scrub(run.reason, secrets),
-            "queued_at": run.queued_at, "started_at": run.started_at, "finished_at": run.finished_at,
-            "duration_seconds": run.duration, "progress": run.progress, "message": scrub(run.message, secrets),
-            "error_kind": run.error_kind, "error_message": scrub(run.error_message, secrets),
-            "error_hint": scrub(run.error_hint, secrets), "superseded": run.superseded_at is not None,
+            "id": run.pk,
+            "stage": run.stage,
+            "attempt": run.attempt,
+            "status": run.status,
+            "reason": scrub(run.reason, secrets),
+            "queued_at": run.queued_at,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "duration_seconds": run.duration,
+            "progress": run.progress,
+            "message": scrub(run.message, secrets),
+            "error_kind": run.error_kind,
+            "error_message": scrub(run.error_message, secrets),
+            "error_hint": scrub(run.error_hint, secrets),
+            "superseded": run.superseded_at is not None,
             "artifacts": artifacts.get(run.pk, []),
         }
         for run in job.runs.all()
     ]
     reviews = [
-        {"decision": r.decision, "from_stage": r.from_stage, "notes": scrub(r.notes, secrets),
-         "decided_by": r.decided_by.get_username() if r.decided_by else None, "decided_at": r.decided_at}
+        {
+            "decision": r.decision,
+            "from_stage": r.from_stage,
+            "notes": scrub(r.notes, secrets),
+            "decided_by": r.decided_by.get_username() if r.decided_by else None,
+            "decided_at": r.decided_at,
+        }
         for r in job.reviews.all()
     ]
     resume = orchestrator.resume_point(job) if job.status in (Job.Status.FAILED, Job.Status.CANCELLED) else None
-    return {**_job(request, job, secrets), "params": mask_secrets(job.params or {}), "resume_point": resume,
-            "runs": runs, "reviews": reviews}
+    return {
+        **_job(request, job, secrets),
+        "params": mask_secrets(job.params or {}),
+        "resume_point": resume,
+        "runs": runs,
+        "reviews": reviews,
+    }
 
 
 def _get_job(job_id: int) -> Job:
@@ -521,12 +562,21 @@ JobId = Path(..., ge=1, le=MAX_ID, description="A job's id.")
 # --- endpoints --------------------------------------------------------------------------------
 
 
-@api.post("/generate", auth=needs("jobs.add_job"), response={200: JobCreated, 202: JobCreated, **_errors(400, 404, 409)}, url_name="generate")
+@api.post(
+    "/generate",
+    auth=needs("jobs.add_job"),
+    response={200: JobCreated, 202: JobCreated, **_errors(400, 404, 409)},
+    url_name="generate",
+)
 def generate(
     request: HttpRequest,
     payload: GenerateIn,
     idempotency_key: str | None = Header(
-        None, alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
         description="Retrying with the same key returns the same job (200) instead of starting another.",
     ),
 ):
@@ -583,13 +633,20 @@ def jobs(
     return {"count": qs.count(), "limit": limit, "offset": offset, "items": [_job(request, job) for job in page]}
 
 
-@api.get("/jobs/{job_id}", auth=needs("jobs.view_job"), response={200: JobDetailOut, **_errors(404)}, url_name="job_detail")
+@api.get(
+    "/jobs/{job_id}", auth=needs("jobs.view_job"), response={200: JobDetailOut, **_errors(404)}, url_name="job_detail"
+)
 def job_detail(request: HttpRequest, job_id: int = JobId):
     """One job: every stage run with its attempts, timings, errors and artifact URLs, and the review decisions."""
     return _job_detail(request, _get_job(job_id))
 
 
-@api.post("/jobs/{job_id}/retry", auth=needs("jobs.change_job"), response={200: JobDetailOut, **_errors(400, 404, 409)}, url_name="job_retry")
+@api.post(
+    "/jobs/{job_id}/retry",
+    auth=needs("jobs.change_job"),
+    response={200: JobDetailOut, **_errors(400, 404, 409)},
+    url_name="job_retry",
+)
 def job_retry(request: HttpRequest, job_id: int = JobId, payload: RetryIn | None = None):
     """Resume a failed/cancelled job from its failed stage, or re-run it from ``from_stage``."""
     _get_job(job_id)
@@ -597,7 +654,12 @@ def job_retry(request: HttpRequest, job_id: int = JobId, payload: RetryIn | None
     return _job_detail(request, _get_job(job_id))
 
 
-@api.post("/jobs/{job_id}/cancel", auth=needs("jobs.change_job"), response={200: JobDetailOut, **_errors(404, 409)}, url_name="job_cancel")
+@api.post(
+    "/jobs/{job_id}/cancel",
+    auth=needs("jobs.change_job"),
+    response={200: JobDetailOut, **_errors(404, 409)},
+    url_name="job_cancel",
+)
 def job_cancel(request: HttpRequest, job_id: int = JobId):
     """Cancel an active job; a running stage stops within a heartbeat."""
     _get_job(job_id)
@@ -605,11 +667,18 @@ def job_cancel(request: HttpRequest, job_id: int = JobId):
     return _job_detail(request, _get_job(job_id))
 
 
-@api.post("/jobs/{job_id}/review", auth=needs("jobs.review_job"), response={200: JobDetailOut, **_errors(400, 404, 409)}, url_name="job_review")
+@api.post(
+    "/jobs/{job_id}/review",
+    auth=needs("jobs.review_job"),
+    response={200: JobDetailOut, **_errors(400, 404, 409)},
+    url_name="job_review",
+)
 def job_review(request: HttpRequest, payload: ReviewIn, job_id: int = JobId):
     """Approve, reject, or request changes (re-run from a stage before review, with notes)."""
     _get_job(job_id)
-    orchestrator.review_job(job_id, payload.decision, user=request.auth, notes=payload.notes, from_stage=payload.from_stage)
+    orchestrator.review_job(
+        job_id, payload.decision, user=request.auth, notes=payload.notes, from_stage=payload.from_stage
+    )
     return _job_detail(request, _get_job(job_id))
 
 
@@ -617,9 +686,18 @@ def job_review(request: HttpRequest, payload: ReviewIn, job_id: int = JobId):
 def themes(request: HttpRequest):
     """Every theme, with secret-named settings masked."""
     return [
-        {"id": t.pk, "name": t.name, "slug": t.slug, "keywords": list(t.keywords or []),
-         "sources": mask_secrets(list(t.sources or [])), "target_seconds": t.target_seconds, "voice": t.voice,
-         "settings": mask_secrets(dict(t.settings or {})), "schedule_cron": t.schedule_cron, "schedule_batch": t.schedule_batch}
+        {
+            "id": t.pk,
+            "name": t.name,
+            "slug": t.slug,
+            "keywords": list(t.keywords or []),
+            "sources": mask_secrets(list(t.sources or [])),
+            "target_seconds": t.target_seconds,
+            "voice": t.voice,
+            "settings": mask_secrets(dict(t.settings or {})),
+            "schedule_cron": t.schedule_cron,
+            "schedule_batch": t.schedule_batch,
+        }
         for t in Theme.objects.order_by("name", "id")
     ]
 
@@ -666,7 +744,10 @@ def _check_broker() -> tuple[dict, int | None]:
             return {"ok": True, "detail": f"orm: {queued} queued"}, queued
         if not broker.ping():
             return {"ok": False, "detail": "broker did not answer"}, None
-        return {"ok": True, "detail": f"{type(broker).__name__.lower()}: {broker.queue_size()} queued"}, broker.queue_size()
+        return {
+            "ok": True,
+            "detail": f"{type(broker).__name__.lower()}: {broker.queue_size()} queued",
+        }, broker.queue_size()
     except Exception as exc:
         log.warning("health: broker check failed: %s", exc)
         return {"ok": False, "detail": f"broker: {type(exc).__name__}"}, None

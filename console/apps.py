@@ -19,5 +19,9 @@ def check_secret_key(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     from django.conf import settings
 
     if settings.SECRET_KEY.startswith(DEV_SECRET_PREFIX):
-        return [checks.Warning("SECRET_KEY is the development key", hint="set SECRET_KEY to a long random value", id="console.W001")]
+        return [
+            checks.Warning(
+                "SECRET_KEY is the development key", hint="set SECRET_KEY to a long random value", id="console.W001"
+            )
+        ]
     return []

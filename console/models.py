@@ -28,8 +28,10 @@ class ApiToken(models.Model):
     """A bearer token for one user. The token itself is shown once, when it is made, and never stored."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    name = models.CharField(max_length=100, help_text="What the token is for, e.g. \"n8n workflow\".")
-    prefix = models.CharField(max_length=PREFIX_LENGTH, editable=False, help_text="First characters of the token, to tell tokens apart.")
+    name = models.CharField(max_length=100, help_text='What the token is for, e.g. "n8n workflow".')
+    prefix = models.CharField(
+        max_length=PREFIX_LENGTH, editable=False, help_text="First characters of the token, to tell tokens apart."
+    )
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
     last_used = models.DateTimeField(null=True, blank=True, editable=False)

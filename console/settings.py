@@ -79,7 +79,9 @@ if not SECRET_KEY:
     else:
         raise ImproperlyConfigured("SECRET_KEY must be set")
 
-ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()]
+ALLOWED_HOSTS = [
+    h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()
+]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
 
 INSTALLED_APPS = [
@@ -195,6 +197,7 @@ X_FRAME_OPTIONS = "DENY"
 # token is shown once through one.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
+
 # --- API ------------------------------------------------------------------------------------
 def _rate(name: str, default: str) -> tuple[int, int] | None:
     """``"600/m"`` (per s, m, h or d) -> (600, 60); ``off`` or ``0`` -> None (no limit)."""
@@ -268,8 +271,13 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
     # One cache for every web process (the API request budget, the dashboard's stage stats);
     # without Redis each process keeps its own in memory.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "KEY_PREFIX": "trendreel-cache"}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "trendreel-cache",
+        }
+    }
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["broker_class"] = "jobs.broker.FifoORM"  # oldest task first (see jobs/broker.py)

@@ -119,8 +119,14 @@ def stage_stats(now) -> tuple[list[dict], list[dict]]:
 
     def row(spec, label):
         total, ok, med = raw.get(spec.key, {}).get(label) or (0, 0, None)
-        return {"stage": spec.key, "label": spec.label, "total": total, "succeeded": ok,
-                "rate": (ok / total) if total else None, "median": float(med) if med is not None else None}
+        return {
+            "stage": spec.key,
+            "label": spec.label,
+            "total": total,
+            "succeeded": ok,
+            "rate": (ok / total) if total else None,
+            "median": float(med) if med is not None else None,
+        }
 
     specs = [s for s in pipeline.STAGES if s.key not in gates]
     result = ([row(s, "day") for s in specs], [row(s, "week") for s in specs])
@@ -131,27 +137,47 @@ def stage_stats(now) -> tuple[list[dict], list[dict]]:
 def _dashboard_data() -> dict:
     now = timezone.now()
     counts = {row["status"]: row["n"] for row in Job.objects.values("status").annotate(n=Count("id")).order_by()}
-    open_runs = Prefetch("runs", queryset=StageRun.objects.filter(status__in=[RS.RUNNING, RS.QUEUED]).order_by("-id"), to_attr="open_runs")
-    running = list(Job.objects.for_dashboard().filter(status__in=[JS.PENDING, JS.RUNNING, JS.PUBLISHING]).prefetch_related(open_runs).order_by("-created")[:15])
+    open_runs = Prefetch(
+        "runs",
+        queryset=StageRun.objects.filter(status__in=[RS.RUNNING, RS.QUEUED]).order_by("-id"),
+        to_attr="open_runs",
+    )
+    running = list(
+        Job.objects.for_dashboard()
+        .filter(status__in=[JS.PENDING, JS.RUNNING, JS.PUBLISHING])
+        .prefetch_related(open_runs)
+        .order_by("-created")[:15]
+    )
     review = list(Job.objects.for_dashboard().filter(status=JS.AWAITING_REVIEW).order_by("created")[:15])
     failures = list(Job.objects.for_dashboard().filter(status=JS.FAILED).order_by("-finished")[:10])
     day, week = stage_stats(now)
     longest = max([r["median"] or 0 for r in day + week] + [0.001])
     stats = [
-        {**d, "week": w, "day_width": (d["median"] or 0) / longest * 100, "week_width": (w["median"] or 0) / longest * 100}
-        for d, w in zip(day, week)
+        {
+            **d,
+            "week": w,
+            "day_width": (d["median"] or 0) / longest * 100,
+            "week_width": (w["median"] or 0) / longest * 100,
+        }
+        for d, w in zip(day, week, strict=False)
     ]
     return {
         "counts": [(value, label, counts.get(value, 0)) for value, label in JS.choices],
-        "running": running, "review": review, "failures": failures, "stats": stats,
-        "active": bool(running), "now": now,
+        "running": running,
+        "review": review,
+        "failures": failures,
+        "stats": stats,
+        "active": bool(running),
+        "now": now,
     }
 
 
 @require_GET
 @console_view()
 def dashboard(request: HttpRequest) -> TemplateResponse:
-    return TemplateResponse(request, "console/dashboard.html", _context(request, title="Dashboard", **_dashboard_data()))
+    return TemplateResponse(
+        request, "console/dashboard.html", _context(request, title="Dashboard", **_dashboard_data())
+    )
 
 
 @require_GET
@@ -179,7 +205,11 @@ def _job_data(job: Job) -> dict:
     steps = [{"spec": spec, "run": latest.get(spec.key)} for spec in pipeline.STAGES]
     checkpoints = {r.stage: r for r in runs if r.is_checkpoint}
     return {
-        "job": job, "runs": runs, "steps": steps, "span": span, "checkpoints": checkpoints,
+        "job": job,
+        "runs": runs,
+        "steps": steps,
+        "span": span,
+        "checkpoints": checkpoints,
         "reviews": list(job.reviews.select_related("decided_by")),
         "rerun_stages": [s for s in pipeline.STAGES if not s.gate],
         "change_stages": [s for s in pipeline.STAGES[: pipeline.index(next(g.key for g in pipeline.STAGES if g.gate))]],
@@ -190,7 +220,9 @@ def _job_data(job: Job) -> dict:
 @console_view()
 def job_detail(request: HttpRequest, pk: int) -> TemplateResponse:
     job = get_object_or_404(Job.objects.select_related("theme", "created_by"), pk=pk)
-    return TemplateResponse(request, "console/job_detail.html", _context(request, title=f"Job {job.pk}", **_job_data(job)))
+    return TemplateResponse(
+        request, "console/job_detail.html", _context(request, title=f"Job {job.pk}", **_job_data(job))
+    )
 
 
 @require_GET
@@ -246,14 +278,23 @@ def review(request: HttpRequest, pk: int) -> TemplateResponse:
             elif art.kind == "thumbnail":
                 thumb = art
     comp = (cps.get("composition").output or {}) if "composition" in cps else {}
-    return TemplateResponse(request, "console/review.html", _context(
-        request, title=f"Review job {job.pk}", **data, video=video, thumbnail=thumb,
-        script=(cps["script_generation"].output if "script_generation" in cps else None),
-        topic=((cps["trend_analysis"].output or {}).get("topic") if "trend_analysis" in cps else None),
-        captions=((cps["voiceover"].output or {}).get("captions", []) if "voiceover" in cps else []),
-        qc=comp.get("qc"), can_review=request.user.has_perm("jobs.review_job"),
-        decisions=ReviewDecision.Decision,
-    ))
+    return TemplateResponse(
+        request,
+        "console/review.html",
+        _context(
+            request,
+            title=f"Review job {job.pk}",
+            **data,
+            video=video,
+            thumbnail=thumb,
+            script=(cps["script_generation"].output if "script_generation" in cps else None),
+            topic=((cps["trend_analysis"].output or {}).get("topic") if "trend_analysis" in cps else None),
+            captions=((cps["voiceover"].output or {}).get("captions", []) if "voiceover" in cps else []),
+            qc=comp.get("qc"),
+            can_review=request.user.has_perm("jobs.review_job"),
+            decisions=ReviewDecision.Decision,
+        ),
+    )
 
 
 @require_POST
@@ -263,7 +304,10 @@ def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
     decision = request.POST.get("decision", "")
     try:
         orchestrator.review_job(
-            job.pk, decision, user=request.user, notes=request.POST.get("notes", "").strip(),
+            job.pk,
+            decision,
+            user=request.user,
+            notes=request.POST.get("notes", "").strip(),
             from_stage=request.POST.get("from_stage") or None,
         )
         messages.success(request, f"Job {job.pk}: {ReviewDecision.Decision(decision).label.lower()}.")
@@ -282,7 +326,11 @@ def theme_run(request: HttpRequest, pk: int) -> HttpResponse:
     theme = get_object_or_404(Theme, pk=pk)
     try:
         count = int(request.POST.get("count", "1"))
-        jobs = orchestrator.start_batch(theme, count, user=request.user) if count > 1 else [orchestrator.start_job(theme, user=request.user)]
+        jobs = (
+            orchestrator.start_batch(theme, count, user=request.user)
+            if count > 1
+            else [orchestrator.start_job(theme, user=request.user)]
+        )
     except ValueError as exc:
         messages.error(request, f"Not started: {exc}")
         return redirect("console:dashboard")
@@ -325,7 +373,8 @@ def media(request: HttpRequest, pk: int, artifact_id: int) -> HttpResponse:
     if artifact.job.media_purged_at is not None:
         return HttpResponse(
             f"Gone: job {pk}'s media was removed by retention on {artifact.job.media_purged_at:%Y-%m-%d}.",
-            status=410, content_type="text/plain; charset=utf-8",
+            status=410,
+            content_type="text/plain; charset=utf-8",
         )
     path = _media_path(artifact)
     size = path.stat().st_size

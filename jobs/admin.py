@@ -95,7 +95,18 @@ class StageRunInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ["stage", "attempt", "status", "progress", "message", "error_kind", "error_message", "started_at", "finished_at", "superseded_at"]
+    fields = [
+        "stage",
+        "attempt",
+        "status",
+        "progress",
+        "message",
+        "error_kind",
+        "error_message",
+        "started_at",
+        "finished_at",
+        "superseded_at",
+    ]
     readonly_fields = fields
     ordering = ["queued_at", "id"]
 
@@ -105,7 +116,16 @@ class StageRunInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "console_link", "theme", "status_pill", "current_stage", "stage_progress", "created", "error_summary"]
+    list_display = [
+        "id",
+        "console_link",
+        "theme",
+        "status_pill",
+        "current_stage",
+        "stage_progress",
+        "created",
+        "error_summary",
+    ]
     list_display_links = ["id"]
     list_per_page = 50
     list_filter = ["status", "current_stage", "theme", "created"]
@@ -114,8 +134,19 @@ class JobAdmin(admin.ModelAdmin):
     date_hierarchy = "created"
     inlines = [StageRunInline]
     readonly_fields = [
-        "status", "current_stage", "cancel_requested", "started", "finished", "updated", "created",
-        "error_stage", "error_kind", "error_message", "error_hint", "created_by", "idempotency_key",
+        "status",
+        "current_stage",
+        "cancel_requested",
+        "started",
+        "finished",
+        "updated",
+        "created",
+        "error_stage",
+        "error_kind",
+        "error_message",
+        "error_hint",
+        "created_by",
+        "idempotency_key",
     ]
     actions = ["retry", "rerun_from", "cancel", "approve", "reject"]
 
@@ -145,8 +176,16 @@ class JobAdmin(admin.ModelAdmin):
         return format_html(
             '<span class="steps">{}</span>',
             format_html_join(
-                "", '<span class="s-{}" title="{}: {}"></span>',
-                ((latest[s.key].status if s.key in latest else "none", s.label, latest[s.key].status if s.key in latest else "not started") for s in STAGES),
+                "",
+                '<span class="s-{}" title="{}: {}"></span>',
+                (
+                    (
+                        latest[s.key].status if s.key in latest else "none",
+                        s.label,
+                        latest[s.key].status if s.key in latest else "not started",
+                    )
+                    for s in STAGES
+                ),
             ),
         )
 
@@ -162,13 +201,26 @@ class JobAdmin(admin.ModelAdmin):
 
         stage = request.POST.get("from_stage")
         if stage and request.POST.get("confirm"):
-            _each(self, request, queryset, f"Re-running from {stage}", lambda pk: orchestrator.retry_job(pk, from_stage=stage, user=request.user))
+            _each(
+                self,
+                request,
+                queryset,
+                f"Re-running from {stage}",
+                lambda pk: orchestrator.retry_job(pk, from_stage=stage, user=request.user),
+            )
             return None
-        return TemplateResponse(request, "admin/jobs/job/rerun_from.html", {
-            **self.admin_site.each_context(request), "title": "Re-run from a chosen stage", "jobs": queryset,
-            "stages": [s for s in STAGES if not s.gate], "opts": self.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        })
+        return TemplateResponse(
+            request,
+            "admin/jobs/job/rerun_from.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Re-run from a chosen stage",
+                "jobs": queryset,
+                "stages": [s for s in STAGES if not s.gate],
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
     @admin.action(description="Retry (resume from the failed stage)", permissions=["change"])
     def retry(self, request, queryset) -> None:

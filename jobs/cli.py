@@ -54,7 +54,9 @@ FINISHED_OK = (Job.Status.AWAITING_REVIEW, Job.Status.COMPLETED)
 def snapshot(job_id: int) -> tuple[Job, dict[str, StageRun]]:
     job = Job.objects.get(pk=job_id)
     latest: dict[str, StageRun] = {}
-    for run in job.runs.order_by("attempt").only("stage", "attempt", "status", "progress", "message", "error_message", "superseded_at"):
+    for run in job.runs.order_by("attempt").only(
+        "stage", "attempt", "status", "progress", "message", "error_message", "superseded_at"
+    ):
         latest[run.stage] = run
     return job, latest
 
@@ -80,8 +82,14 @@ class Watcher:
             if self._seen.get(key) != state:
                 self._seen[key] = state
                 bar = "#" * int(run.progress * 20)
-                detail = run.error_message if run.status in (StageRun.Status.FAILED, StageRun.Status.CRASHED) else run.message
-                changed.append(f"{time.strftime('%H:%M:%S')} {key:<18} #{run.attempt} {run.status:<9} [{bar:<20}] {run.progress:4.0%} {detail}")
+                detail = (
+                    run.error_message
+                    if run.status in (StageRun.Status.FAILED, StageRun.Status.CRASHED)
+                    else run.message
+                )
+                changed.append(
+                    f"{time.strftime('%H:%M:%S')} {key:<18} #{run.attempt} {run.status:<9} [{bar:<20}] {run.progress:4.0%} {detail}"
+                )
         return changed
 
     def follow(self) -> Job:
@@ -101,17 +109,32 @@ class Watcher:
     def _follow_rich(self) -> Job:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        columns = (TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                   TextColumn("{task.fields[status]:<9}"), TimeElapsedColumn(), TextColumn("{task.fields[message]}"))
+        columns = (
+            TextColumn("{task.description:<18}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[status]:<9}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[message]}"),
+        )
         with Progress(*columns, refresh_per_second=8) as bars:
             tasks = {k: bars.add_task(k, total=1.0, status="", message="", start=False) for k in pipeline.STAGE_KEYS}
             while True:
                 job, latest = snapshot(self.job_id)
                 for key, run in latest.items():
-                    detail = run.error_message if run.status in (StageRun.Status.FAILED, StageRun.Status.CRASHED) else run.message
+                    detail = (
+                        run.error_message
+                        if run.status in (StageRun.Status.FAILED, StageRun.Status.CRASHED)
+                        else run.message
+                    )
                     bars.start_task(tasks[key])
-                    bars.update(tasks[key], completed=run.progress, status=f"{run.status} #{run.attempt}", message=detail[:60])
-                if job.status not in (Job.Status.PENDING, Job.Status.RUNNING, Job.Status.PUBLISHING) or self._stop.is_set():
+                    bars.update(
+                        tasks[key], completed=run.progress, status=f"{run.status} #{run.attempt}", message=detail[:60]
+                    )
+                if (
+                    job.status not in (Job.Status.PENDING, Job.Status.RUNNING, Job.Status.PUBLISHING)
+                    or self._stop.is_set()
+                ):
                     return job
                 time.sleep(self.interval)
 
@@ -144,7 +167,9 @@ def describe(job: Job) -> str:
         if job.error_hint:
             text += f"\n  hint: {job.error_hint}"
     video = (
-        Artifact.objects.filter(job=job, kind="video", stage_run__status=StageRun.Status.SUCCEEDED, stage_run__superseded_at__isnull=True)
+        Artifact.objects.filter(
+            job=job, kind="video", stage_run__status=StageRun.Status.SUCCEEDED, stage_run__superseded_at__isnull=True
+        )
         .order_by("-id")
         .first()
     )

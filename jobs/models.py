@@ -23,7 +23,9 @@ class Theme(models.Model):
 
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=80, unique=True)
-    keywords = models.JSONField(default=_list, blank=True, help_text="Words that make a trend relevant, e.g. [\"ai\", \"python\"].")
+    keywords = models.JSONField(
+        default=_list, blank=True, help_text='Words that make a trend relevant, e.g. ["ai", "python"].'
+    )
     sources = models.JSONField(
         default=_list,
         blank=True,
@@ -31,11 +33,16 @@ class Theme(models.Model):
     )
     target_seconds = models.PositiveSmallIntegerField(default=30, help_text="Target video length (30-60 s).")
     voice = models.CharField(max_length=120, blank=True, default="", help_text="Voice name for the voiceover provider.")
-    settings = models.JSONField(default=_dict, blank=True, help_text="Per-stage settings: {\"voiceover\": {…}, …}.")
+    settings = models.JSONField(default=_dict, blank=True, help_text='Per-stage settings: {"voiceover": {…}, …}.')
     schedule_cron = models.CharField(
-        max_length=100, blank=True, default="", help_text="Cron expression for automatic runs, e.g. \"0 9 * * 1-5\"; empty: no schedule."
+        max_length=100,
+        blank=True,
+        default="",
+        help_text='Cron expression for automatic runs, e.g. "0 9 * * 1-5"; empty: no schedule.',
     )
-    schedule_batch = models.PositiveSmallIntegerField(default=1, help_text="Jobs per scheduled run (one per top topic).")
+    schedule_batch = models.PositiveSmallIntegerField(
+        default=1, help_text="Jobs per scheduled run (one per top topic)."
+    )
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -133,7 +140,9 @@ class Job(models.Model):
     current_stage = models.CharField(max_length=40, choices=STAGE_CHOICES, blank=True, default="")
     params = models.JSONField(default=_dict, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
@@ -214,8 +223,12 @@ class StageRun(models.Model):
     log_tail = models.TextField(blank=True, default="")
     input = models.JSONField(default=_dict, blank=True, help_text="Operator input for this attempt (review notes).")
     output = models.JSONField(null=True, blank=True)
-    output_dir = models.CharField(max_length=500, blank=True, default="", help_text="Checkpoint folder, relative to MEDIA_ROOT.")
-    superseded_at = models.DateTimeField(null=True, blank=True, help_text="Set when an operator re-ran an earlier stage.")
+    output_dir = models.CharField(
+        max_length=500, blank=True, default="", help_text="Checkpoint folder, relative to MEDIA_ROOT."
+    )
+    superseded_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set when an operator re-ran an earlier stage."
+    )
     worker = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
@@ -287,7 +300,9 @@ class ReviewDecision(models.Model):
     decision = models.CharField(max_length=20, choices=Decision.choices)
     from_stage = models.CharField(max_length=40, choices=STAGE_CHOICES, blank=True, default="")
     notes = models.TextField(blank=True, default="")
-    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     decided_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

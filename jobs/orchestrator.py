@@ -164,19 +164,28 @@ class _Statements:
         self.q = q
         run_t, job_t, theme_t = (q(m._meta.db_table) for m in (StageRun, Job, Theme))
         col = lambda model, name: q(model._meta.get_field(name).column)  # noqa: E731
-        self.json_fields = [StageRun._meta.get_field("input"), *(Job._meta.get_field(f) for f in ("params", "review_notes")),
-                            *(Theme._meta.get_field(f) for f in ("keywords", "sources", "settings"))]
+        self.json_fields = [
+            StageRun._meta.get_field("input"),
+            *(Job._meta.get_field(f) for f in ("params", "review_notes")),
+            *(Theme._meta.get_field(f) for f in ("keywords", "sources", "settings")),
+        ]
         run_cols = ", ".join(col(StageRun, f) for f in self.RUN_FIELDS)
-        select = ", ".join([
-            *(f"r.{col(StageRun, f)}" for f in self.RUN_FIELDS),
-            *(f"j.{col(Job, f)}" for f in self.JOB_FIELDS),
-            *(f"t.{col(Theme, f)}" for f in self.THEME_FIELDS),
-        ])
+        select = ", ".join(
+            [
+                *(f"r.{col(StageRun, f)}" for f in self.RUN_FIELDS),
+                *(f"j.{col(Job, f)}" for f in self.JOB_FIELDS),
+                *(f"t.{col(Theme, f)}" for f in self.THEME_FIELDS),
+            ]
+        )
         joins = f"JOIN {job_t} j ON j.{col(Job, 'id')} = r.{col(StageRun, 'job_id')} JOIN {theme_t} t ON t.{col(Theme, 'id')} = j.{col(Job, 'theme_id')}"
         # the job's current checkpoints, as one JSON array of [stage, attempt, output, output_dir]
-        c_stage, c_attempt, c_output, c_dir = (f"c.{col(StageRun, f)}" for f in ("stage", "attempt", "output", "output_dir"))
-        where = (f"c.{col(StageRun, 'job_id')} = r.{col(StageRun, 'job_id')} AND c.{col(StageRun, 'status')} = %s "
-                 f"AND c.{col(StageRun, 'superseded_at')} IS NULL")
+        c_stage, c_attempt, c_output, c_dir = (
+            f"c.{col(StageRun, f)}" for f in ("stage", "attempt", "output", "output_dir")
+        )
+        where = (
+            f"c.{col(StageRun, 'job_id')} = r.{col(StageRun, 'job_id')} AND c.{col(StageRun, 'status')} = %s "
+            f"AND c.{col(StageRun, 'superseded_at')} IS NULL"
+        )
         if conn.vendor == "postgresql":
             checkpoints = f"(SELECT json_agg(json_build_array({c_stage}, {c_attempt}, {c_output}, {c_dir})) FROM {run_t} c WHERE {where})"
         else:
@@ -226,7 +235,7 @@ class _Statements:
             return None
         job_id, stage, attempt, retry_index, input_, job_status, params_, notes, *theme, checkpoints = row
         input_f, params_f, notes_f, *theme_json = self.json_fields
-        theme_values = dict(zip(self.THEME_FIELDS, theme))
+        theme_values = dict(zip(self.THEME_FIELDS, theme, strict=False))
         for f in theme_json:
             theme_values[f.name] = self._json(f, theme_values[f.name])
         if isinstance(checkpoints, str):
@@ -236,10 +245,20 @@ class _Statements:
             if cp_stage not in latest or cp_attempt > latest[cp_stage][0]:
                 latest[cp_stage] = (cp_attempt, output, folder)
         return _Claim(
-            run=StageRun(id=run_id, job_id=job_id, stage=stage, attempt=attempt, retry_index=retry_index,
-                         input=self._json(input_f, input_) or {}, status=RS.RUNNING, started_at=now),
-            job_status=job_status, params=self._json(params_f, params_) or {},
-            review_notes=self._json(notes_f, notes) or [], theme=Theme(**theme_values),
+            run=StageRun(
+                id=run_id,
+                job_id=job_id,
+                stage=stage,
+                attempt=attempt,
+                retry_index=retry_index,
+                input=self._json(input_f, input_) or {},
+                status=RS.RUNNING,
+                started_at=now,
+            ),
+            job_status=job_status,
+            params=self._json(params_f, params_) or {},
+            review_notes=self._json(notes_f, notes) or [],
+            theme=Theme(**theme_values),
             checkpoints={k: (output, folder) for k, (_, output, folder) in latest.items()},
         )
 
@@ -293,7 +312,9 @@ def _sql() -> _Statements:
     return built
 
 
-def _new_run(job_id: int, stage: str, *, retry_index: int = 0, delay: float = 0.0, reason: str = "", input: dict | None = None) -> StageRun:
+def _new_run(
+    job_id: int, stage: str, *, retry_index: int = 0, delay: float = 0.0, reason: str = "", input: dict | None = None
+) -> StageRun:
     """Create the next attempt of ``stage``; push it now if it is due (else the sweeper will).
 
     Call with the job's row locked: the attempt number is the next free one for the stage.
@@ -301,13 +322,26 @@ def _new_run(job_id: int, stage: str, *, retry_index: int = 0, delay: float = 0.
     now = timezone.now()
     if pipeline.spec(stage).gate:
         return _sql().insert_run(
-            job_id=job_id, stage=stage, status=RS.WAITING, reason=reason or "waiting for review", queued_at=now,
-            started_at=now, message="waiting for an operator's decision", input=input or {},
+            job_id=job_id,
+            stage=stage,
+            status=RS.WAITING,
+            reason=reason or "waiting for review",
+            queued_at=now,
+            started_at=now,
+            message="waiting for an operator's decision",
+            input=input or {},
         )
     not_before = now + timedelta(seconds=delay) if delay > 0 else None
     run = _sql().insert_run(
-        job_id=job_id, stage=stage, retry_index=retry_index, status=RS.QUEUED, reason=reason, queued_at=now,
-        not_before=not_before, enqueued_at=None if not_before else now, input=input or {},
+        job_id=job_id,
+        stage=stage,
+        retry_index=retry_index,
+        status=RS.QUEUED,
+        reason=reason,
+        queued_at=now,
+        not_before=not_before,
+        enqueued_at=None if not_before else now,
+        input=input or {},
     )
     if not_before is None:
         _push(run)
@@ -350,8 +384,11 @@ def start_job(theme: Theme, *, params: dict | None = None, user=None, idempotenc
             if existing is not None:
                 return existing
         job = Job.objects.create(
-            theme=theme, params=params or {}, created_by=user if getattr(user, "pk", None) else None,
-            idempotency_key=idempotency_key or None, status=JS.PENDING,
+            theme=theme,
+            params=params or {},
+            created_by=user if getattr(user, "pk", None) else None,
+            idempotency_key=idempotency_key or None,
+            status=JS.PENDING,
         )
         first = pipeline.STAGE_KEYS[0]
         _new_run(job.pk, first, reason="job started")
@@ -374,9 +411,7 @@ def start_batch(theme: Theme, count: int, *, user=None) -> list[Job]:
 
 def resume_point(job: Job) -> str:
     """The first stage, in pipeline order, with no current checkpoint."""
-    done = set(
-        job.runs.filter(status=RS.SUCCEEDED, superseded_at__isnull=True).values_list("stage", flat=True)
-    )
+    done = set(job.runs.filter(status=RS.SUCCEEDED, superseded_at__isnull=True).values_list("stage", flat=True))
     for key in pipeline.STAGE_KEYS:
         if key not in done:
             return key
@@ -401,7 +436,9 @@ def retry_job(job_id: int, *, from_stage: str | None = None, user=None, notes: s
         job = _lock_job(job_id)
         if from_stage is None:
             if job.status not in (JS.FAILED, JS.CANCELLED):
-                raise InvalidState(f"job {job.pk} is {job.get_status_display().lower()}; only failed or cancelled jobs resume")
+                raise InvalidState(
+                    f"job {job.pk} is {job.get_status_display().lower()}; only failed or cancelled jobs resume"
+                )
             stage = resume_point(job)
             reason = f"resumed by {_who(user)}"
         else:
@@ -424,7 +461,11 @@ def _rerun(job: Job, stage: str, *, reason: str, notes: str = "") -> None:
     later = pipeline.stages_from(stage)
     job.runs.filter(stage__in=later, status=RS.SUCCEEDED, superseded_at__isnull=True).update(superseded_at=now)
     job.runs.filter(status__in=StageRun.OPEN).update(
-        status=RS.CANCELLED, finished_at=now, error_kind=EK.CANCELLED, message="superseded by " + reason, superseded_at=now
+        status=RS.CANCELLED,
+        finished_at=now,
+        error_kind=EK.CANCELLED,
+        message="superseded by " + reason,
+        superseded_at=now,
     )
     job.cancel_requested = False
     job.error_stage = job.error_kind = job.error_message = job.error_hint = ""
@@ -471,8 +512,13 @@ def review_job(job_id: int, decision: str, *, user=None, notes: str = "", from_s
             raise InvalidState(f"job {job.pk} is {job.get_status_display().lower()}, not awaiting review")
         now = timezone.now()
         ReviewDecision.objects.create(
-            job=job, stage_run=run, decision=decision, notes=notes, from_stage=from_stage or "",
-            decided_by=user if getattr(user, "pk", None) else None, decided_at=now,
+            job=job,
+            stage_run=run,
+            decision=decision,
+            notes=notes,
+            from_stage=from_stage or "",
+            decided_by=user if getattr(user, "pk", None) else None,
+            decided_at=now,
         )
         run.status = RS.SUCCEEDED
         run.finished_at = now
@@ -536,7 +582,14 @@ def _after_failure(job: Job, run: StageRun, *, permanent: bool, retry_after: flo
     policy = pipeline.spec(run.stage).policy
     if job.status in Job.ACTIVE and not permanent and run.retry_index + 1 < policy.max_attempts:
         delay = _backoff(policy, run.retry_index, retry_after)
-        _new_run(job.pk, run.stage, retry_index=run.retry_index + 1, delay=delay, reason=f"retry after {run.get_error_kind_display().lower()}", input=run.input)
+        _new_run(
+            job.pk,
+            run.stage,
+            retry_index=run.retry_index + 1,
+            delay=delay,
+            reason=f"retry after {run.get_error_kind_display().lower()}",
+            input=run.input,
+        )
         return
     if job.status not in Job.ACTIVE:
         return
@@ -545,21 +598,44 @@ def _after_failure(job: Job, run: StageRun, *, permanent: bool, retry_after: flo
     job.error_stage = run.stage
     job.error_kind = run.error_kind
     attempts = run.retry_index + 1
-    job.error_message = run.error_message if permanent else f"{run.error_message} (gave up after {attempts} attempt{'s' * (attempts > 1)})"
+    job.error_message = (
+        run.error_message
+        if permanent
+        else f"{run.error_message} (gave up after {attempts} attempt{'s' * (attempts > 1)})"
+    )
     job.error_hint = run.error_hint
     job.finished = job.updated = now
-    job.save(update_fields=["status", "error_stage", "error_kind", "error_message", "error_hint", "finished", "updated"])
+    job.save(
+        update_fields=["status", "error_stage", "error_kind", "error_message", "error_hint", "finished", "updated"]
+    )
 
 
-def _fail_running(run_id: int, *, status: str, kind: str, message: str, hint: str = "", tb: str = "", log_tail: str = "", permanent: bool = False, retry_after: float | None = None) -> bool:
+def _fail_running(
+    run_id: int,
+    *,
+    status: str,
+    kind: str,
+    message: str,
+    hint: str = "",
+    tb: str = "",
+    log_tail: str = "",
+    permanent: bool = False,
+    retry_after: float | None = None,
+) -> bool:
     """Record the end of a running attempt that did not succeed. False if it was not running."""
     with transaction.atomic():
         run = StageRun.objects.select_related("job").get(pk=run_id)
         job = _lock_job(run.job_id)
         now = timezone.now()
         updated = StageRun.objects.filter(pk=run_id, status=RS.RUNNING).update(
-            status=status, finished_at=now, error_kind=kind, error_message=message[:5000], error_hint=hint[:2000],
-            error_traceback=tb[-20000:], log_tail=log_tail[-8000:], message=message[:500],
+            status=status,
+            finished_at=now,
+            error_kind=kind,
+            error_message=message[:5000],
+            error_hint=hint[:2000],
+            error_traceback=tb[-20000:],
+            log_tail=log_tail[-8000:],
+            message=message[:500],
         )
         if not updated:
             return False
@@ -571,7 +647,10 @@ def _fail_running(run_id: int, *, status: str, kind: str, message: str, hint: st
 def _unexpected_is_permanent(run: StageRun) -> bool:
     """Anything that is not a StageError is transient once per series, then permanent."""
     return StageRun.objects.filter(
-        job_id=run.job_id, stage=run.stage, error_kind=EK.UNEXPECTED, attempt__lt=run.attempt,
+        job_id=run.job_id,
+        stage=run.stage,
+        error_kind=EK.UNEXPECTED,
+        attempt__lt=run.attempt,
         attempt__gte=run.attempt - run.retry_index,
     ).exists()
 
@@ -597,9 +676,18 @@ def _context(claim: _Claim, abort: AbortSignal, report) -> StageContext:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     return StageContext(
-        job_id=run.job_id, run_id=run.pk, stage=run.stage, attempt=run.attempt, theme=claim.theme.as_input(),
-        params=dict(claim.params or {}), upstream=upstream, upstream_dirs=upstream_dirs, work_dir=work,
-        review_notes=[n for n in claim.review_notes or [] if n], abort=abort, report=report,
+        job_id=run.job_id,
+        run_id=run.pk,
+        stage=run.stage,
+        attempt=run.attempt,
+        theme=claim.theme.as_input(),
+        params=dict(claim.params or {}),
+        upstream=upstream,
+        upstream_dirs=upstream_dirs,
+        work_dir=work,
+        review_notes=[n for n in claim.review_notes or [] if n],
+        abort=abort,
+        report=report,
         logger=logging.getLogger(f"trendreel.stage.{run.stage}"),
     )
 
@@ -653,7 +741,9 @@ class _Watchdog:
         if self.time_limit and (now - self.started).total_seconds() > self.time_limit:
             self.abort.abort("timeout")
             _fail_running(
-                self.run_id, status=RS.FAILED, kind=EK.TIMEOUT,
+                self.run_id,
+                status=RS.FAILED,
+                kind=EK.TIMEOUT,
                 message=f"stopped after its time limit of {self.time_limit:g}s",
                 hint="raise the stage's time_limit or make its input smaller",
             )
@@ -790,18 +880,41 @@ def execute_run(run_id: int) -> str:
     if kind == "aborted":
         return "aborted:unknown"
     if kind == "error":
-        _fail_running(run_id, status=RS.FAILED, kind=EK.PERMANENT if value.permanent else EK.TRANSIENT,
-                      message=value.message, hint=value.hint, tb=tb, log_tail=tail.text,
-                      permanent=value.permanent, retry_after=value.retry_after)
+        _fail_running(
+            run_id,
+            status=RS.FAILED,
+            kind=EK.PERMANENT if value.permanent else EK.TRANSIENT,
+            message=value.message,
+            hint=value.hint,
+            tb=tb,
+            log_tail=tail.text,
+            permanent=value.permanent,
+            retry_after=value.retry_after,
+        )
         return "failed"
     if kind == "config":
-        _fail_running(run_id, status=RS.FAILED, kind=EK.PERMANENT, message=str(value),
-                      hint="fix the configuration, then retry", tb=tb, log_tail=tail.text, permanent=True)
+        _fail_running(
+            run_id,
+            status=RS.FAILED,
+            kind=EK.PERMANENT,
+            message=str(value),
+            hint="fix the configuration, then retry",
+            tb=tb,
+            log_tail=tail.text,
+            permanent=True,
+        )
         return "failed"
     permanent = _unexpected_is_permanent(run)
-    _fail_running(run_id, status=RS.FAILED, kind=EK.UNEXPECTED, message=f"{type(value).__name__}: {value}",
-                  hint="" if not permanent else "the same unexpected error happened twice; see the traceback",
-                  tb=tb, log_tail=tail.text, permanent=permanent)
+    _fail_running(
+        run_id,
+        status=RS.FAILED,
+        kind=EK.UNEXPECTED,
+        message=f"{type(value).__name__}: {value}",
+        hint="" if not permanent else "the same unexpected error happened twice; see the traceback",
+        tb=tb,
+        log_tail=tail.text,
+        permanent=permanent,
+    )
     return "failed"
 
 
@@ -821,7 +934,13 @@ def _record_success(run: StageRun, ctx: StageContext, result, log_tail: str) -> 
             with contextlib.suppress(ValueError):
                 path = final / path.relative_to(ctx.work_dir)
         if not path.is_file():
-            _fail_running(run.pk, status=RS.FAILED, kind=EK.PERMANENT, message=f"stage reported an artifact that does not exist: {spec.path}", permanent=True)
+            _fail_running(
+                run.pk,
+                status=RS.FAILED,
+                kind=EK.PERMANENT,
+                message=f"stage reported an artifact that does not exist: {spec.path}",
+                permanent=True,
+            )
             return "failed"
         artifacts.append((spec, path.relative_to(media_root()).as_posix(), path.stat().st_size, _sha256(path)))
     try:
@@ -830,17 +949,37 @@ def _record_success(run: StageRun, ctx: StageContext, result, log_tail: str) -> 
             moved = _advance(run.job_id, run.stage, now)  # the job's lock, taken first as everywhere
             if moved is None:
                 _lock_job(run.job_id)  # not active any more: record the run, start nothing
-            recorded = _sql().update(StageRun, run.pk, {
-                "status": RS.SUCCEEDED, "finished_at": now, "progress": 1.0, "output": result.output,
-                "output_dir": rel_dir, "log_tail": log_tail[-8000:], "message": "done",
-            }, status=RS.RUNNING)
+            recorded = _sql().update(
+                StageRun,
+                run.pk,
+                {
+                    "status": RS.SUCCEEDED,
+                    "finished_at": now,
+                    "progress": 1.0,
+                    "output": result.output,
+                    "output_dir": rel_dir,
+                    "log_tail": log_tail[-8000:],
+                    "message": "done",
+                },
+                status=RS.RUNNING,
+            )
             if not recorded:
                 raise _Discarded  # cancelled or swept meanwhile: roll the job's move back too
             if artifacts:
-                Artifact.objects.bulk_create([
-                    Artifact(job_id=run.job_id, stage_run_id=run.pk, kind=spec.kind, label=spec.label, path=rel, size=size, checksum=digest)
-                    for spec, rel, size, digest in artifacts
-                ])
+                Artifact.objects.bulk_create(
+                    [
+                        Artifact(
+                            job_id=run.job_id,
+                            stage_run_id=run.pk,
+                            kind=spec.kind,
+                            label=spec.label,
+                            path=rel,
+                            size=size,
+                            checksum=digest,
+                        )
+                        for spec, rel, size, digest in artifacts
+                    ]
+                )
             if moved is not None:
                 _open_next(run.job_id, run.stage)
     except _Discarded:
@@ -868,8 +1007,11 @@ class SweepReport:
         return bool(self.crashed or self.pushed)
 
 
-def stalled(now: datetime | None = None, window: float | None = None,
-            workers: Callable[[], Collection[str] | None] | None = None) -> bool:
+def stalled(
+    now: datetime | None = None,
+    window: float | None = None,
+    workers: Callable[[], Collection[str] | None] | None = None,
+) -> bool:
     """Due runs were pushed more than ``window`` seconds ago and nothing was claimed since.
 
     The signature of a wedged cluster (a SIGKILLed idle django-q2 worker leaves the shared task
@@ -905,22 +1047,35 @@ def sweep(now: datetime | None = None, *, requeue_all: bool = False) -> SweepRep
     now = now or timezone.now()
     report = SweepReport()
     stale_before = now - timedelta(seconds=settings.TRENDREEL_STALE_SECONDS)
-    for run in StageRun.objects.filter(status=RS.RUNNING, heartbeat_at__lt=stale_before).only("pk", "stage", "started_at", "worker"):
+    for run in StageRun.objects.filter(status=RS.RUNNING, heartbeat_at__lt=stale_before).only(
+        "pk", "stage", "started_at", "worker"
+    ):
         limit = pipeline.spec(run.stage).policy.time_limit
         over = limit and run.started_at and (now - run.started_at).total_seconds() > limit
         kind = EK.TIMEOUT if over else EK.CRASHED
         message = f"worker {run.worker or '?'} stopped heartbeating" + (" after the time limit" if over else "")
-        if _fail_running(run.pk, status=RS.CRASHED, kind=kind, message=message,
-                         hint="the attempt is retried automatically; a stage that keeps crashing its worker fails the job"):
+        if _fail_running(
+            run.pk,
+            status=RS.CRASHED,
+            kind=kind,
+            message=message,
+            hint="the attempt is retried automatically; a stage that keeps crashing its worker fails the job",
+        ):
             report.crashed.append(run.pk)
     requeue_before = now if requeue_all else now - timedelta(seconds=settings.TRENDREEL_REQUEUE_SECONDS)
-    due = StageRun.objects.filter(status=RS.QUEUED).filter(
-        (Q(enqueued_at__isnull=True) & (Q(not_before__isnull=True) | Q(not_before__lte=now)))
-        | Q(enqueued_at__lt=requeue_before)
-    ).only("pk", "stage", "job_id", "attempt")
+    due = (
+        StageRun.objects.filter(status=RS.QUEUED)
+        .filter(
+            (Q(enqueued_at__isnull=True) & (Q(not_before__isnull=True) | Q(not_before__lte=now)))
+            | Q(enqueued_at__lt=requeue_before)
+        )
+        .only("pk", "stage", "job_id", "attempt")
+    )
     for run in due:
         with transaction.atomic():
-            pushed = StageRun.objects.filter(pk=run.pk, status=RS.QUEUED, enqueued_at=run.enqueued_at).update(enqueued_at=timezone.now())
+            pushed = StageRun.objects.filter(pk=run.pk, status=RS.QUEUED, enqueued_at=run.enqueued_at).update(
+                enqueued_at=timezone.now()
+            )
             if pushed:
                 _push(run)
                 report.pushed.append(run.pk)

@@ -42,7 +42,9 @@ def folder_size(folder: Path) -> int:
     return total
 
 
-def prune_media(days: float, *, include_failed: bool = False, dry_run: bool = False, now: datetime | None = None) -> PruneReport:
+def prune_media(
+    days: float, *, include_failed: bool = False, dry_run: bool = False, now: datetime | None = None
+) -> PruneReport:
     """Remove the media of jobs finished more than ``days`` ago (oldest first)."""
     if days <= 0:
         raise ValueError("retention must be a positive number of days")

@@ -38,8 +38,11 @@ def check_broker_retry(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     retry = settings.Q_CLUSTER.get("retry", 60)
     longest = pipeline.max_time_limit()
     if retry <= longest + 60:
-        return [checks.Error(
-            f"Q_CLUSTER retry ({retry}s) must exceed the longest stage time limit ({longest:g}s) plus a minute",
-            hint="raise TRENDREEL_BROKER_RETRY or lower the stage's time_limit", id="stages.E002",
-        )]
+        return [
+            checks.Error(
+                f"Q_CLUSTER retry ({retry}s) must exceed the longest stage time limit ({longest:g}s) plus a minute",
+                hint="raise TRENDREEL_BROKER_RETRY or lower the stage's time_limit",
+                id="stages.E002",
+            )
+        ]
     return []

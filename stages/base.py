@@ -13,11 +13,12 @@ group.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import signal
 import subprocess
-import errno
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -123,10 +124,8 @@ class AbortSignal:
 
 
 def kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _no_progress(fraction: float, message: str) -> None:

@@ -411,7 +411,18 @@ def build_command(
             # -t bounds the decode (with -stream_loop -1 a short clip repeats to fill the shot);
             # one decoder thread per clip: every input is open at once (bench/RESULTS.md, -70 MB)
             seconds = shot.frames / FPS + 1.0
-            args += ["-threads", "1", "-stream_loop", "-1", "-t", f"{seconds:.3f}", "-i", str(shot.clip), "-i", str(shot.overlay)]
+            args += [
+                "-threads",
+                "1",
+                "-stream_loop",
+                "-1",
+                "-t",
+                f"{seconds:.3f}",
+                "-i",
+                str(shot.clip),
+                "-i",
+                str(shot.overlay),
+            ]
             graph.append(f"[{n}:v]{_clip_filter(shot)}[v{i}]")
             graph.append(f"[v{i}][{n + 1}:v]overlay=x=0:y=0:eof_action=repeat,format=yuv420p[s{i}]")
             n += 2

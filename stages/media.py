@@ -403,7 +403,7 @@ def text_block(
     if box is not None:
         draw.rounded_rectangle([0, 0, width - 1, height - 1], radius=int(size * 0.35), fill=box)
     y = pad_y + stroke_width
-    for row, row_width in zip(rows, widths):
+    for row, row_width in zip(rows, widths, strict=False):
         x = (width - row_width) / 2
         draw.text((x, y), row, font=f, fill=fill, stroke_width=stroke_width, stroke_fill=stroke)
         y += line_height

@@ -120,8 +120,15 @@ def run(ctx: StageContext) -> StageResult:
         except StageAborted:
             raise
         except StageError as exc:
-            failures.append({"destination": name, "kind": exc.kind, "error": exc.message, "hint": exc.hint,
-                             "retry_after": exc.retry_after})
+            failures.append(
+                {
+                    "destination": name,
+                    "kind": exc.kind,
+                    "error": exc.message,
+                    "hint": exc.hint,
+                    "retry_after": exc.retry_after,
+                }
+            )
             results[name] = {"error": exc.message, "kind": exc.kind}
             ctx.logger.warning("publish: %s failed (%s): %s", name, exc.kind, exc.message)
 
@@ -132,7 +139,9 @@ def run(ctx: StageContext) -> StageResult:
         hints = "; ".join(f"{f['destination']}: {f['hint']}" for f in failures if f["hint"])
         if any(f["kind"] == "transient" for f in failures):
             waits = [f["retry_after"] for f in failures if f["retry_after"] is not None]
-            raise TransientStageError(f"publish failed for {summary}{suffix}", hint=hints, retry_after=max(waits) if waits else None)
+            raise TransientStageError(
+                f"publish failed for {summary}{suffix}", hint=hints, retry_after=max(waits) if waits else None
+            )
         raise PermanentStageError(f"publish failed for {summary}{suffix}", hint=hints)
 
     ctx.progress(1.0, "Published to " + ", ".join(names))
@@ -190,9 +199,13 @@ def make_publisher(ctx: StageContext, name: str):
         def outbox(package: Package, earlier: dict, progress) -> dict[str, Any]:
             delivery = publisher.deliver(package)
             progress(0.9, "Recording the publication")
-            row, created = _record(ctx, "outbox", external_id=delivery.external_id, location=delivery.location,
-                                   meta={"video": delivery.video, "metadata": delivery.metadata,
-                                         "title": package.metadata["title"]})
+            row, created = _record(
+                ctx,
+                "outbox",
+                external_id=delivery.external_id,
+                location=delivery.location,
+                meta={"video": delivery.video, "metadata": delivery.metadata, "title": package.metadata["title"]},
+            )
             return describe(row, already=not created, reused=delivery.reused)
 
         return outbox
@@ -202,10 +215,19 @@ def make_publisher(ctx: StageContext, name: str):
 
         def webhook(package: Package, earlier: dict, progress) -> dict[str, Any]:
             delivery = publisher.deliver(package, earlier)
-            row, created = _record(ctx, "webhook", external_id=delivery.delivery_id, location=delivery.url,
-                                   meta={"delivery_id": delivery.delivery_id, "status_code": delivery.status_code,
-                                         "url": delivery.url, "response": delivery.response_excerpt,
-                                         "title": package.metadata["title"]})
+            row, created = _record(
+                ctx,
+                "webhook",
+                external_id=delivery.delivery_id,
+                location=delivery.url,
+                meta={
+                    "delivery_id": delivery.delivery_id,
+                    "status_code": delivery.status_code,
+                    "url": delivery.url,
+                    "response": delivery.response_excerpt,
+                    "title": package.metadata["title"],
+                },
+            )
             return describe(row, already=not created)
 
         return webhook
@@ -219,9 +241,15 @@ def make_publisher(ctx: StageContext, name: str):
             row = store.complete(
                 external_id=upload.video_id,
                 location=upload.url,
-                meta={"video_id": upload.video_id, "url": upload.url, "privacy": upload.privacy,
-                      "upload_status": upload.upload_status, "resumed": upload.resumed, "bytes": upload.bytes,
-                      "title": package.metadata["title"]},
+                meta={
+                    "video_id": upload.video_id,
+                    "url": upload.url,
+                    "privacy": upload.privacy,
+                    "upload_status": upload.upload_status,
+                    "resumed": upload.resumed,
+                    "bytes": upload.bytes,
+                    "title": package.metadata["title"],
+                },
             )
             return describe(row, already=False)
 
@@ -229,7 +257,9 @@ def make_publisher(ctx: StageContext, name: str):
     raise PermanentStageError(f"publish provider {name!r} is unknown")  # destination_names checked
 
 
-def _record(ctx: StageContext, destination: str, *, external_id: str, location: str, meta: dict[str, Any]) -> tuple[Publication, bool]:
+def _record(
+    ctx: StageContext, destination: str, *, external_id: str, location: str, meta: dict[str, Any]
+) -> tuple[Publication, bool]:
     return Publication.objects.get_or_create(
         job_id=ctx.job_id,
         destination=destination,
@@ -269,7 +299,9 @@ class PublicationSessionStore:
             return
         try:
             with transaction.atomic():
-                Publication.objects.create(job_id=self.job_id, destination=self.destination, external_id="", location="", meta=meta)
+                Publication.objects.create(
+                    job_id=self.job_id, destination=self.destination, external_id="", location="", meta=meta
+                )
         except IntegrityError:
             # Another attempt reserved the upload first: leave it to that one (no byte was sent
             # under our new session, so it never becomes a video); the retry resumes theirs.
@@ -315,11 +347,17 @@ def describe(publication: Publication, *, already: bool, reused: bool = False) -
             files_present=bool(video) and Path(video).exists() and bool(metadata) and Path(metadata).exists(),
         )
     elif publication.destination == "webhook":
-        result.update(delivery_id=meta.get("delivery_id", ""), status_code=meta.get("status_code"), url=meta.get("url", ""))
+        result.update(
+            delivery_id=meta.get("delivery_id", ""), status_code=meta.get("status_code"), url=meta.get("url", "")
+        )
     elif publication.destination == "youtube":
-        result.update(video_id=publication.external_id, url=meta.get("url", publication.location),
-                      privacy=meta.get("privacy", ""), upload_status=meta.get("upload_status", ""),
-                      resumed=bool(meta.get("resumed")))
+        result.update(
+            video_id=publication.external_id,
+            url=meta.get("url", publication.location),
+            privacy=meta.get("privacy", ""),
+            upload_status=meta.get("upload_status", ""),
+            resumed=bool(meta.get("resumed")),
+        )
     return result
 
 

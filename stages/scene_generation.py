@@ -38,11 +38,10 @@ Output::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
-import re
 from typing import Any
-
 
 from stages import media
 from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageError, StageResult, TransientStageError
@@ -59,7 +58,8 @@ def get_renderer(settings: dict[str, Any]) -> SceneRenderer:
     if provider in {"cards", "offline"}:
         return CardRenderer()
     return load_dotted(
-        "scene_generation", provider,
+        "scene_generation",
+        provider,
         'set theme settings scene_generation.provider to "cards" or a dotted path to a renderer class',
     )
 
@@ -71,16 +71,23 @@ def theme_style(ctx: StageContext) -> dict[str, Any]:
     """The theme's visual style (``settings.scene_generation.style``): ``hue`` 0-360, ``accent`` #rrggbb."""
     style = ctx.stage_settings.get("style") or {}
     if not isinstance(style, dict):
-        raise PermanentStageError("scene_generation style must be an object", hint='e.g. {"hue": 210, "accent": "#ffcc00"}')
+        raise PermanentStageError(
+            "scene_generation style must be an object", hint='e.g. {"hue": 210, "accent": "#ffcc00"}'
+        )
     out: dict[str, Any] = {}
     if style.get("hue") is not None:
         hue = style["hue"]
         if not isinstance(hue, (int, float)) or isinstance(hue, bool) or not 0 <= hue <= 360:
-            raise PermanentStageError(f"scene_generation style hue {hue!r} is not a number from 0 to 360", hint="fix the theme's style")
+            raise PermanentStageError(
+                f"scene_generation style hue {hue!r} is not a number from 0 to 360", hint="fix the theme's style"
+            )
         out["hue"] = float(hue)
     if style.get("accent") is not None:
         if not isinstance(style["accent"], str) or not _HEX.match(style["accent"]):
-            raise PermanentStageError(f"scene_generation style accent {style['accent']!r} is not a #rrggbb colour", hint="fix the theme's style")
+            raise PermanentStageError(
+                f"scene_generation style accent {style['accent']!r} is not a #rrggbb colour",
+                hint="fix the theme's style",
+            )
         out["accent"] = style["accent"]
     return out
 
@@ -134,13 +141,18 @@ def run(ctx: StageContext) -> StageResult:
             elif seg["id"] == "cta" and hashtags:
                 footer = " ".join(hashtags[:3])
             spec = CardSpec(
-                headline=seg["headline"], index=i, total=total, seed=seed, label=str(ctx.theme.get("name") or ""), footer=footer,
+                headline=seg["headline"],
+                index=i,
+                total=total,
+                seed=seed,
+                label=str(ctx.theme.get("name") or ""),
+                footer=footer,
                 **theme_style(ctx),
             )
             name = f"scene-{i + 1:02d}.png"
             scene: dict[str, Any] = {"segment": seg["id"], "image": name, "width": WIDTH, "height": HEIGHT}
 
-            def attempt(provider: str) -> tuple[Card, dict[str, Any]]:
+            def attempt(provider: str, seg=seg, spec=spec, i=i) -> tuple[Card, dict[str, Any]]:
                 if provider == "pexels":
                     assert stock is not None
                     return stock.scene(seg, spec, i)
@@ -148,7 +160,9 @@ def run(ctx: StageContext) -> StageResult:
 
             card, extra = _run_chain(ctx, names, attempt, stock, failures, seg["id"])
             if card.image.size != (WIDTH, HEIGHT):
-                raise PermanentStageError(f"scene renderer drew {card.image.size[0]}x{card.image.size[1]}, expected {WIDTH}x{HEIGHT}")
+                raise PermanentStageError(
+                    f"scene renderer drew {card.image.size[0]}x{card.image.size[1]}, expected {WIDTH}x{HEIGHT}"
+                )
             card.image.convert("RGB").save(ctx.work_dir / name, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
             scene.update(extra)
             scenes.append(scene)
@@ -205,7 +219,8 @@ def _run_chain(
     if any(not e.permanent for e in errors):
         raise TransientStageError(f"every scene_generation provider failed for {segment}: {summary}")
     raise PermanentStageError(
-        f"every scene_generation provider failed for {segment}: {summary}", hint="; ".join(e.hint for e in errors if e.hint)
+        f"every scene_generation provider failed for {segment}: {summary}",
+        hint="; ".join(e.hint for e in errors if e.hint),
     )
 
 
@@ -268,12 +283,25 @@ class _Stock:
             still = self.ctx.work_dir / f".frame-{index + 1:02d}.png"
             at = min(1.0, (fetched.duration or 2.0) / 2)
             code, lines = media.run_ffmpeg(
-                ["-hide_banner", "-nostdin", "-y", "-ss", f"{at:.2f}", "-i", str(fetched.path), "-frames:v", "1", str(still)],
+                [
+                    "-hide_banner",
+                    "-nostdin",
+                    "-y",
+                    "-ss",
+                    f"{at:.2f}",
+                    "-i",
+                    str(fetched.path),
+                    "-frames:v",
+                    "1",
+                    str(still),
+                ],
                 self.ctx,
             )
             if code != 0 or not still.is_file():
                 (self.ctx.work_dir / clip).unlink(missing_ok=True)
-                raise PermanentStageError(f"no frame could be taken from pexels video {fetched.hit.id}: {' '.join(lines[-2:])}")
+                raise PermanentStageError(
+                    f"no frame could be taken from pexels video {fetched.hit.id}: {' '.join(lines[-2:])}"
+                )
             extra["clip"] = clip
             extra["clip_seconds"] = round(float(fetched.duration or 0), 3)
             # composition plays the clip under this layer: the same darkening as the photo cards

@@ -28,7 +28,6 @@ import json
 import re
 from typing import Any
 
-
 from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageResult
 from stages.providers.chain import load_dotted, provider_names, run_chain
 from stages.providers.llm import PROMPT_VERSION, OpenAIWriter
@@ -101,7 +100,7 @@ def validate_script(script: Any) -> None:
         raise _invalid("segments", f"has {beats} beats (needs {MIN_BEATS}-{MAX_BEATS} between hook and cta)")
     expected_ids = ["hook", *(f"beat{i}" for i in range(1, beats + 1)), "cta"]
     total = 0
-    for i, (seg, expected) in enumerate(zip(segments, expected_ids)):
+    for i, (seg, expected) in enumerate(zip(segments, expected_ids, strict=False)):
         where = f"segments[{i}]"
         if not isinstance(seg, dict):
             raise _invalid(where, "must be an object")
@@ -156,7 +155,8 @@ def get_writer(settings: dict[str, Any], ctx: StageContext | None = None) -> Scr
     if provider in NETWORK_WRITERS and ctx is not None:
         return OpenAIWriter(ctx, validate_script)
     writer = load_dotted(
-        "script_generation", provider,
+        "script_generation",
+        provider,
         'set theme settings script_generation.providers to a list of "openai", "template" or dotted paths to writer classes',
     )
     if not callable(getattr(writer, "write", None)):

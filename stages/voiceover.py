@@ -127,9 +127,9 @@ def split_sentences(text: str) -> list[str]:
             continue  # "Wait... what?" or "3 p.m. today": the sentence goes on
         before = text[start : match.start()].split()
         last = before[-1].lower().rstrip(".") if before else ""
-        if match.group(0).startswith(".") and len(match.group(0).rstrip("\"')]")) == 1:
-            if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
-                continue
+        single_period = match.group(0).startswith(".") and len(match.group(0).rstrip("\"')]")) == 1
+        if single_period and (last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
+            continue
         sentences.append(text[start : match.end()].strip())
         start = match.end()
     sentences.append(text[start:].strip())
@@ -317,7 +317,9 @@ def run(ctx: StageContext) -> StageResult:
         result = speak(ctx, provider_for(ctx, name), plan, total)
         result.output.update(provider=name or result.output["engine"], provider_failures=[])
         return result
-    result, report = run_chain(ctx, provider_names(ctx, "offline"), lambda name: speak(ctx, provider_for(ctx, name), plan, total))
+    result, report = run_chain(
+        ctx, provider_names(ctx, "offline"), lambda name: speak(ctx, provider_for(ctx, name), plan, total)
+    )
     result.output.update(provider=report["provider"], provider_failures=report["failures"])
     return result
 
@@ -350,7 +352,9 @@ def speak(ctx: StageContext, provider: VoiceProvider, plan: list[tuple[str, list
                 silence(SENTENCE_PAUSE)
             try:
                 speech = provider.synthesize(
-                    sentence, previous=track[done - 1] if done else "", following=track[done + 1] if done + 1 < len(track) else ""
+                    sentence,
+                    previous=track[done - 1] if done else "",
+                    following=track[done + 1] if done + 1 < len(track) else "",
                 )
             except (StageError, StageAborted):
                 raise  # a network provider's transient/permanent error keeps its kind (and retry_after)
@@ -367,7 +371,7 @@ def speak(ctx: StageContext, provider: VoiceProvider, plan: list[tuple[str, list
                 done += 1
                 continue
             lines = split_lines(sentence)
-            for line, start in zip(lines, line_starts(lines, speech, lead, tail - lead)):
+            for line, start in zip(lines, line_starts(lines, speech, lead, tail - lead), strict=False):
                 segment_captions.append((caption_text(line.text), cursor + round(start * rate)))
             pieces.append(speech.samples[lead:tail])
             cursor += tail - lead

@@ -39,7 +39,9 @@ def token(db) -> str:
 
 def post(client: Client, url: str, body, raw: str | None = None, **headers):
     data = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return client.post(url, data=data, content_type="application/json", headers={**(auth(raw) if raw else {}), **headers})
+    return client.post(
+        url, data=data, content_type="application/json", headers={**(auth(raw) if raw else {}), **headers}
+    )
 
 
 @pytest.fixture
@@ -60,7 +62,14 @@ def test_it_generates_polls_and_lists_a_job(client, token, theme, engine, call_l
     detail = client.get(f"/api/jobs/{job.pk}", headers=auth(token)).json()
     assert detail["status"] == "awaiting_review" and detail["current_stage"] == "review"
     stages = [run["stage"] for run in detail["runs"]]
-    assert stages[:6] == ["trend_collection", "trend_analysis", "script_generation", "scene_generation", "voiceover", "composition"]
+    assert stages[:6] == [
+        "trend_collection",
+        "trend_analysis",
+        "script_generation",
+        "scene_generation",
+        "voiceover",
+        "composition",
+    ]
     first = detail["runs"][0]
     assert first["attempt"] == 1 and first["duration_seconds"] is not None and first["error_kind"] == ""
     art = Artifact.objects.filter(job=job).first()
@@ -121,8 +130,10 @@ def test_it_retries_cancels_and_reviews_with_the_right_codes(client, token, done
 
 
 def test_it_starts_a_batch_and_lists_themes_with_secrets_masked(client, token, theme):
-    theme.settings = {"voiceover": {"api_key": "sk-live-123456", "speed": 1.1, "keywords": ["a"]},
-                      "providers": {"auth_token": "tok-abcdef", "password": "hunter22"}}
+    theme.settings = {
+        "voiceover": {"api_key": "sk-live-123456", "speed": 1.1, "keywords": ["a"]},
+        "providers": {"auth_token": "tok-abcdef", "password": "hunter22"},
+    }
     theme.sources = [{"name": "x", "url": "https://feeds.example/rss?apikey=SECRET9&lang=en"}]
     theme.save()
     resp = post(client, "/api/batches", {"theme": "test", "count": 3}, token)
@@ -143,7 +154,9 @@ def test_it_scrubs_provider_keys_from_job_errors(client, token, theme):
     theme.settings = {"voiceover": {"api_key": "sk-live-abcdef"}}
     theme.save()
     job = orchestrator.start_job(theme, params={"token": "tk-999999"})
-    Job.objects.filter(pk=job.pk).update(status="failed", error_message="401 from https://x/?key=sk-live-abcdef", error_hint="check tk-999999")
+    Job.objects.filter(pk=job.pk).update(
+        status="failed", error_message="401 from https://x/?key=sk-live-abcdef", error_hint="check tk-999999"
+    )
     text = client.get(f"/api/jobs/{job.pk}", headers=auth(token)).content.decode()
     assert "sk-live-abcdef" not in text and "tk-999999" not in text and MASK in text
 
@@ -157,7 +170,12 @@ def test_it_scrubs_provider_keys_from_job_errors(client, token, theme):
         ("/api/generate", {"theme": "../etc"}, 422, "theme"),
         ("/api/generate", {"theme": 12}, 422, "theme"),
         ("/api/generate", {"theme": "test", "params": "x"}, 422, "params"),
-        ("/api/generate", {"theme": "test", "params": {"a": "nul\u0000"}}, 422, "body.params.a: text may not contain NUL"),
+        (
+            "/api/generate",
+            {"theme": "test", "params": {"a": "nul\u0000"}},
+            422,
+            "body.params.a: text may not contain NUL",
+        ),
         ("/api/generate", {"theme": "test", "params": {"a": ["\udc00"]}}, 422, "Unicode"),
         ("/api/generate", {"theme": "test", "extra": 1}, 422, "extra"),
         ("/api/generate", {}, 422, "theme"),
@@ -176,8 +194,12 @@ def test_it_refuses_bad_input_and_writes_nothing(client, token, theme, url, body
 
 def test_it_refuses_bad_review_input(client, token, done_job):
     url = f"/api/jobs/{done_job.pk}/review"
-    for body in ({"decision": "maybe"}, {"decision": "request_changes", "from_stage": "nowhere", "notes": "x"},
-                 {"decision": "request_changes", "from_stage": "publish", "notes": "x"}, {"decision": "approve", "notes": 5}):
+    for body in (
+        {"decision": "maybe"},
+        {"decision": "request_changes", "from_stage": "nowhere", "notes": "x"},
+        {"decision": "request_changes", "from_stage": "publish", "notes": "x"},
+        {"decision": "approve", "notes": 5},
+    ):
         resp = post(client, url, body, token)
         assert resp.status_code == 422, body
     done_job.refresh_from_db()
@@ -263,8 +285,12 @@ def test_session_auth_needs_staff_and_csrf(theme):
     assert Job.objects.count() == 0
     csrf_client.get("/console/")  # the console page sets the CSRF cookie
     token = csrf_client.cookies["csrftoken"].value
-    resp = csrf_client.post("/api/generate", data=json.dumps({"theme": "test"}), content_type="application/json",
-                            headers={"X-CSRFToken": token})
+    resp = csrf_client.post(
+        "/api/generate",
+        data=json.dumps({"theme": "test"}),
+        content_type="application/json",
+        headers={"X-CSRFToken": token},
+    )
     assert resp.status_code == 202
     # a request with a (bad) token never falls back to the session
     assert csrf_client.get("/api/jobs", headers=auth("bad")).status_code == 401

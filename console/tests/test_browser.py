@@ -15,8 +15,15 @@ from jobs.models import Job, Theme
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +74,17 @@ def make_user(name: str, *codenames: str, superuser: bool = False) -> User:
 
 def test_operator_runs_watches_retries_and_a_reviewer_approves(page, live_server, start_worker, engine):
     theme = Theme.objects.create(
-        name="Browser theme", slug="browser", keywords=["ai"], sources=[{"name": "x", "path": "x"}],
-        settings={"test_behave": {s: ["sleep:0.5"] for s in ["trend_collection", "trend_analysis", "script_generation", "scene_generation"]}
-                  | {"voiceover": ["permanent", "sleep:0.3"]}},
+        name="Browser theme",
+        slug="browser",
+        keywords=["ai"],
+        sources=[{"name": "x", "path": "x"}],
+        settings={
+            "test_behave": {
+                s: ["sleep:0.5"]
+                for s in ["trend_collection", "trend_analysis", "script_generation", "scene_generation"]
+            }
+            | {"voiceover": ["permanent", "sleep:0.3"]}
+        },
     )
     make_user("operator", "view_job", "change_job", "add_job", "view_theme", "change_theme")
     make_user("reviewer", superuser=True)
@@ -85,7 +100,9 @@ def test_operator_runs_watches_retries_and_a_reviewer_approves(page, live_server
 
     # stages advance on the page without a reload
     page.wait_for_selector('tr[data-stage="trend_collection"][data-status="succeeded"]')
-    page.wait_for_selector('tr[data-stage="script_generation"][data-status="running"], tr[data-stage="script_generation"][data-status="succeeded"]')
+    page.wait_for_selector(
+        'tr[data-stage="script_generation"][data-status="running"], tr[data-stage="script_generation"][data-status="succeeded"]'
+    )
     shot(page, "job-page-running")
     # the failing stage shows its error and hint, live
     error = page.wait_for_selector("#job-error")
@@ -117,7 +134,10 @@ def test_operator_runs_watches_retries_and_a_reviewer_approves(page, live_server
     page.fill("textarea[name=notes]", "Looks good")
     page.click("#approve-btn")
     page.wait_for_url(f"**/console/jobs/{job.pk}/")
-    page.wait_for_function("document.querySelector('#job-status') && document.querySelector('#job-status').innerText === 'Completed'", timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('#job-status') && document.querySelector('#job-status').innerText === 'Completed'",
+        timeout=60_000,
+    )
     job.refresh_from_db()
     assert job.status == Job.Status.COMPLETED
     assert job.reviews.get().decided_by.username == "reviewer"

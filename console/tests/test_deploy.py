@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def production_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC"))
+    }
     env.pop("DATABASE_URL", None)
     env.update(
         DJANGO_SETTINGS_MODULE="console.settings",
@@ -36,7 +40,11 @@ def production_env(tmp_path: Path) -> dict[str, str]:
 def test_it_passes_check_deploy_without_warnings(tmp_path):
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=production_env(tmp_path), capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=production_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
@@ -47,7 +55,12 @@ def test_it_refuses_to_start_without_a_secret_key_when_told_so(tmp_path):
     del env["SECRET_KEY"]
     env["TRENDREEL_DEV_SECRET"] = "false"
     result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
 
@@ -56,8 +69,12 @@ def test_check_deploy_flags_the_development_secret_key(tmp_path):
     env = production_env(tmp_path)
     del env["SECRET_KEY"]
     result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "console.W001" in result.stderr + result.stdout

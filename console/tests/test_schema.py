@@ -22,7 +22,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def token_headers(transactional_db) -> dict[str, str]:
     Theme.objects.get_or_create(slug="test", defaults={"name": "Test"})
     user, _ = User.objects.get_or_create(username="fuzz")
-    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_job", "add_job", "change_job", "review_job", "view_theme"]))
+    user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_job", "add_job", "change_job", "review_job", "view_theme"])
+    )
     _, raw = ApiToken.issue(user, "schemathesis")
     return {"Authorization": f"Bearer {raw}"}
 

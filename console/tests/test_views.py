@@ -26,8 +26,13 @@ def staff(*codenames: str) -> User:
 
 def test_pages_render_for_an_operator(client, job):
     client.force_login(staff("view_job", "change_job"))
-    for name, args in [("console:dashboard", []), ("console:dashboard_live", []), ("console:job_detail", [job.pk]),
-                       ("console:job_live", [job.pk]), ("console:review", [job.pk])]:
+    for name, args in [
+        ("console:dashboard", []),
+        ("console:dashboard_live", []),
+        ("console:job_detail", [job.pk]),
+        ("console:job_live", [job.pk]),
+        ("console:review", [job.pk]),
+    ]:
         resp = client.get(reverse(name, args=args))
         assert resp.status_code == 200, name
     page = client.get(reverse("console:job_detail", args=[job.pk])).content.decode()
@@ -54,7 +59,10 @@ def test_review_needs_the_review_permission(client, job):
     assert job.status == Job.Status.AWAITING_REVIEW
 
     client.force_login(staff("view_job", "review_job"))
-    resp = client.post(reverse("console:review_decide", args=[job.pk]), {"decision": "request_changes", "from_stage": "script_generation"})
+    resp = client.post(
+        reverse("console:review_decide", args=[job.pk]),
+        {"decision": "request_changes", "from_stage": "script_generation"},
+    )
     assert resp.status_code == 302
     job.refresh_from_db()
     assert job.status == Job.Status.AWAITING_REVIEW  # refused: notes are required

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,7 +47,11 @@ def call_log(tmp_path) -> Path:
 
 
 def params(call_log: Path, tmp_path: Path, **behave) -> dict:
-    return {"call_log": str(call_log), "pid_file": str(tmp_path / "child.pid"), "behave": {k: v for k, v in behave.items()}}
+    return {
+        "call_log": str(call_log),
+        "pid_file": str(tmp_path / "child.pid"),
+        "behave": {k: v for k, v in behave.items()},
+    }
 
 
 def database_url() -> str:
@@ -62,8 +67,12 @@ class Worker:
     def __init__(self, command: str, env: dict[str, str], log: Path) -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), command], cwd=ROOT, env=env,
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, str(ROOT / "manage.py"), command],
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def stop(self) -> None:
@@ -75,10 +84,8 @@ class Worker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         # make sure no orphaned worker processes stay behind
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture

@@ -18,10 +18,24 @@ def populate(jobs: int = 10_000, runs_per_job: int = 8) -> Job:
     rng = random.Random(7)
     theme = Theme.objects.create(name="Load", slug="load")
     now = timezone.now()
-    statuses = [Job.Status.COMPLETED] * 6 + [Job.Status.FAILED, Job.Status.AWAITING_REVIEW, Job.Status.RUNNING, Job.Status.CANCELLED]
+    statuses = [Job.Status.COMPLETED] * 6 + [
+        Job.Status.FAILED,
+        Job.Status.AWAITING_REVIEW,
+        Job.Status.RUNNING,
+        Job.Status.CANCELLED,
+    ]
     Job.objects.bulk_create(
-        [Job(theme=theme, status=rng.choice(statuses), created=now - timedelta(minutes=i), current_stage="composition",
-             error_stage="voiceover", error_message="boom") for i in range(jobs)],
+        [
+            Job(
+                theme=theme,
+                status=rng.choice(statuses),
+                created=now - timedelta(minutes=i),
+                current_stage="composition",
+                error_stage="voiceover",
+                error_message="boom",
+            )
+            for i in range(jobs)
+        ],
         batch_size=2000,
     )
     runs = []
@@ -30,8 +44,18 @@ def populate(jobs: int = 10_000, runs_per_job: int = 8) -> Job:
         for k in range(runs_per_job):
             stage = pipeline.STAGE_KEYS[k % len(pipeline.STAGE_KEYS)]
             took = timedelta(seconds=rng.uniform(0.1, 20))
-            runs.append(StageRun(job_id=job_id, stage=stage, attempt=1 + k // len(pipeline.STAGE_KEYS), status=RS.SUCCEEDED if rng.random() > 0.05 else RS.FAILED,
-                                 queued_at=t, started_at=t, finished_at=t + took, progress=1.0))
+            runs.append(
+                StageRun(
+                    job_id=job_id,
+                    stage=stage,
+                    attempt=1 + k // len(pipeline.STAGE_KEYS),
+                    status=RS.SUCCEEDED if rng.random() > 0.05 else RS.FAILED,
+                    queued_at=t,
+                    started_at=t,
+                    finished_at=t + took,
+                    progress=1.0,
+                )
+            )
             t += took
     StageRun.objects.bulk_create(runs, batch_size=5000)
     return Job.objects.order_by("-created").first()

@@ -65,7 +65,9 @@ def test_staff_without_review_permission_cannot_approve(client, job_in_review):
 
 
 def test_theme_secrets_are_masked_in_the_admin_and_kept_on_save(admin_client, theme):
-    theme.settings = {"voiceover": {"providers": ["elevenlabs"], "elevenlabs": {"api_key": "sk-el-very-secret", "voice_id": "v1"}}}
+    theme.settings = {
+        "voiceover": {"providers": ["elevenlabs"], "elevenlabs": {"api_key": "sk-el-very-secret", "voice_id": "v1"}}
+    }
     theme.sources = [{"name": "feed", "url": "https://feeds.example/rss?token=tok-123456"}]
     theme.save()
     url = reverse("admin:jobs_theme_change", args=[theme.pk])
@@ -73,7 +75,11 @@ def test_theme_secrets_are_masked_in_the_admin_and_kept_on_save(admin_client, th
     assert "sk-el-very-secret" not in page and "tok-123456" not in page
     assert "v1" in page
     form = admin_client.get(url).context["adminform"].form
-    data = {k: (v if not isinstance(v, (dict, list)) else __import__("json").dumps(v)) for k, v in form.initial.items() if v is not None}
+    data = {
+        k: (v if not isinstance(v, (dict, list)) else __import__("json").dumps(v))
+        for k, v in form.initial.items()
+        if v is not None
+    }
     data["settings"] = data["settings"].replace('"v1"', '"v2"')
     resp = admin_client.post(url, data)
     assert resp.status_code == 302, resp.content.decode()[:2000]
@@ -87,8 +93,9 @@ def test_the_publication_page_hides_a_youtube_upload_session(admin_client, job_i
     from jobs.models import Publication
 
     session = "https://www.googleapis.com/upload/youtube/v3/videos?uploadType=resumable&upload_id=SECRET-UPLOAD-ID"
-    pub = Publication.objects.create(job=job_in_review, destination="youtube",
-                                     meta={"state": "uploading", "session": session, "title": "A title"})
+    pub = Publication.objects.create(
+        job=job_in_review, destination="youtube", meta={"state": "uploading", "session": session, "title": "A title"}
+    )
     page = admin_client.get(reverse("admin:jobs_publication_change", args=[pub.pk])).content.decode()
     assert "SECRET-UPLOAD-ID" not in page
     assert "uploading" in page and "A title" in page  # the rest of the record is shown

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from django_q.models import OrmQ
@@ -22,7 +23,9 @@ RS = StageRun.Status
 def test_it_runs_a_job_through_a_real_qcluster_to_review_and_completion(start_worker, theme, call_log, tmp_path):
     worker = start_worker("qcluster")
     job = orchestrator.start_job(theme, params=params(call_log, tmp_path))
-    wait_for(lambda: job_status(job.pk) == Job.Status.AWAITING_REVIEW, timeout=60, what="awaiting_review", log=worker.log)
+    wait_for(
+        lambda: job_status(job.pk) == Job.Status.AWAITING_REVIEW, timeout=60, what="awaiting_review", log=worker.log
+    )
     assert [s for s, _ in calls(call_log)] == list(BEFORE_REVIEW)
     pids = {run.worker.rsplit(":", 1)[1] for run in job.runs.exclude(worker="")}
     assert str(os.getpid()) not in pids  # ran in the cluster's worker processes, not here
@@ -38,11 +41,15 @@ def test_a_killed_worker_s_stage_is_run_again_and_the_job_finishes(start_worker,
     job = orchestrator.start_job(theme, params=params(call_log, tmp_path, script_generation=["sleep:30", "ok"]))
     run = wait_for(
         lambda: job.runs.filter(stage="script_generation", status=RS.RUNNING, progress__gt=0).first(),
-        timeout=60, what="script_generation running", log=worker.log,
+        timeout=60,
+        what="script_generation running",
+        log=worker.log,
     )
     pid = int(run.worker.rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: job_status(job.pk) == Job.Status.AWAITING_REVIEW, timeout=60, what="awaiting_review", log=worker.log)
+    wait_for(
+        lambda: job_status(job.pk) == Job.Status.AWAITING_REVIEW, timeout=60, what="awaiting_review", log=worker.log
+    )
     runs = list(job.runs.filter(stage="script_generation").order_by("attempt"))
     assert [(r.status, r.error_kind) for r in runs] == [(RS.CRASHED, "crashed"), (RS.SUCCEEDED, "")]
     assert not pid_alive(pid)
@@ -51,7 +58,9 @@ def test_a_killed_worker_s_stage_is_run_again_and_the_job_finishes(start_worker,
         assert job.runs.filter(stage=stage, status=RS.SUCCEEDED).count() == 1
 
 
-def test_a_stage_that_kills_its_worker_every_time_fails_the_job_after_max_attempts(start_worker, theme, call_log, tmp_path):
+def test_a_stage_that_kills_its_worker_every_time_fails_the_job_after_max_attempts(
+    start_worker, theme, call_log, tmp_path
+):
     worker = start_worker("worker")
     job = orchestrator.start_job(theme, params=params(call_log, tmp_path, trend_analysis=["kill"]))
     wait_for(lambda: job_status(job.pk) == Job.Status.FAILED, timeout=60, what="failed", log=worker.log)
@@ -69,7 +78,9 @@ def test_cancel_stops_a_running_stage_and_its_child_within_two_seconds(start_wor
     worker = start_worker("worker")
     job = orchestrator.start_job(theme, params=params(call_log, tmp_path, trend_analysis=["child:60"]))
     pid_file = tmp_path / "child.pid"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=60, what="child started", log=worker.log)
+    wait_for(
+        lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=60, what="child started", log=worker.log
+    )
     child = int(pid_file.read_text())
     t0 = time.monotonic()
     orchestrator.cancel_job(job.pk)
@@ -90,7 +101,7 @@ def _idle_workers(worker) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                stat = open(f"/proc/{entry}/stat").read()
+                stat = Path(f"/proc/{entry}/stat").read_text()
                 procs[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
@@ -99,7 +110,7 @@ def _idle_workers(worker) -> list[int]:
     for pid, parent in procs.items():
         if parent in sentinels:
             try:
-                if open(f"/proc/{pid}/wchan").read().strip() == "anon_pipe_read":
+                if Path(f"/proc/{pid}/wchan").read_text().strip() == "anon_pipe_read":
                     idle.append(pid)
             except OSError:
                 continue
@@ -117,4 +128,6 @@ def test_killing_an_idle_worker_does_not_wedge_the_cluster(start_worker, theme, 
     os.kill(victims[0], signal.SIGKILL)
     time.sleep(1)
     job = orchestrator.start_job(theme, params=params(call_log, tmp_path))
-    wait_for(lambda: job_status(job.pk) == Job.Status.AWAITING_REVIEW, timeout=45, what="job after the kill", log=worker.log)
+    wait_for(
+        lambda: job_status(job.pk) == Job.Status.AWAITING_REVIEW, timeout=45, what="job after the kill", log=worker.log
+    )

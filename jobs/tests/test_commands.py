@@ -24,7 +24,9 @@ def run(*args) -> str:
 
 
 def test_run_pipeline_inline_wait_shows_progress_and_exits_0_at_review(engine, theme, call_log, tmp_path):
-    out = run("run_pipeline", "--theme", "test", "--inline", "--wait", "--params", json.dumps(params(call_log, tmp_path)))
+    out = run(
+        "run_pipeline", "--theme", "test", "--inline", "--wait", "--params", json.dumps(params(call_log, tmp_path))
+    )
     job = Job.objects.get()
     assert out.splitlines()[0] == str(job.pk)
     assert "composition" in out and "succeeded" in out
@@ -42,7 +44,14 @@ def test_run_pipeline_exits_1_when_the_job_fails(engine, theme, call_log, tmp_pa
 
 def test_retry_cancel_and_review_commands_drive_the_orchestrator(engine, theme, call_log, tmp_path):
     with pytest.raises(SystemExit):
-        run("run_pipeline", "--theme", "test", "--inline", "--params", json.dumps(params(call_log, tmp_path, voiceover=["permanent", "ok"])))
+        run(
+            "run_pipeline",
+            "--theme",
+            "test",
+            "--inline",
+            "--params",
+            json.dumps(params(call_log, tmp_path, voiceover=["permanent", "ok"])),
+        )
     job = Job.objects.get()
     assert job.status == Job.Status.FAILED
     assert "failed" in run("jobs", "--status", "failed")
@@ -53,7 +62,9 @@ def test_retry_cancel_and_review_commands_drive_the_orchestrator(engine, theme, 
     with pytest.raises(CommandError, match="needs --from-stage") as exc:
         run("review_job", str(job.pk), "--request-changes", "--notes", "x")
     assert exc.value.returncode == 2
-    assert "running" in run("review_job", str(job.pk), "--request-changes", "--from-stage", "script_generation", "--notes", "shorter")
+    assert "running" in run(
+        "review_job", str(job.pk), "--request-changes", "--from-stage", "script_generation", "--notes", "shorter"
+    )
     assert "cancelled" in run("cancel_job", str(job.pk))
     with pytest.raises(CommandError, match="nothing to cancel") as exc:
         run("cancel_job", str(job.pk))
@@ -81,11 +92,32 @@ def test_unknown_ids_themes_and_values_exit_2_with_one_line(theme, args, message
 
 def test_an_unknown_stage_exits_2_from_the_shell(engine, theme):
     job = Job.objects.create(theme=theme, status=Job.Status.FAILED)
-    env = {"DATABASE_URL": database_url(), "TRENDREEL_STAGE_FUNCTIONS": json.dumps(TEST_FUNCTIONS), "PATH": "/usr/bin:/bin"}
+    env = {
+        "DATABASE_URL": database_url(),
+        "TRENDREEL_STAGE_FUNCTIONS": json.dumps(TEST_FUNCTIONS),
+        "PATH": "/usr/bin:/bin",
+    }
     proc = subprocess.run(
         [sys.executable, "manage.py", "retry_job", str(job.pk), "--from-stage", "bogus"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["CommandError: unknown stage 'bogus'; stages are: " + ", ".join(
-        ["trend_collection", "trend_analysis", "script_generation", "scene_generation", "voiceover", "composition", "review", "publish"])]
+    assert proc.stderr.strip().splitlines() == [
+        "CommandError: unknown stage 'bogus'; stages are: "
+        + ", ".join(
+            [
+                "trend_collection",
+                "trend_analysis",
+                "script_generation",
+                "scene_generation",
+                "voiceover",
+                "composition",
+                "review",
+                "publish",
+            ]
+        )
+    ]

@@ -99,7 +99,7 @@ def test_it_retries_a_transient_error_after_its_backoff_never_earlier(engine, th
     assert [r.status for r in runs] == [RS.FAILED, RS.FAILED, RS.SUCCEEDED]
     assert [r.retry_index for r in runs] == [0, 1, 2]
     assert runs[0].error_kind == "transient"
-    for prev, nxt in zip(runs, runs[1:]):
+    for prev, nxt in zip(runs, runs[1:], strict=False):
         assert nxt.not_before is not None
         assert nxt.started_at >= nxt.not_before
         assert nxt.not_before >= prev.finished_at
@@ -225,15 +225,14 @@ def test_it_enqueues_nothing_when_the_transaction_rolls_back(engine, theme, call
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom):
-        with transaction.atomic():
-            orchestrator.start_job(theme)
-            assert OrmQ.objects.count() == 1  # visible inside the transaction...
-            seen_elsewhere = []
-            t = threading.Thread(target=lambda: (seen_elsewhere.append(OrmQ.objects.count()), connection.close()))
-            t.start()
-            t.join()
-            raise Boom
+    with pytest.raises(Boom), transaction.atomic():
+        orchestrator.start_job(theme)
+        assert OrmQ.objects.count() == 1  # visible inside the transaction...
+        seen_elsewhere = []
+        t = threading.Thread(target=lambda: (seen_elsewhere.append(OrmQ.objects.count()), connection.close()))
+        t.start()
+        t.join()
+        raise Boom
     assert Job.objects.count() == 0
     assert OrmQ.objects.count() == 0  # ...and gone with the rollback
     if connection.vendor == "postgresql":
@@ -243,7 +242,9 @@ def test_it_enqueues_nothing_when_the_transaction_rolls_back(engine, theme, call
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_reruns_from_a_chosen_stage_keeping_history_and_superseding_later_checkpoints(engine, theme, call_log, tmp_path):
+def test_it_reruns_from_a_chosen_stage_keeping_history_and_superseding_later_checkpoints(
+    engine, theme, call_log, tmp_path
+):
     job = orchestrator.run_inline(start(theme, call_log, tmp_path).pk)
     assert job.status == Job.Status.AWAITING_REVIEW
     before = {r.pk: (r.stage, r.status) for r in job.runs.all()}
@@ -254,7 +255,7 @@ def test_it_reruns_from_a_chosen_stage_keeping_history_and_superseding_later_che
     rows = {r.pk: r for r in job.runs.all()}
     # every earlier row is still there
     assert set(before) <= set(rows)
-    for pk, (stage, status) in before.items():
+    for pk, (stage, _status) in before.items():
         row = rows[pk]
         assert row.stage == stage
         if pipeline.index(stage) >= pipeline.index("scene_generation"):
@@ -379,7 +380,11 @@ def test_a_stage_transition_costs_a_fixed_handful_of_statements(engine, theme, c
     engine.TRENDREEL_HEARTBEAT_SECONDS = 30  # no heartbeat from the watchdog's own connection
     with CaptureQueriesContext(connection) as ctx:
         assert orchestrator.execute_run(run.pk) == "succeeded"
-    statements = [q["sql"] for q in ctx.captured_queries if q["sql"].split()[0].upper() not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")]
+    statements = [
+        q["sql"]
+        for q in ctx.captured_queries
+        if q["sql"].split()[0].upper() not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")
+    ]
     # claim (+ load incl. checkpoints), job, run, artifact, next run, the ORM broker's INSERT; SQLite has
     # no UPDATE inside WITH, so its claim and load are two statements
     budget = 6 if connection.vendor == "postgresql" else 7
@@ -397,11 +402,15 @@ def test_stalled_asks_about_one_cluster_when_given_its_workers(engine, theme, ca
     busy = start(theme, call_log, tmp_path)
     now = timezone.now()
     later = now + timedelta(seconds=engine.TRENDREEL_STALL_SECONDS + 1)
-    StageRun.objects.filter(job=busy).update(status=RS.RUNNING, started_at=later - timedelta(seconds=1), worker="host-a:101")
+    StageRun.objects.filter(job=busy).update(
+        status=RS.RUNNING, started_at=later - timedelta(seconds=1), worker="host-a:101"
+    )
     StageRun.objects.filter(job=waiting).update(enqueued_at=now - timedelta(seconds=1))
     assert not orchestrator.stalled(now=later)  # something runs somewhere
     assert not orchestrator.stalled(now=later, workers=lambda: ["host-a:101", "host-a:102"])  # busy, not wedged
     assert orchestrator.stalled(now=later, workers=lambda: ["host-b:201", "host-b:202"])  # idle, claiming nothing
     claimed = start(theme, call_log, tmp_path)  # host b claimed (and finished) something lately
-    StageRun.objects.filter(job=claimed).update(status=RS.SUCCEEDED, started_at=later - timedelta(seconds=5), worker="host-b:202")
+    StageRun.objects.filter(job=claimed).update(
+        status=RS.SUCCEEDED, started_at=later - timedelta(seconds=5), worker="host-b:202"
+    )
     assert not orchestrator.stalled(now=later, workers=lambda: ["host-b:201", "host-b:202"])

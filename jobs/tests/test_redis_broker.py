@@ -35,11 +35,10 @@ def redis_broker(monkeypatch, engine):
 def test_it_pushes_only_after_commit_and_nothing_on_rollback(redis_broker, theme):
     client, key = redis_broker
     assert not orchestrator.broker_joins_transaction()
-    with pytest.raises(RuntimeError):
-        with transaction.atomic():
-            orchestrator.start_job(theme)
-            assert client.llen(key) == 0  # not before COMMIT
-            raise RuntimeError("roll back")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        orchestrator.start_job(theme)
+        assert client.llen(key) == 0  # not before COMMIT
+        raise RuntimeError("roll back")
     assert client.llen(key) == 0
     assert Job.objects.count() == 0
     orchestrator.start_job(theme)
@@ -61,5 +60,7 @@ def test_a_job_runs_through_a_worker_on_the_redis_broker(redis_broker, start_wor
     client, key = redis_broker
     worker = start_worker("worker", extra_env={"REDIS_URL": REDIS_URL, "TRENDREEL_QUEUE_NAME": Conf.CLUSTER_NAME})
     job = orchestrator.start_job(theme, params=params(call_log, tmp_path, voiceover=["transient", "ok"]))
-    wait_for(lambda: job_status(job.pk) == Job.Status.AWAITING_REVIEW, timeout=60, what="awaiting_review", log=worker.log)
+    wait_for(
+        lambda: job_status(job.pk) == Job.Status.AWAITING_REVIEW, timeout=60, what="awaiting_review", log=worker.log
+    )
     assert job.runs.filter(stage="voiceover").count() == 2

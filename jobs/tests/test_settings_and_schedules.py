@@ -30,7 +30,9 @@ from jobs.tests.conftest import ROOT
 )
 def test_invalid_settings_stop_start_up_with_a_clear_error(env, message):
     full = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")} | env
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=full, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=full, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr and message in result.stderr
 
@@ -39,7 +41,11 @@ def test_invalid_settings_stop_start_up_with_a_clear_error(env, message):
 def test_a_theme_schedule_is_created_updated_and_removed():
     theme = Theme.objects.create(name="Daily", slug="daily", schedule_cron="0 9 * * 1-5", schedule_batch=3)
     schedule = schedules.sync_schedule(theme)
-    assert (schedule.func, schedule.cron, schedule.schedule_type) == ("jobs.tasks.run_theme", "0 9 * * 1-5", Schedule.CRON)
+    assert (schedule.func, schedule.cron, schedule.schedule_type) == (
+        "jobs.tasks.run_theme",
+        "0 9 * * 1-5",
+        Schedule.CRON,
+    )
     assert schedule.next_run is not None
     theme.schedule_cron = "30 7 * * *"
     schedules.sync_schedule(theme)
@@ -51,7 +57,9 @@ def test_a_theme_schedule_is_created_updated_and_removed():
 
 @pytest.mark.django_db
 def test_a_bad_cron_or_batch_is_refused():
-    theme = Theme(name="Bad", slug="bad", schedule_cron="every morning", schedule_batch=50, sources=[{"name": "x", "path": "x"}])
+    theme = Theme(
+        name="Bad", slug="bad", schedule_cron="every morning", schedule_batch=50, sources=[{"name": "x", "path": "x"}]
+    )
     with pytest.raises(ValidationError) as exc:
         theme.full_clean()
     assert {"schedule_cron", "schedule_batch"} <= set(exc.value.message_dict)
@@ -66,12 +74,37 @@ def test_the_scheduled_task_starts_a_batch_for_the_top_topics():
 
 def test_with_redis_the_cache_is_shared_by_every_process():
     """The API request budget and the dashboard stats count across web processes."""
-    code = ("from django.conf import settings; from django.core.cache import cache; "
-            "cache.set('probe', 41, 30); cache.incr('probe'); print(settings.CACHES['default']['BACKEND'], cache.get('probe'))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")} | {"REDIS_URL": "redis://127.0.0.1:6379/14"}
-    first = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    code = (
+        "from django.conf import settings; from django.core.cache import cache; "
+        "cache.set('probe', 41, 30); cache.incr('probe'); print(settings.CACHES['default']['BACKEND'], cache.get('probe'))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")} | {
+        "REDIS_URL": "redis://127.0.0.1:6379/14"
+    }
+    first = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert first.returncode == 0, first.stderr
     assert first.stdout.split() == ["django.core.cache.backends.redis.RedisCache", "42"]
-    second = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", "from django.core.cache import cache; print(cache.get('probe'))"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    second = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-v",
+            "0",
+            "-c",
+            "from django.core.cache import cache; print(cache.get('probe'))",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert second.stdout.strip() == "42"  # another process sees it

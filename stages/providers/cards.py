@@ -95,7 +95,10 @@ class Palette:
     ink: tuple[int, int, int]  # near-black of the same hue: outlines, shadows, text on accent
 
     def as_hex(self) -> dict[str, str]:
-        return {name: "#%02x%02x%02x" % getattr(self, name) for name in ("top", "bottom", "accent", "secondary", "ink")}
+        return {
+            name: "#{:02x}{:02x}{:02x}".format(*getattr(self, name))
+            for name in ("top", "bottom", "accent", "secondary", "ink")
+        }
 
 
 def _seed_int(seed: str, salt: str = "") -> int:
@@ -178,7 +181,7 @@ def _wrap(text: str, fnt: ImageFont.FreeTypeFont, width: float, *, split_words: 
         while fnt.getlength(word) > width and len(word) > 1:
             joints = [i + 1 for i, ch in enumerate(word[:-1]) if ch == "-" and fnt.getlength(word[: i + 1]) <= width]
             if joints:
-                head, word = word[: joints[-1]], word[joints[-1]:]
+                head, word = word[: joints[-1]], word[joints[-1] :]
             elif not split_words:
                 return None
             else:
@@ -408,7 +411,12 @@ class CardRenderer:
 
     @staticmethod
     def _draw_line(
-        draw: ImageDraw.ImageDraw, pos: tuple[int, int], line: str, fnt: ImageFont.FreeTypeFont, stroke: int, pal: Palette
+        draw: ImageDraw.ImageDraw,
+        pos: tuple[int, int],
+        line: str,
+        fnt: ImageFont.FreeTypeFont,
+        stroke: int,
+        pal: Palette,
     ) -> None:
         """White type with a dark outline; words with digits ("$80", "2026") in the accent colour."""
         x, y = pos
@@ -440,4 +448,3 @@ class CardRenderer:
         layer = layer.filter(ImageFilter.GaussianBlur(max(3, fnt.size // 18)))
         image.paste(pal.ink, (bx0 - pad, by0 - pad + offset), layer)
         return (bx0 - pad, by0 - pad + offset, bx0 - pad + layer.width, by0 - pad + offset + layer.height)
-

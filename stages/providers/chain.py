@@ -24,7 +24,10 @@ def provider_names(ctx: StageContext, default: str) -> list[str]:
     if isinstance(names, str):
         names = [names]
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise PermanentStageError(f"{ctx.stage}: providers must be a list of names", hint=f'e.g. theme.settings["{ctx.stage}"]["providers"] = ["{default}"]')
+        raise PermanentStageError(
+            f"{ctx.stage}: providers must be a list of names",
+            hint=f'e.g. theme.settings["{ctx.stage}"]["providers"] = ["{default}"]',
+        )
     return names
 
 

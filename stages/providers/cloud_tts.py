@@ -78,7 +78,9 @@ def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
         if chunk == b"fmt ":
             if size < 16 or body + 16 > len(data):
                 raise NotAudio("WAV fmt chunk is truncated")
-            tag, channels, rate = (int.from_bytes(data[body + a : body + b], "little") for a, b in ((0, 2), (2, 4), (4, 8)))
+            tag, channels, rate = (
+                int.from_bytes(data[body + a : body + b], "little") for a, b in ((0, 2), (2, 4), (4, 8))
+            )
             bits = int.from_bytes(data[body + 14 : body + 16], "little")
             if tag not in (1, 0xFFFE) or bits != 16:
                 raise NotAudio(f"WAV is not 16-bit PCM (format {tag}, {bits} bits)")
@@ -105,10 +107,27 @@ def decode_with_ffmpeg(ctx: StageContext, data: bytes, rate: int) -> np.ndarray:
     """Compressed audio (MP3...) to mono int16 at ``rate`` through ffmpeg (cancellable child)."""
     from stages.media import ffmpeg_exe
 
-    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", str(rate), "pipe:1"]
+    args = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        "pipe:0",
+        "-f",
+        "s16le",
+        "-ac",
+        "1",
+        "-ar",
+        str(rate),
+        "pipe:1",
+    ]
     done = ctx.run_process(args, input_bytes=data, timeout=60)
     if done.returncode != 0 or not done.stdout:
-        raise NotAudio("ffmpeg could not decode it" + (f": {done.stderr.splitlines()[-1][:200]}" if done.stderr else ""))
+        raise NotAudio(
+            "ffmpeg could not decode it" + (f": {done.stderr.splitlines()[-1][:200]}" if done.stderr else "")
+        )
     return decode_pcm16(done.stdout[: len(done.stdout) - len(done.stdout) % 2])
 
 
@@ -144,7 +163,7 @@ def alignment_words(text: str, alignment: Any) -> list[WordTiming]:
         return []
     times: dict[int, float] = {}  # text offset -> start time, matching non-space characters in order
     pos = 0
-    for ch, start in zip(chars, starts):
+    for ch, start in zip(chars, starts, strict=False):
         if not isinstance(ch, str) or isinstance(start, bool) or not isinstance(start, (int, float)):
             return []
         for c in ch:
@@ -179,7 +198,9 @@ class ElevenLabsProvider:
 
     def __init__(self, ctx: StageContext, *, client: httpx.Client | None = None) -> None:
         self.ctx = ctx
-        self.base_url = str(provider_setting(ctx, ELEVENLABS, "base_url", "ELEVENLABS_BASE_URL", default=ELEVENLABS_BASE_URL)).rstrip("/")
+        self.base_url = str(
+            provider_setting(ctx, ELEVENLABS, "base_url", "ELEVENLABS_BASE_URL", default=ELEVENLABS_BASE_URL)
+        ).rstrip("/")
         self.api_key = str(provider_setting(ctx, ELEVENLABS, "api_key", "ELEVENLABS_API_KEY", required=True))
         self.voice = str(provider_setting(ctx, ELEVENLABS, "voice_id", "ELEVENLABS_VOICE_ID", default=ELEVENLABS_VOICE))
         self.model = str(provider_setting(ctx, ELEVENLABS, "model_id", "ELEVENLABS_MODEL_ID", default=ELEVENLABS_MODEL))
@@ -231,7 +252,9 @@ class ElevenLabsProvider:
         try:
             answer = response.json()
         except ValueError:
-            raise PermanentStageError(f"{ELEVENLABS}: the answer is not JSON ({len(response.content)} bytes)", hint=hint) from None
+            raise PermanentStageError(
+                f"{ELEVENLABS}: the answer is not JSON ({len(response.content)} bytes)", hint=hint
+            ) from None
         encoded = answer.get("audio_base64") if isinstance(answer, dict) else None
         if not isinstance(encoded, str) or not encoded:
             raise PermanentStageError(f"{ELEVENLABS}: the answer has no audio_base64", hint=hint)
@@ -242,11 +265,15 @@ class ElevenLabsProvider:
         try:
             samples = self._decode(data)
         except NotAudio as exc:
-            raise PermanentStageError(f"{ELEVENLABS} returned audio that cannot be decoded ({self.output_format}): {exc}", hint=hint) from None
+            raise PermanentStageError(
+                f"{ELEVENLABS} returned audio that cannot be decoded ({self.output_format}): {exc}", hint=hint
+            ) from None
         check_audio(samples, self.sample_rate, text, ELEVENLABS)
         words = alignment_words(text, answer.get("alignment") or answer.get("normalized_alignment"))
         if not words:
-            self.ctx.logger.warning("%s: no usable alignment for %r; captions timed by characters", ELEVENLABS, text[:60])
+            self.ctx.logger.warning(
+                "%s: no usable alignment for %r; captions timed by characters", ELEVENLABS, text[:60]
+            )
         return Speech(samples=samples, sample_rate=self.sample_rate, words=words)
 
 
@@ -264,7 +291,9 @@ class OpenAISpeechProvider:
 
     def __init__(self, ctx: StageContext, *, client: httpx.Client | None = None) -> None:
         self.ctx = ctx
-        self.base_url = str(provider_setting(ctx, OPENAI, "base_url", "OPENAI_BASE_URL", default=OPENAI_BASE_URL)).rstrip("/")
+        self.base_url = str(
+            provider_setting(ctx, OPENAI, "base_url", "OPENAI_BASE_URL", default=OPENAI_BASE_URL)
+        ).rstrip("/")
         self.api_key = provider_setting(ctx, OPENAI, "api_key", "OPENAI_API_KEY", required=key_required(self.base_url))
         self.model = str(provider_setting(ctx, OPENAI, "model", "TRENDREEL_TTS_MODEL", default=OPENAI_MODEL))
         self.voice = str(provider_setting(ctx, OPENAI, "voice", "TRENDREEL_TTS_VOICE", default=OPENAI_VOICE))
@@ -298,7 +327,9 @@ class OpenAISpeechProvider:
                 samples, rate = decode_wav(data)
                 samples = resample(samples, rate, self.sample_rate)
             elif data[:1] in (b"{", b"[", b"<") or not data:
-                raise NotAudio(f"got {response.headers.get('content-type') or 'no content type'}, {len(data)} bytes, not audio")
+                raise NotAudio(
+                    f"got {response.headers.get('content-type') or 'no content type'}, {len(data)} bytes, not audio"
+                )
             else:  # a server that ignored response_format (mp3, ogg...): ffmpeg reads it
                 samples = decode_with_ffmpeg(self.ctx, data, self.sample_rate)
         except NotAudio as exc:

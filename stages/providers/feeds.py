@@ -40,6 +40,7 @@ names the source.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import io
@@ -128,9 +129,9 @@ class FeedSource:
         name = str(raw.get("name") or "").strip()
         label = name or f"#{index + 1}"
         declared = str(raw.get("kind") or "").strip().lower()
-        if declared in API_KINDS and not path_value and (not url or declared == "google_trends"):
-            if declared != "reddit" or raw.get("subreddit"):
-                return cls._api_source(raw, declared, name, label, url)
+        api = declared in API_KINDS and not path_value and (not url or declared == "google_trends")
+        if api and (declared != "reddit" or raw.get("subreddit")):
+            return cls._api_source(raw, declared, name, label, url)
         if bool(url) == bool(path_value):
             raise PermanentStageError(
                 f"theme source {label} needs exactly one of 'url' or 'path'",
@@ -319,10 +320,8 @@ class ValidatorCache:
             logger.warning("cannot save feed validators for %s: %s", url, exc)
 
     def forget(self, url: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._file(url).unlink()
-        except OSError:
-            pass
 
 
 # -- the reader ------------------------------------------------------------------------------
@@ -485,7 +484,9 @@ class FeedReader:
         ``timeout`` seconds; the stage's own retry takes it."""
         return http.retrying(
             lambda: self._fetch_once(source, url, headers or {}),
-            attempts=self.attempts, budget=self.budget, max_wait=self.max_wait,
+            attempts=self.attempts,
+            budget=self.budget,
+            max_wait=self.max_wait,
         )
 
     def _fetch_once(self, source: FeedSource, url: str, headers: dict[str, str]) -> _Fetched:
@@ -577,15 +578,15 @@ class _Fetched:
     content_type: str = ""
 
 
-
-
 # -- parsing ---------------------------------------------------------------------------------
 def _json_body(source: FeedSource, content: bytes, *, hint: str) -> Any:
     """A JSON body (BOM tolerated), or ``PermanentStageError`` naming the source."""
     try:
         return json.loads(content.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise PermanentStageError(f"source {source.name}: {source.location} is not valid JSON ({exc})", hint=hint) from None
+        raise PermanentStageError(
+            f"source {source.name}: {source.location} is not valid JSON ({exc})", hint=hint
+        ) from None
 
 
 def parse_feed(source: FeedSource, content: bytes, *, content_type: str = "") -> FeedRead:
@@ -594,7 +595,9 @@ def parse_feed(source: FeedSource, content: bytes, *, content_type: str = "") ->
         return _parse_google_trends(source, content)
     head = content.lstrip()[:1]
     if head in (b"{", b"[") or "json" in content_type.lower():
-        return _parse_json(source, _json_body(source, content, hint="check that the URL/file is a Reddit listing or Hacker News items"))
+        return _parse_json(
+            source, _json_body(source, content, hint="check that the URL/file is a Reddit listing or Hacker News items")
+        )
     return _parse_xml(source, content, content_type)
 
 

@@ -15,7 +15,7 @@ import os
 import random
 import re
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
@@ -27,7 +27,9 @@ from stages.base import PermanentStageError, StageContext, TransientStageError
 DEFAULT_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 USER_AGENT = "Trendreel/1.0 (+short-video console)"
 T = TypeVar("T")
-_QUOTA = re.compile(r"quota|insufficient_quota|billing|credits? (?:exhausted|exceeded)|limit exceeded for the month", re.I)
+_QUOTA = re.compile(
+    r"quota|insufficient_quota|billing|credits? (?:exhausted|exceeded)|limit exceeded for the month", re.I
+)
 
 
 def masked(text: str, secrets: Iterable[str | None]) -> str:
@@ -50,13 +52,17 @@ def provider_setting(
         value = os.environ.get(env)
     if value in (None, ""):
         if required:
-            raise PermanentStageError(f"{provider}: missing {name}", hint=f"set {setting_path(ctx, provider, name, env)}")
+            raise PermanentStageError(
+                f"{provider}: missing {name}", hint=f"set {setting_path(ctx, provider, name, env)}"
+            )
         return default
     return value
 
 
 def setting_path(ctx: StageContext, provider: str, name: str, env: str | None = None) -> str:
-    return f'theme.settings["{ctx.stage}"]["{provider}"]["{name}"]' + (f" or the {env} environment variable" if env else "")
+    return f'theme.settings["{ctx.stage}"]["{provider}"]["{name}"]' + (
+        f" or the {env} environment variable" if env else ""
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -75,8 +81,8 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
@@ -91,7 +97,9 @@ def _body_excerpt(response: httpx.Response) -> str:
     return " ".join(text.split())[:300]
 
 
-def check(response: httpx.Response, *, provider: str, hint_setting: str, secrets: Iterable[str | None] = ()) -> httpx.Response:
+def check(
+    response: httpx.Response, *, provider: str, hint_setting: str, secrets: Iterable[str | None] = ()
+) -> httpx.Response:
     """Raise the engine's error for a failed response; return it unchanged when it succeeded."""
     status = response.status_code
     if status < 400:
@@ -100,7 +108,9 @@ def check(response: httpx.Response, *, provider: str, hint_setting: str, secrets
     detail = masked(_body_excerpt(response), secrets)
     what = f"{provider} answered HTTP {status}" + (f": {detail}" if detail else "")
     if status == 429 and _QUOTA.search(detail):
-        raise PermanentStageError(what, hint=f"the {provider} account is out of quota; top it up or change {hint_setting}")
+        raise PermanentStageError(
+            what, hint=f"the {provider} account is out of quota; top it up or change {hint_setting}"
+        )
     if status == 429 or status >= 500 or status == 408:
         raise TransientStageError(what, retry_after=retry_after_seconds(response))
     if status in (401, 403):
@@ -121,7 +131,14 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, TransientStageError) and not getattr(exc, "final", False)
 
 
-def retrying(call: Callable[[], T], *, ctx: StageContext | None = None, attempts: int = 3, budget: float = 20.0, max_wait: float = 5.0) -> T:
+def retrying(
+    call: Callable[[], T],
+    *,
+    ctx: StageContext | None = None,
+    attempts: int = 3,
+    budget: float = 20.0,
+    max_wait: float = 5.0,
+) -> T:
     """``call()`` with the providers' in-call retry policy.
 
     A ``TransientStageError`` (not marked ``final``) is retried up to ``attempts`` times within
@@ -136,7 +153,7 @@ def retrying(call: Callable[[], T], *, ctx: StageContext | None = None, attempts
         after = getattr(exc, "retry_after", None)
         if after is not None:
             return after
-        return random.uniform(0, min(max_wait, 0.25 * 2 ** state.attempt_number))
+        return random.uniform(0, min(max_wait, 0.25 * 2**state.attempt_number))
 
     def give_up_early(state: RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None

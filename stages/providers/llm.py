@@ -69,9 +69,13 @@ def float_setting(ctx: StageContext, provider: str, name: str, default: float) -
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise PermanentStageError(f"{provider}: {name} must be a number, got {raw!r}", hint=f"fix {setting_path(ctx, provider, name)}") from None
+        raise PermanentStageError(
+            f"{provider}: {name} must be a number, got {raw!r}", hint=f"fix {setting_path(ctx, provider, name)}"
+        ) from None
     if value <= 0:
-        raise PermanentStageError(f"{provider}: {name} must be positive", hint=f"fix {setting_path(ctx, provider, name)}")
+        raise PermanentStageError(
+            f"{provider}: {name} must be positive", hint=f"fix {setting_path(ctx, provider, name)}"
+        )
     return value
 
 
@@ -96,7 +100,11 @@ SCRIPT_SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["id", "narration", "headline"],
-                "properties": {"id": {"type": "string"}, "narration": {"type": "string"}, "headline": {"type": "string"}},
+                "properties": {
+                    "id": {"type": "string"},
+                    "narration": {"type": "string"},
+                    "headline": {"type": "string"},
+                },
             },
         },
         "hashtags": {"type": "array", "items": {"type": "string"}},
@@ -172,7 +180,8 @@ def build_messages(
     )
     theme_keywords = ", ".join(str(k) for k in theme.get("keywords") or [] if isinstance(k, str))
     user = [
-        f"Channel theme: {theme.get('name') or 'general news'}" + (f" (keywords: {theme_keywords})" if theme_keywords else ""),
+        f"Channel theme: {theme.get('name') or 'general news'}"
+        + (f" (keywords: {theme_keywords})" if theme_keywords else ""),
         f"Target duration: {target} seconds, about {budget} words of narration.",
         "",
         "<story>",
@@ -211,7 +220,9 @@ def parse_json(content: str) -> Any:
                 return json.loads(text[first : last + 1])
             except json.JSONDecodeError:
                 pass
-        raise InvalidAnswer(f"the answer is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise InvalidAnswer(
+            f"the answer is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
 
 
 def _text(value: Any) -> Any:
@@ -227,21 +238,28 @@ def build_script(draft: Any, *, target: int, wps: float, writer: str) -> dict[st
     segments = draft.get("segments")
     if not isinstance(segments, list) or not segments:
         raise InvalidAnswer("segments must be a non-empty list of {id, narration, headline} objects")
-    cleaned = [{k: _text(seg.get(k)) for k in ("id", "narration", "headline")} if isinstance(seg, dict) else seg for seg in segments]
+    cleaned = [
+        {k: _text(seg.get(k)) for k in ("id", "narration", "headline")} if isinstance(seg, dict) else seg
+        for seg in segments
+    ]
     first, last = cleaned[0], cleaned[-1]
     hashtags = draft.get("hashtags")
     if isinstance(hashtags, list):
         hashtags = [hashtag(t) if isinstance(t, str) and not t.startswith("#") else t for t in hashtags]
         hashtags = [t for t in hashtags if t != ""]
     notes_applied = draft.get("notes_applied", [])
-    words = sum(count_words(s["narration"]) for s in cleaned if isinstance(s, dict) and isinstance(s.get("narration"), str))
+    words = sum(
+        count_words(s["narration"]) for s in cleaned if isinstance(s, dict) and isinstance(s.get("narration"), str)
+    )
     return {
         "title": _text(draft.get("title")),
         "hook": first.get("narration") if isinstance(first, dict) else None,
         "segments": cleaned,
         "cta": last.get("narration") if isinstance(last, dict) else None,
         "hashtags": hashtags,
-        "description": draft.get("description").strip() if isinstance(draft.get("description"), str) else draft.get("description"),
+        "description": draft.get("description").strip()
+        if isinstance(draft.get("description"), str)
+        else draft.get("description"),
         "target_seconds": target,
         "word_count": words,
         "words_per_second": wps,
@@ -259,7 +277,11 @@ def fit_headlines(script: dict[str, Any]) -> list[str]:
         headline = seg.get("headline") if isinstance(seg, dict) else None
         if not isinstance(headline, str) or not headline.strip():
             continue
-        if count_words(headline) > HEADLINE_MAX_WORDS or len(headline) > HEADLINE_MAX_CHARS or strip_emoji(headline) != headline:
+        if (
+            count_words(headline) > HEADLINE_MAX_WORDS
+            or len(headline) > HEADLINE_MAX_CHARS
+            or strip_emoji(headline) != headline
+        ):
             seg["headline"] = headline_from(headline)
             fitted.append(str(seg.get("id")))
     return fitted
@@ -276,7 +298,9 @@ def _content(body: Any) -> tuple[str, str]:
             hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
         ) from None
     if isinstance(message, dict) and message.get("refusal"):
-        raise PermanentStageError(f"{PROVIDER}: the model refused: {str(message['refusal'])[:300]}", hint="check the topic and operator notes")
+        raise PermanentStageError(
+            f"{PROVIDER}: the model refused: {str(message['refusal'])[:300]}", hint="check the topic and operator notes"
+        )
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str):
         content = ""
@@ -289,19 +313,29 @@ class OpenAIWriter:
 
     name = PROVIDER
 
-    def __init__(self, ctx: StageContext, validate: Callable[[Any], None], *, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self, ctx: StageContext, validate: Callable[[Any], None], *, client: httpx.Client | None = None
+    ) -> None:
         self.ctx = ctx
         self.validate = validate
-        self.base_url = str(provider_setting(ctx, PROVIDER, "base_url", "OPENAI_BASE_URL", default=DEFAULT_BASE_URL)).rstrip("/")
+        self.base_url = str(
+            provider_setting(ctx, PROVIDER, "base_url", "OPENAI_BASE_URL", default=DEFAULT_BASE_URL)
+        ).rstrip("/")
         hosted_openai = (urlsplit(self.base_url).hostname or "").lower() == "api.openai.com"
         self.model = str(
-            provider_setting(ctx, PROVIDER, "model", "TRENDREEL_LLM_MODEL", required=not hosted_openai, default=DEFAULT_OPENAI_MODEL)
+            provider_setting(
+                ctx, PROVIDER, "model", "TRENDREEL_LLM_MODEL", required=not hosted_openai, default=DEFAULT_OPENAI_MODEL
+            )
         )
-        self.api_key = provider_setting(ctx, PROVIDER, "api_key", "OPENAI_API_KEY", required=key_required(self.base_url))
+        self.api_key = provider_setting(
+            ctx, PROVIDER, "api_key", "OPENAI_API_KEY", required=key_required(self.base_url)
+        )
         self.timeout = float_setting(ctx, PROVIDER, "timeout", DEFAULT_TIMEOUT)
         self.temperature = provider_setting(ctx, PROVIDER, "temperature")
         self.max_tokens = provider_setting(ctx, PROVIDER, "max_tokens")
-        mode = provider_setting(ctx, PROVIDER, "response_format", default="json_schema" if hosted_openai else "json_object")
+        mode = provider_setting(
+            ctx, PROVIDER, "response_format", default="json_schema" if hosted_openai else "json_object"
+        )
         if mode not in ("json_schema", "json_object", "none"):
             raise PermanentStageError(
                 f"{PROVIDER}: response_format {mode!r} is unknown",
@@ -320,7 +354,10 @@ class OpenAIWriter:
 
     def _response_format(self) -> dict[str, Any] | None:
         if self.mode == "json_schema":
-            return {"type": "json_schema", "json_schema": {"name": "trendreel_script", "strict": True, "schema": SCRIPT_SCHEMA}}
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": "trendreel_script", "strict": True, "schema": SCRIPT_SCHEMA},
+            }
         if self.mode == "json_object":
             return {"type": "json_object"}
         return None
@@ -344,7 +381,11 @@ class OpenAIWriter:
                 )  # fmt: skip
             except PermanentStageError as exc:
                 # A server that does not know json_schema says so with a 400: fall back to json_object.
-                if self.mode == "json_schema" and " 400" in exc.message and re.search(r"response_format|json_schema", exc.message, re.I):
+                if (
+                    self.mode == "json_schema"
+                    and " 400" in exc.message
+                    and re.search(r"response_format|json_schema", exc.message, re.I)
+                ):
                     self.ctx.logger.warning("%s: json_schema refused, retrying with json_object", PROVIDER)
                     self.mode = "json_object"
                     return self._complete(messages)
@@ -372,8 +413,13 @@ class OpenAIWriter:
             raise
         fitted = fit_headlines(script)
         if fitted:
-            self.ctx.logger.info("%s: card headlines over %d words / %d characters fitted: %s",
-                                 PROVIDER, HEADLINE_MAX_WORDS, HEADLINE_MAX_CHARS, ", ".join(fitted))
+            self.ctx.logger.info(
+                "%s: card headlines over %d words / %d characters fitted: %s",
+                PROVIDER,
+                HEADLINE_MAX_WORDS,
+                HEADLINE_MAX_CHARS,
+                ", ".join(fitted),
+            )
         try:
             self.validate(script)
         except PermanentStageError as exc:
@@ -384,7 +430,9 @@ class OpenAIWriter:
         settings = dict(((theme.get("settings") or {}).get("script_generation")) or {})
         wps = float(settings.get("words_per_second") or WORDS_PER_SECOND)
         # Length notes ("shorter", "longer") move the target as they do for the template writer.
-        target = max(MIN_TARGET_SECONDS, round(int(theme.get("target_seconds") or 30) * parse_notes(list(notes)).length_factor))
+        target = max(
+            MIN_TARGET_SECONDS, round(int(theme.get("target_seconds") or 30) * parse_notes(list(notes)).length_factor)
+        )
         beats = min(MAX_BEATS, max(MIN_BEATS, int(settings.get("beats") or round(target / 10))))
         messages = build_messages(topic, theme, notes, target=target, wps=wps, beats=beats)
 
@@ -414,4 +462,3 @@ class OpenAIWriter:
                 hint="try another model (setting model / TRENDREEL_LLM_MODEL), simplify the operator notes, or add "
                 '"template" to the providers as a fallback',
             ) from None
-

@@ -58,9 +58,47 @@ ORIENTATIONS = ("portrait", "landscape", "square")
 MIN_SIDE = 240  # a file smaller than this is no scene
 MAX_VIDEO_SECONDS = 600.0
 _STOP = {
-    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "how", "in", "into", "is",
-    "it", "its", "just", "more", "new", "now", "of", "on", "or", "our", "so", "that", "the", "this", "to",
-    "was", "what", "why", "will", "with", "you", "your", "follow", "like", "stories",
+    "a",
+    "an",
+    "and",
+    "are",
+    "as",
+    "at",
+    "be",
+    "by",
+    "for",
+    "from",
+    "has",
+    "have",
+    "how",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "just",
+    "more",
+    "new",
+    "now",
+    "of",
+    "on",
+    "or",
+    "our",
+    "so",
+    "that",
+    "the",
+    "this",
+    "to",
+    "was",
+    "what",
+    "why",
+    "will",
+    "with",
+    "you",
+    "your",
+    "follow",
+    "like",
+    "stories",
 }
 _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
 
@@ -74,7 +112,9 @@ class Hit:
     page_url: str  # the Pexels page (for the credit)
     author: str
     author_url: str
-    files: list[dict[str, Any]] = field(default_factory=list)  # candidates, best first: {url, width, height, quality, size}
+    files: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # candidates, best first: {url, width, height, quality, size}
     alt: str = ""
 
 
@@ -141,7 +181,9 @@ class PexelsSource:
         self.key = str(key)
         self.base = str(conf.get("base_url") or DEFAULT_BASE).rstrip("/")
         if urlsplit(self.base).scheme not in ("http", "https"):
-            raise PermanentStageError(f"pexels: base_url {self.base!r} is not http(s)", hint="leave it out for the real API")
+            raise PermanentStageError(
+                f"pexels: base_url {self.base!r} is not http(s)", hint="leave it out for the real API"
+            )
         self.media = str(conf.get("media") or "photos").lower()
         if self.media in ("photo", "video"):
             self.media += "s"
@@ -248,7 +290,9 @@ class PexelsSource:
             tmp.unlink(missing_ok=True)
         removed = prune_cache(self.cache_dir, settings.TRENDREEL_CACHE_MB * 1024 * 1024)
         if removed:
-            self.ctx.logger.info("pexels: cache over TRENDREEL_CACHE_MB, removed %d least recently used files", len(removed))
+            self.ctx.logger.info(
+                "pexels: cache over TRENDREEL_CACHE_MB, removed %d least recently used files", len(removed)
+            )
         return Fetched(hit, cached, url, width, height, duration)
 
     def _stream(self, url: str, out: Any, hit: Hit) -> None:
@@ -266,9 +310,13 @@ class PexelsSource:
                 for chunk in response.iter_bytes(256 * 1024):
                     size += len(chunk)
                     if size > self.max_bytes:
-                        raise PermanentStageError(f"{what}: {where} is larger than {self.max_bytes / (1024 * 1024):g} MB")
+                        raise PermanentStageError(
+                            f"{what}: {where} is larger than {self.max_bytes / (1024 * 1024):g} MB"
+                        )
                     if time.monotonic() > deadline:
-                        raise TransientStageError(f"{what}: {where} took longer than {self.download_seconds:g}s to download")
+                        raise TransientStageError(
+                            f"{what}: {where} took longer than {self.download_seconds:g}s to download"
+                        )
                     out.write(chunk)
                     self.ctx.check_cancelled()
         except httpx.TimeoutException:
@@ -336,7 +384,14 @@ def probe_photo(path: Path) -> tuple[int, int]:
             with Image.open(path) as image:
                 image.load()
                 width, height = image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise PermanentStageError(f"downloaded file is not a readable image ({type(exc).__name__}: {exc})") from None
     if min(width, height) < MIN_SIDE:
         raise PermanentStageError(f"downloaded image is only {width}x{height}")
@@ -372,7 +427,13 @@ def _photo_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
     if original:
         # Pexels resizes on the fly: ask for exactly the scene size, cropped (a ~200-400 kB JPEG).
         sep = "&" if "?" in original else "?"
-        files.append({"url": f"{original}{sep}auto=compress&cs=tinysrgb&fit=crop&w={TARGET[0]}&h={TARGET[1]}", "width": TARGET[0], "height": TARGET[1]})
+        files.append(
+            {
+                "url": f"{original}{sep}auto=compress&cs=tinysrgb&fit=crop&w={TARGET[0]}&h={TARGET[1]}",
+                "width": TARGET[0],
+                "height": TARGET[1],
+            }
+        )
     for name in ("large2x", "portrait", "large"):
         url = _http_url(src.get(name))
         if url and all(f["url"] != url for f in files):
@@ -405,7 +466,9 @@ def _video_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
         size = f.get("size")
         if isinstance(size, (int, float)) and size > max_bytes:
             continue
-        files.append({"url": url, "width": _int(f.get("width")), "height": _int(f.get("height")), "quality": f.get("quality")})
+        files.append(
+            {"url": url, "width": _int(f.get("width")), "height": _int(f.get("height")), "quality": f.get("quality")}
+        )
     files.sort(key=_video_rank)
     author, author_url = _user(record)
     return Hit(

@@ -38,7 +38,9 @@ SIGNATURE_HEADER = "X-Trendreel-Signature"
 DELIVERY_HEADER = "X-Trendreel-Delivery"
 
 
-def provider_setting(ctx: StageContext, section: str, name: str, env: str | None, *, required: bool = True, default: Any = None) -> Any:
+def provider_setting(
+    ctx: StageContext, section: str, name: str, env: str | None, *, required: bool = True, default: Any = None
+) -> Any:
     """Publishing settings are required unless said otherwise (a destination without its URL or
     secret must not half-work)."""
     return http.provider_setting(ctx, section, name, env, required=required, default=default)
@@ -116,7 +118,9 @@ class WebhookPublisher:
             },
         }
 
-    def deliver(self, package: Package, earlier: dict[str, dict[str, Any]] | None = None, *, client: httpx.Client | None = None) -> WebhookDelivery:
+    def deliver(
+        self, package: Package, earlier: dict[str, dict[str, Any]] | None = None, *, client: httpx.Client | None = None
+    ) -> WebhookDelivery:
         payload = self.payload(package, earlier or {})
         body = json.dumps(payload, ensure_ascii=False, sort_keys=True).encode("utf-8")
         did = payload["delivery_id"]
@@ -149,7 +153,7 @@ class WebhookPublisher:
         if not 200 <= response.status_code < 300:
             raise PermanentStageError(
                 f"webhook answered HTTP {response.status_code} (not 2xx) at {shown}",
-                hint="the webhook URL redirects or is not a receiver; check theme.settings[\"publish\"][\"webhook\"][\"url\"]",
+                hint='the webhook URL redirects or is not a receiver; check theme.settings["publish"]["webhook"]["url"]',
             )
         excerpt = http.masked(" ".join(response.text.split())[:200], [self.secret]) if response.content else ""
         return WebhookDelivery(delivery_id=did, status_code=response.status_code, url=shown, response_excerpt=excerpt)

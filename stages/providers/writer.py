@@ -58,7 +58,7 @@ _BLOCK_TAGS = {"p", "br", "li", "div", "h1", "h2", "h3", "h4", "h5", "h6", "tr",
 _ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "inc", "ltd", "co", "corp",
     "e.g", "i.e", "u.s", "u.k", "no", "fig", "approx", "jan", "feb", "mar", "apr", "jun", "jul",
-    "aug", "sep", "sept", "oct", "nov", "dec", "mio", "mrd", "nr", "ca", "bzw", "approx",
+    "aug", "sep", "sept", "oct", "nov", "dec", "mio", "mrd", "nr", "ca", "bzw",
 }  # fmt: skip
 STOPWORDS = {
     "a", "an", "the", "and", "or", "but", "nor", "so", "yet", "of", "to", "in", "on", "at", "by",
@@ -123,7 +123,9 @@ def clean_text(raw: Any, *, keep_lines: bool = False) -> str:
     text = html.unescape(text)
     text = unicodedata.normalize("NFC", text)
     text = _URL_RE.sub("", text)
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in {"Cc", "Cf"} or ch in _EMOJI_EXTRA)
+    text = "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in {"Cc", "Cf"} or ch in _EMOJI_EXTRA
+    )
     text = _SPACE_RE.sub(" ", text)
     text = re.sub(r"\(\s*\)|\[\s*\]", "", text)  # brackets that only held a link
     lines = [line.strip() for line in text.split("\n")]
@@ -216,7 +218,9 @@ def shorten(text: str, max_words: int, max_chars: int | None = None) -> str:
         if cut[i].endswith((",", ";", ":")) or (i + 1 < len(cut) and cut[i + 1] in {"-", "–", "—"}):
             cut = cut[: i + 1]
             break
-    while len(cut) > 1 and (cut[-1].lower().strip(",;:.-–—\"'“”") in STOPWORDS or not any(c.isalnum() for c in cut[-1])):
+    while len(cut) > 1 and (
+        cut[-1].lower().strip(",;:.-–—\"'“”") in STOPWORDS or not any(c.isalnum() for c in cut[-1])
+    ):
         cut.pop()
     return " ".join(cut).rstrip(",;:-–— ")
 
@@ -292,7 +296,9 @@ _SHORTER_RE = re.compile(r"\b(shorter|too long|more concise|tighter|tighten|trim
 _LONGER_RE = re.compile(r"\b(longer|too short|more detail|expand it)\b", re.IGNORECASE)
 _NO_TAGS_RE = re.compile(r"\b(?:no|without|drop|remove)\s+(?:the\s+|any\s+)?hash\s?tags?\b", re.IGNORECASE)
 _MORE_TAGS_RE = re.compile(r"\bmore\s+hash\s?tags?\b", re.IGNORECASE)
-_TONE_RE = re.compile(r"\b(?:more\s+|be\s+|make\s+it\s+|sound\s+)(casual|serious)\b|\b(casual|serious)\s+tone\b", re.IGNORECASE)
+_TONE_RE = re.compile(
+    r"\b(?:more\s+|be\s+|make\s+it\s+|sound\s+)(casual|serious)\b|\b(casual|serious)\s+tone\b", re.IGNORECASE
+)
 _AVOID_RE = re.compile(
     r"\b(?:avoid|don'?t\s+say|do\s+not\s+say|never\s+say)\s+(?:the\s+words?\s+)?"
     r"(?:\"([^\"]+)\"|“([^”]+)”|'([^']+)'|‘([^’]+)’|([\w’'-]+))",
@@ -407,16 +413,46 @@ def scrub(text: str, pattern: re.Pattern[str] | None) -> tuple[str, int]:
 # Hooks must stay within HOOK_MAX_WORDS once {s} (a 1-3 word subject) is filled in.
 HOOKS: dict[str, dict[str, list[str]]] = {
     "neutral": {
-        "subject": ["{s} just made a big move.", "Big news for {s} today.", "Everyone's talking about {s}.", "This {s} story matters."],
-        "plain": ["Nobody saw this coming.", "Here's today's big story.", "This story is moving fast.", "You'll want to hear this."],
+        "subject": [
+            "{s} just made a big move.",
+            "Big news for {s} today.",
+            "Everyone's talking about {s}.",
+            "This {s} story matters.",
+        ],
+        "plain": [
+            "Nobody saw this coming.",
+            "Here's today's big story.",
+            "This story is moving fast.",
+            "You'll want to hear this.",
+        ],
     },
     "casual": {
-        "subject": ["Wait, {s} did what?", "Okay, {s} just got wild.", "Big {s} news, real quick.", "You missed this {s} news."],
-        "plain": ["Okay, this one is wild.", "Wait, you need this one.", "Stop scrolling, this is big.", "Nobody saw this coming."],
+        "subject": [
+            "Wait, {s} did what?",
+            "Okay, {s} just got wild.",
+            "Big {s} news, real quick.",
+            "You missed this {s} news.",
+        ],
+        "plain": [
+            "Okay, this one is wild.",
+            "Wait, you need this one.",
+            "Stop scrolling, this is big.",
+            "Nobody saw this coming.",
+        ],
     },
     "serious": {
-        "subject": ["{s}: here is what changed.", "An important {s} update.", "What this {s} news means.", "{s} just shifted. Here's how."],
-        "plain": ["Here is what changed today.", "An important update, briefly.", "This matters. Here is why.", "One story worth your time."],
+        "subject": [
+            "{s}: here is what changed.",
+            "An important {s} update.",
+            "What this {s} news means.",
+            "{s} just shifted. Here's how.",
+        ],
+        "plain": [
+            "Here is what changed today.",
+            "An important update, briefly.",
+            "This matters. Here is why.",
+            "One story worth your time.",
+        ],
     },
 }
 
@@ -447,17 +483,32 @@ OPENERS: dict[str, dict[str, list[str]]] = {
 # Used only when the topic has too little material to fill its role (no summary, no related).
 FILLERS: dict[str, dict[str, list[str]]] = {
     "why": {
-        "neutral": ["It touches {kw}, which a lot of people are watching closely.", "Stories like this shape what happens next in {kw}."],
+        "neutral": [
+            "It touches {kw}, which a lot of people are watching closely.",
+            "Stories like this shape what happens next in {kw}.",
+        ],
         "casual": ["If you follow {kw}, this one is worth knowing.", "This could change how people think about {kw}."],
-        "serious": ["It bears directly on {kw}, an area under close scrutiny.", "It is likely to shape decisions around {kw}."],
+        "serious": [
+            "It bears directly on {kw}, an area under close scrutiny.",
+            "It is likely to shape decisions around {kw}.",
+        ],
     },
     "next": {
-        "neutral": ["Details are still coming in, so expect updates soon.", "Reactions are still rolling in, and more details should follow."],
+        "neutral": [
+            "Details are still coming in, so expect updates soon.",
+            "Reactions are still rolling in, and more details should follow.",
+        ],
         "casual": ["Details are still dropping, so stay tuned.", "People are still digging in, so expect more soon."],
-        "serious": ["Further details are expected in the coming days.", "More information should follow as the story develops."],
+        "serious": [
+            "Further details are expected in the coming days.",
+            "More information should follow as the story develops.",
+        ],
     },
     "detail": {
-        "neutral": ["It is picking up attention quickly across the web.", "It is one of the most shared stories today."],
+        "neutral": [
+            "It is picking up attention quickly across the web.",
+            "It is one of the most shared stories today.",
+        ],
         "casual": ["People online are already all over it.", "Honestly, everyone's sharing this one today."],
         "serious": ["The story is drawing wide attention.", "It is among the most discussed stories today."],
     },
@@ -489,7 +540,22 @@ _ROLE_PLANS = {
     5: ["what", "detail", "detail", "why", "next"],
     6: ["what", "detail", "detail", "detail", "why", "next"],
 }
-_CASUAL_LOWERCASE = {"the", "a", "an", "it", "this", "that", "these", "those", "they", "its", "there", "some", "many", "most"}
+_CASUAL_LOWERCASE = {
+    "the",
+    "a",
+    "an",
+    "it",
+    "this",
+    "that",
+    "these",
+    "those",
+    "they",
+    "its",
+    "there",
+    "some",
+    "many",
+    "most",
+}
 
 
 def _joinable(sentence: str, opener: str) -> str:
@@ -586,7 +652,9 @@ class TemplateWriter:
             word = "shorter" if directives.length_factor < 1 else "longer"
             applied.append(f"{word}: target {theme_target} s -> {max(target, MIN_TARGET_SECONDS)} s")
         if target < MIN_TARGET_SECONDS:
-            applied.append(f"target {target} s raised to {MIN_TARGET_SECONDS} s: the least a hook, 3 beats and a call to action need")
+            applied.append(
+                f"target {target} s raised to {MIN_TARGET_SECONDS} s: the least a hook, 3 beats and a call to action need"
+            )
             target = MIN_TARGET_SECONDS
         budget = round(target * wps)
         # beats: the theme may fix the count (settings.script_generation.beats), else one per ~10 s
@@ -623,7 +691,9 @@ class TemplateWriter:
         n_beats = min(n_beats, max(MIN_BEATS, 2 + len(material.details) + len(material.nexts) + len(material.why)))
         beats_budget = max(budget - count_words(hook) - count_words(cta), n_beats * 8)
         per_beat = beats_budget / n_beats
-        spoken_keywords = [_spelled(k, [title_spoken, summary]) for k in keywords if count_words(k) <= 3 and len(k) <= 30]
+        spoken_keywords = [
+            _spelled(k, [title_spoken, summary]) for k in keywords if count_words(k) <= 3 and len(k) <= 30
+        ]
         kw_phrase = _kw_phrase([k for k in spoken_keywords if not _hits(avoid, k)] or ([subject] if subject else []))
         beats, spare = self._plan_beats(
             rng, tone, n_beats, per_beat, title_spoken, material, kw_phrase, f"{title_spoken}\n{summary}"
@@ -634,8 +704,14 @@ class TemplateWriter:
         title = clean_title(directives.title) if directives.title else raw_title
         if directives.title:
             applied.append(f'title replaced: "{shorten(title, 40, TITLE_MAX_CHARS)}"')
-        title = shorten(title, 40, TITLE_MAX_CHARS) or shorten(title_spoken, 40, TITLE_MAX_CHARS) or "Today's trending story"
-        hashtags = self._hashtags(topic, [_spelled(k, [title_spoken, summary]) for k in keywords], theme, directives.hashtags)
+        title = (
+            shorten(title, 40, TITLE_MAX_CHARS)
+            or shorten(title_spoken, 40, TITLE_MAX_CHARS)
+            or "Today's trending story"
+        )
+        hashtags = self._hashtags(
+            topic, [_spelled(k, [title_spoken, summary]) for k in keywords], theme, directives.hashtags
+        )
         if directives.hashtags == "none":
             applied.append("no hashtags")
         elif directives.hashtags == "more":
@@ -763,9 +839,11 @@ class TemplateWriter:
         def filler(role: str) -> str:
             pool = FILLERS["next"][tone] if role == "why" and not kw_phrase else FILLERS[role][tone]
             options = [line.format(kw=kw_phrase) for line in pool]
-            options = [o for o in options if o not in used] or [
-                o for o in (line.format(kw=kw_phrase) for line in FILLERS["next"][tone]) if o not in used
-            ] or options
+            options = (
+                [o for o in options if o not in used]
+                or [o for o in (line.format(kw=kw_phrase) for line in FILLERS["next"][tone]) if o not in used]
+                or options
+            )
             choice = self._choose(rng, options)
             used.add(choice)
             return choice
@@ -815,7 +893,9 @@ class TemplateWriter:
             room = budget - total
             if room < 6:
                 break
-            if count_words(sentence) > room and count_words(shorten(sentence, room)) < max(8, count_words(sentence) * 0.6):
+            if count_words(sentence) > room and count_words(shorten(sentence, room)) < max(
+                8, count_words(sentence) * 0.6
+            ):
                 continue  # only a fragment would fit ("Early benchmarks show the NPU running.")
             # Details go to detail beats while they have room, then to whichever beat is shortest.
             fitting = [b for b in beats if b.role == "detail" and b.words() + count_words(sentence) <= per_beat * 1.6]
@@ -883,12 +963,18 @@ class TemplateWriter:
         lines = [lead or "Today's trending story.", "", "Sources:"]
         url = topic.get("url") if isinstance(topic.get("url"), str) else ""
         entries = [(source, title, url)] + [
-            (clean_text(r.get("source")), clean_title(r.get("title")), r.get("url") if isinstance(r.get("url"), str) else "")
+            (
+                clean_text(r.get("source")),
+                clean_title(r.get("title")),
+                r.get("url") if isinstance(r.get("url"), str) else "",
+            )
             for r in related[:4]
         ]
         for src, ttl, link in entries:
             text = " - ".join(p for p in [src, shorten(ttl, 30, 140)] if p)
-            line = f"• {text}" + (f": {link.strip()}" if link and link.strip().startswith(("http://", "https://")) else "")
+            line = f"• {text}" + (
+                f": {link.strip()}" if link and link.strip().startswith(("http://", "https://")) else ""
+            )
             if text or link:
                 lines.append(line)
         description = "\n".join(lines)

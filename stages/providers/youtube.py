@@ -58,7 +58,9 @@ DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DEFAULT_CHUNK = 8 * 1024 * 1024
 MAX_RECOVERIES = 3
 PRIVACY = ("private", "unlisted", "public")
-TOKEN_HINT = 'YOUTUBE_ACCESS_TOKEN (or theme.settings["publish"]["youtube"]["access_token"]; needs the youtube.upload scope)'
+TOKEN_HINT = (
+    'YOUTUBE_ACCESS_TOKEN (or theme.settings["publish"]["youtube"]["access_token"]; needs the youtube.upload scope)'
+)
 REFRESH_HINT = "YOUTUBE_REFRESH_TOKEN / YOUTUBE_CLIENT_ID / YOUTUBE_CLIENT_SECRET"
 QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded", "uploadLimitExceeded"}
 RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
@@ -136,7 +138,9 @@ def _classify(response: httpx.Response) -> None:
                 "midnight Pacific time – re-run publish then, or raise the quota in the Google Cloud console",
             )
         if reason in RATE_REASONS:
-            raise TransientStageError(f"youtube is rate limiting ({reason})", retry_after=http.retry_after_seconds(response))
+            raise TransientStageError(
+                f"youtube is rate limiting ({reason})", retry_after=http.retry_after_seconds(response)
+            )
 
 
 def build_body(metadata: dict[str, Any], *, privacy: str, category_id: str) -> dict[str, Any]:
@@ -227,10 +231,19 @@ class YouTubePublisher:
             event_hooks={"response": [_classify]},
         )
 
-    def _call(self, client: httpx.Client, method: str, url: str, *, hint: str = TOKEN_HINT, **kwargs: Any) -> httpx.Response:
+    def _call(
+        self, client: httpx.Client, method: str, url: str, *, hint: str = TOKEN_HINT, **kwargs: Any
+    ) -> httpx.Response:
         return http.request(
-            self.ctx, method, url, provider="youtube", hint_setting=hint, secrets=self.secrets, client=client,
-            max_wait=self.max_wait, **kwargs,
+            self.ctx,
+            method,
+            url,
+            provider="youtube",
+            hint_setting=hint,
+            secrets=self.secrets,
+            client=client,
+            max_wait=self.max_wait,
+            **kwargs,
         )
 
     def _json(self, response: httpx.Response, what: str, hint: str) -> dict[str, Any]:
@@ -247,7 +260,10 @@ class YouTubePublisher:
             return self._token
         if self.refreshable:
             response = self._call(
-                client, "POST", self.token_url, hint=REFRESH_HINT,
+                client,
+                "POST",
+                self.token_url,
+                hint=REFRESH_HINT,
                 data={
                     "grant_type": "refresh_token",
                     "refresh_token": self.refresh_token,
@@ -258,7 +274,9 @@ class YouTubePublisher:
             data = self._json(response, "the token endpoint's answer", f"check token_url and {REFRESH_HINT}")
             token = data.get("access_token")
             if not isinstance(token, str) or not token:
-                raise PermanentStageError("youtube: the token endpoint returned no access_token", hint=f"check {REFRESH_HINT}")
+                raise PermanentStageError(
+                    "youtube: the token endpoint returned no access_token", hint=f"check {REFRESH_HINT}"
+                )
             self._token = token
         else:
             self._token = str(self.access_token)
@@ -271,7 +289,9 @@ class YouTubePublisher:
     def create_session(self, client: httpx.Client, package: Package, size: int) -> str:
         body = build_body(package.metadata, privacy=self.privacy, category_id=self.category_id)
         response = self._call(
-            client, "POST", f"{self.base_url}/upload/youtube/v3/videos",
+            client,
+            "POST",
+            f"{self.base_url}/upload/youtube/v3/videos",
             params={"uploadType": "resumable", "part": "snippet,status"},
             headers={
                 **self._auth(client),
@@ -293,7 +313,9 @@ class YouTubePublisher:
         """Where a session stands: ("done", resource) | ("at", next byte) | ("gone", None)."""
         try:
             response = self._call(
-                client, "PUT", session,
+                client,
+                "PUT",
+                session,
                 headers={**self._auth(client), "Content-Range": f"bytes */{size}", "Content-Length": "0"},
             )
         except _SessionGone:
@@ -303,7 +325,8 @@ class YouTubePublisher:
     def _state(self, response: httpx.Response, size: int) -> tuple[str, Any]:
         if response.status_code in (200, 201):
             return "done", self._json(
-                response, "the finished upload's answer",
+                response,
+                "the finished upload's answer",
                 "the upload finished but the answer carried no video; look in YouTube Studio before re-running "
                 "(a re-run asks the same session again and never uploads twice)",
             )
@@ -318,8 +341,9 @@ class YouTubePublisher:
             hint='check theme.settings["publish"]["youtube"]["base_url"]',
         )
 
-    def send(self, client: httpx.Client, session: str, path, size: int, offset: int,
-             progress: Callable[[float, str], None]) -> dict[str, Any]:
+    def send(
+        self, client: httpx.Client, session: str, path, size: int, offset: int, progress: Callable[[float, str], None]
+    ) -> dict[str, Any]:
         recoveries = 0
         stalls = 0
         with open(path, "rb") as fh:
@@ -329,9 +353,15 @@ class YouTubePublisher:
                 end = offset + len(chunk) - 1
                 try:
                     response = self._call(
-                        client, "PUT", session, attempts=1,
-                        headers={**self._auth(client), "Content-Type": "video/mp4",
-                                 "Content-Range": f"bytes {offset}-{end}/{size}"},
+                        client,
+                        "PUT",
+                        session,
+                        attempts=1,
+                        headers={
+                            **self._auth(client),
+                            "Content-Type": "video/mp4",
+                            "Content-Range": f"bytes {offset}-{end}/{size}",
+                        },
                         content=chunk,
                     )
                     state, value = self._state(response, size)
@@ -343,7 +373,9 @@ class YouTubePublisher:
                     recoveries += 1
                     if recoveries > MAX_RECOVERIES or (exc.retry_after or 0) > self.max_wait:
                         raise
-                    self.ctx.logger.warning("youtube: chunk at byte %d failed (%s); asking the session", offset, exc.message)
+                    self.ctx.logger.warning(
+                        "youtube: chunk at byte %d failed (%s); asking the session", offset, exc.message
+                    )
                     time.sleep(exc.retry_after if exc.retry_after is not None else min(2.0, 0.25 * 2**recoveries))
                     try:
                         state, value = self.query(client, session, size)
@@ -362,8 +394,14 @@ class YouTubePublisher:
                 progress(offset / size, f"Uploaded {offset // 1024} of {size // 1024} KiB to YouTube")
 
     # -- the whole thing --------------------------------------------------------------------
-    def upload(self, package: Package, store: SessionStore, *, progress: Callable[[float, str], None] | None = None,
-               client: httpx.Client | None = None) -> YouTubeUpload:
+    def upload(
+        self,
+        package: Package,
+        store: SessionStore,
+        *,
+        progress: Callable[[float, str], None] | None = None,
+        client: httpx.Client | None = None,
+    ) -> YouTubeUpload:
         progress = progress or (lambda f, m: None)
         size = package.video.stat().st_size
         if size <= 0:

@@ -59,7 +59,11 @@ class FakeServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 with server._lock:
-                    server.requests.append(Seen(self.command, parts.path, parts.query, {k.lower(): v for k, v in self.headers.items()}, body))
+                    server.requests.append(
+                        Seen(
+                            self.command, parts.path, parts.query, {k.lower(): v for k, v in self.headers.items()}, body
+                        )
+                    )
                     replies = server.routes.get((self.command, parts.path)) or server.routes.get(("*", parts.path))
                     if not replies:
                         reply = Reply(404, json={"error": f"no route {self.command} {parts.path}"})
@@ -70,7 +74,10 @@ class FakeServer:
                 data = jsonlib.dumps(reply.json).encode() if reply.json is not None else reply.body
                 try:
                     self.send_response(reply.status)
-                    headers = {"Content-Type": "application/json" if reply.json is not None else "application/octet-stream", **reply.headers}
+                    headers = {
+                        "Content-Type": "application/json" if reply.json is not None else "application/octet-stream",
+                        **reply.headers,
+                    }
                     for k, v in headers.items():
                         self.send_header(k, v)
                     self.send_header("Content-Length", str(len(data)))

@@ -36,7 +36,13 @@ ONE = {"segments": [{"id": "hook", "narration": "Chips got cheaper.", "headline"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("ELEVENLABS_API_KEY", "ELEVENLABS_BASE_URL", "ELEVENLABS_VOICE_ID", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+    for name in (
+        "ELEVENLABS_API_KEY",
+        "ELEVENLABS_BASE_URL",
+        "ELEVENLABS_VOICE_ID",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -97,7 +103,9 @@ def ctx_for(tmp_path, srv=None, *, providers=("elevenlabs",), script=SCRIPT, ele
         settings["openai"]["base_url"] = srv.url("/v1")
     settings["elevenlabs"].update(elevenlabs or {})
     settings["openai"].update(openai or {})
-    return make_context(tmp_path, "voiceover", theme={"settings": {"voiceover": settings}}, upstream={"script_generation": script})
+    return make_context(
+        tmp_path, "voiceover", theme={"settings": {"voiceover": settings}}, upstream={"script_generation": script}
+    )
 
 
 def read_wav(path):
@@ -111,7 +119,7 @@ def assert_contract(ctx, out):
     assert out["duration"] == pytest.approx(len(samples) / rate, abs=1e-3)
     windows = out["segments"]
     assert windows[0]["start"] == 0 and windows[-1]["end"] == out["duration"]
-    for a, b in zip(windows, windows[1:]):
+    for a, b in zip(windows, windows[1:], strict=False):
         assert a["end"] == b["start"]
     for cap in out["captions"]:
         assert 0 <= cap["start"] < cap["end"] <= out["duration"]
@@ -153,7 +161,11 @@ def test_elevenlabs_speaks_each_sentence_and_times_captions_from_its_alignment(t
 
 def test_elevenlabs_429_with_retry_after_then_success(tmp_path):
     with FakeServer() as srv:
-        srv.route("POST", EL_PATH, [Reply(429, headers={"Retry-After": "0.2"}, json={"detail": "busy"}), el_reply(SENTENCES[0])])
+        srv.route(
+            "POST",
+            EL_PATH,
+            [Reply(429, headers={"Retry-After": "0.2"}, json={"detail": "busy"}), el_reply(SENTENCES[0])],
+        )
         out = voiceover.run(ctx_for(tmp_path, srv, script=ONE)).output
     assert out["engine"] == "elevenlabs" and len(srv.requests) == 2
 
@@ -167,7 +179,11 @@ def test_elevenlabs_500_then_success(tmp_path):
 
 def test_elevenlabs_401_is_permanent_with_a_hint_and_no_key(tmp_path):
     with FakeServer() as srv:
-        srv.route("POST", EL_PATH, Reply(401, json={"detail": {"status": "invalid_api_key", "message": f"key {KEY} is invalid"}}))
+        srv.route(
+            "POST",
+            EL_PATH,
+            Reply(401, json={"detail": {"status": "invalid_api_key", "message": f"key {KEY} is invalid"}}),
+        )
         with pytest.raises(PermanentStageError, match="401") as exc:
             voiceover.run(ctx_for(tmp_path, srv, script=ONE))
     assert "ELEVENLABS_API_KEY" in exc.value.hint
@@ -240,7 +256,11 @@ def test_openai_speaks_each_sentence_as_wav(tmp_path):
 
 def test_openai_429_then_success(tmp_path):
     with FakeServer() as srv:
-        srv.route("POST", OA_PATH, [Reply(429, headers={"Retry-After": "0.2"}, json={"error": "rate"}), oa_reply(SENTENCES[0])])
+        srv.route(
+            "POST",
+            OA_PATH,
+            [Reply(429, headers={"Retry-After": "0.2"}, json={"error": "rate"}), oa_reply(SENTENCES[0])],
+        )
         out = voiceover.run(ctx_for(tmp_path, srv, providers=("openai",), script=ONE)).output
     assert out["engine"] == "openai" and len(srv.requests) == 2
 
@@ -313,7 +333,10 @@ def test_the_chain_ends_offline_when_every_network_provider_fails(tmp_path):
 
 def test_without_providers_the_offline_default_is_unchanged(tmp_path):
     ctx = make_context(
-        tmp_path, "voiceover", theme={"settings": {"voiceover": {"engine": "espeak-ng"}}}, upstream={"script_generation": ONE}
+        tmp_path,
+        "voiceover",
+        theme={"settings": {"voiceover": {"engine": "espeak-ng"}}},
+        upstream={"script_generation": ONE},
     )
     out = voiceover.run(ctx).output
     assert out["engine"] == "espeak-ng" and out["provider"] == "espeak-ng" and out["provider_failures"] == []
@@ -333,7 +356,9 @@ def test_decode_wav_survives_streamed_placeholder_sizes_and_stereo():
 def test_alignment_words_maps_character_times_to_word_starts():
     text = "Hi  there, you."
     chars = [c for c in text if c != " "]
-    words = alignment_words(text, {"characters": chars, "character_start_times_seconds": [i * 0.1 for i in range(len(chars))]})
+    words = alignment_words(
+        text, {"characters": chars, "character_start_times_seconds": [i * 0.1 for i in range(len(chars))]}
+    )
     assert [(w.char, round(w.start, 2)) for w in words] == [(0, 0.0), (4, 0.2), (11, 0.8)]
     assert alignment_words(text, {"characters": list("nope"), "character_start_times_seconds": [0, 0, 0, 0]}) == []
     assert alignment_words(text, None) == []

@@ -277,12 +277,39 @@ def test_it_keeps_card_text_inside_the_safe_zone_while_panning():
 def two_colour_clip(path: Path, size: str = "540x960") -> Path:
     """1 s red then 1 s blue, 25 fps, with an audio track the short must not use."""
     subprocess.run(
-        [media.ffmpeg_exe(), "-v", "error", "-y",
-         "-f", "lavfi", "-i", f"color=c=0xdc1e1e:s={size}:r=25:d=1",
-         "-f", "lavfi", "-i", f"color=c=0x1e3cdc:s={size}:r=25:d=1",
-         "-f", "lavfi", "-i", "sine=frequency=1000:duration=2",
-         "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v]", "-map", "[v]", "-map", "2:a",
-         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
+        [
+            media.ffmpeg_exe(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c=0xdc1e1e:s={size}:r=25:d=1",
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c=0x1e3cdc:s={size}:r=25:d=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:duration=2",
+            "-filter_complex",
+            "[0:v][1:v]concat=n=2:v=1:a=0[v]",
+            "-map",
+            "[v]",
+            "-map",
+            "2:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(path),
+        ],
         check=True,
     )
     return path
@@ -301,8 +328,9 @@ def test_it_plays_a_stock_clip_under_the_card_text_looping_a_short_one(tmp_path,
     window = next(w for w in inputs["upstream"]["voiceover"]["segments"] if w["segment"] == "beat1")
     assert window["end"] - window["start"] > 2.2, "the window must be longer than the clip to show the loop"
     upstream = dict(inputs["upstream"], scene_generation=scene_output)
-    ctx = make_context(tmp_path, "composition", upstream=upstream,
-                       upstream_dirs=dict(inputs["upstream_dirs"], scene_generation=folder))
+    ctx = make_context(
+        tmp_path, "composition", upstream=upstream, upstream_dirs=dict(inputs["upstream_dirs"], scene_generation=folder)
+    )
     out = composition.run(ctx).output
     assert out["qc"]["passed"] is True
     video = ctx.work_dir / "video.mp4"

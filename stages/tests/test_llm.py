@@ -23,15 +23,29 @@ TOPIC = {
     "keywords": ["raspberry pi", "ai"],
     "hashtags": ["#RaspberryPi", "#AI"],
     "angle": "Cheap local AI is getting real for hobbyists",
-    "related": [{"title": "Pi 6 hands-on: the NPU is the story", "url": "https://example.com/a", "source": "The Verge"}],
+    "related": [
+        {"title": "Pi 6 hands-on: the NPU is the story", "url": "https://example.com/a", "source": "The Verge"}
+    ],
 }
 GOOD = {
     "title": "Raspberry Pi 6 brings an AI chip for $80",
     "segments": [
         {"id": "hook", "narration": "Your next Pi can think.", "headline": "The Pi can think"},
-        {"id": "beat1", "narration": "The Raspberry Pi 6 launches with a built-in AI accelerator.", "headline": "Pi 6 has an NPU"},
-        {"id": "beat2", "narration": "The 8GB model costs eighty dollars and ships in March.", "headline": "$80, shipping in March"},
-        {"id": "beat3", "narration": "Early benchmarks show twenty tokens per second on small models.", "headline": "20 tokens a second"},
+        {
+            "id": "beat1",
+            "narration": "The Raspberry Pi 6 launches with a built-in AI accelerator.",
+            "headline": "Pi 6 has an NPU",
+        },
+        {
+            "id": "beat2",
+            "narration": "The 8GB model costs eighty dollars and ships in March.",
+            "headline": "$80, shipping in March",
+        },
+        {
+            "id": "beat3",
+            "narration": "Early benchmarks show twenty tokens per second on small models.",
+            "headline": "20 tokens a second",
+        },
         {"id": "cta", "narration": "Follow for more tech news!", "headline": "Follow for more"},
     ],
     "hashtags": ["#RaspberryPi", "AI"],
@@ -42,7 +56,13 @@ GOOD = {
 
 def chat(answer, finish="stop"):
     content = answer if isinstance(answer, str) else json.dumps(answer)
-    return Reply(200, json={"id": "c1", "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}]})
+    return Reply(
+        200,
+        json={
+            "id": "c1",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+        },
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +88,11 @@ def ctx_for(tmp_path, srv=None, *, providers=("openai",), notes=None, openai=Non
 
 
 def assert_no_key(result_or_exc, tmp_path=None):
-    text = json.dumps(result_or_exc.output) if hasattr(result_or_exc, "output") else f"{result_or_exc.message} {result_or_exc.hint}"
+    text = (
+        json.dumps(result_or_exc.output)
+        if hasattr(result_or_exc, "output")
+        else f"{result_or_exc.message} {result_or_exc.hint}"
+    )
     assert KEY not in text
     if tmp_path is not None:
         for path in tmp_path.rglob("*"):
@@ -93,7 +117,9 @@ def test_it_writes_a_valid_script_and_records_provider_and_prompt_version(tmp_pa
     assert out["hashtags"] == ["#RaspberryPi", "#AI"]  # a missing '#' is the one cosmetic repair
     assert out["word_count"] == sum(len(s["narration"].split()) for s in GOOD["segments"])
     assert out["target_seconds"] == 30
-    script_generation.validate_script({k: v for k, v in out.items() if k not in ("provider", "provider_failures", "prompt_version")})
+    script_generation.validate_script(
+        {k: v for k, v in out.items() if k not in ("provider", "provider_failures", "prompt_version")}
+    )
     saved = json.loads((tmp_path / "script_generation" / "attempt-1.partial" / "script.json").read_text())
     assert saved["prompt_version"] == PROMPT_VERSION
 
@@ -132,7 +158,11 @@ def test_a_length_note_moves_the_target_like_the_template_writer(tmp_path):
 
 def test_json_schema_is_asked_when_configured_and_falls_back_when_refused(tmp_path):
     with FakeServer() as srv:
-        srv.route("POST", PATH, [Reply(400, json={"error": {"message": "response_format json_schema is not supported"}}), chat(GOOD)])
+        srv.route(
+            "POST",
+            PATH,
+            [Reply(400, json={"error": {"message": "response_format json_schema is not supported"}}), chat(GOOD)],
+        )
         out = script_generation.run(ctx_for(tmp_path, srv, openai={"response_format": "json_schema"})).output
     assert out["provider"] == "openai"
     first, second = (r.json()["response_format"] for r in srv.requests)
@@ -235,7 +265,9 @@ def test_a_body_of_the_wrong_shape_is_permanent(tmp_path):
 
 def test_invalid_json_gets_one_repair_that_succeeds(tmp_path):
     with FakeServer() as srv:
-        srv.route("POST", PATH, [chat('{"title": "Pi 6", "segments": [ oops'), chat("```json\n" + json.dumps(GOOD) + "\n```")])
+        srv.route(
+            "POST", PATH, [chat('{"title": "Pi 6", "segments": [ oops'), chat("```json\n" + json.dumps(GOOD) + "\n```")]
+        )
         out = script_generation.run(ctx_for(tmp_path, srv)).output
     assert out["provider"] == "openai"
     repair = srv.requests[1].json()["messages"]
@@ -272,7 +304,9 @@ def test_failing_twice_is_permanent_naming_what_was_wrong(tmp_path):
     emoji["segments"][1]["narration"] += " \U0001f680"
     with FakeServer() as srv:
         srv.route("POST", PATH, [chat("Sure! Here is your script."), chat(emoji)])
-        with pytest.raises(PermanentStageError, match="still invalid after one repair attempt: script is invalid: segments") as exc:
+        with pytest.raises(
+            PermanentStageError, match="still invalid after one repair attempt: script is invalid: segments"
+        ) as exc:
             script_generation.run(ctx_for(tmp_path, srv))
     assert "contains emoji" in exc.value.message and "not valid JSON" in exc.value.message
     assert "template" in exc.value.hint

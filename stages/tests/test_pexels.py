@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-import time
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -49,8 +49,23 @@ def png_bytes(size=(800, 1200)) -> bytes:
 def mp4_bytes(tmp_path_factory) -> bytes:
     out = tmp_path_factory.mktemp("mp4") / "tiny.mp4"
     subprocess.run(
-        [media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=360x640:rate=15:duration=2",
-         "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", str(out)],
+        [
+            media.ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=360x640:rate=15:duration=2",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            str(out),
+        ],
         check=True,
     )
     return out.read_bytes()
@@ -103,10 +118,39 @@ def videos_payload(srv: FakeServer) -> dict:
                 "image": "https://images.pexels.com/videos/857251/free-video-857251.jpg",
                 "user": {"id": 1, "name": "Vid Maker", "url": "https://www.pexels.com/@vid"},
                 "video_files": [
-                    {"id": 1, "quality": "sd", "file_type": "video/mp4", "width": 640, "height": 360, "link": srv.url("/v/landscape.mp4")},
-                    {"id": 2, "quality": "uhd", "file_type": "video/mp4", "width": 2160, "height": 3840, "link": srv.url("/v/uhd.mp4")},
-                    {"id": 3, "quality": "hd", "file_type": "video/mp4", "width": 1080, "height": 1920, "fps": 25, "link": srv.url("/v/hd.mp4")},
-                    {"id": 4, "quality": "hd", "file_type": "video/mp4", "width": 720, "height": 1280, "link": srv.url("/v/hd720.mp4")},
+                    {
+                        "id": 1,
+                        "quality": "sd",
+                        "file_type": "video/mp4",
+                        "width": 640,
+                        "height": 360,
+                        "link": srv.url("/v/landscape.mp4"),
+                    },
+                    {
+                        "id": 2,
+                        "quality": "uhd",
+                        "file_type": "video/mp4",
+                        "width": 2160,
+                        "height": 3840,
+                        "link": srv.url("/v/uhd.mp4"),
+                    },
+                    {
+                        "id": 3,
+                        "quality": "hd",
+                        "file_type": "video/mp4",
+                        "width": 1080,
+                        "height": 1920,
+                        "fps": 25,
+                        "link": srv.url("/v/hd.mp4"),
+                    },
+                    {
+                        "id": 4,
+                        "quality": "hd",
+                        "file_type": "video/mp4",
+                        "width": 720,
+                        "height": 1280,
+                        "link": srv.url("/v/hd720.mp4"),
+                    },
                 ],
                 "video_pictures": [],
             }
@@ -152,7 +196,14 @@ def test_photos_search_download_and_compose(tmp_path):
     assert out["credits"] and "Jane Doe" in out["credits"][0]
     assert_scene_images(ctx, out)
     # The composed scene is the photo under the card text: far from the plain card of that segment.
-    spec = CardSpec(headline=SCRIPT["segments"][0]["headline"], index=0, total=6, seed=TOPIC["title"], label="Tech pulse", footer="via Hacker News")
+    spec = CardSpec(
+        headline=SCRIPT["segments"][0]["headline"],
+        index=0,
+        total=6,
+        seed=TOPIC["title"],
+        label="Tech pulse",
+        footer="via Hacker News",
+    )
     card = CardRenderer().render(spec).image.convert("RGB")
     with Image.open(ctx.work_dir / first["image"]) as image:
         diff = ImageStat.Stat(ImageChops.difference(image.convert("RGB"), card)).mean
@@ -213,7 +264,9 @@ def test_the_cache_prevents_a_second_download(tmp_path):
 def test_a_short_429_retry_after_is_waited_then_succeeds(tmp_path):
     with FakeServer() as srv:
         ok = Reply(200, json=photos_payload(srv, "/p/one.jpeg"))
-        srv.route("GET", SEARCH, [Reply(429, json={"error": "Rate limit exceeded"}, headers={"Retry-After": "0.2"}), ok])
+        srv.route(
+            "GET", SEARCH, [Reply(429, json={"error": "Rate limit exceeded"}, headers={"Retry-After": "0.2"}), ok]
+        )
         srv.route("GET", "/p/one.jpeg", Reply(200, body=jpeg_bytes()))
         out = scene_generation.run(ctx_for(tmp_path, srv)).output
     assert out["provider"] == "pexels" and out["provider_failures"] == []
@@ -320,7 +373,11 @@ def test_a_malformed_answer_is_permanent(tmp_path, reply, message):
 def test_a_file_that_is_no_image_is_rejected_and_the_next_hit_used(tmp_path):
     with FakeServer() as srv:
         srv.route("GET", SEARCH, Reply(200, json=photos_payload(srv, "/p/fake.jpeg", "/p/good.jpeg")))
-        srv.route("GET", "/p/fake.jpeg", Reply(200, body=b"<html>Access denied</html>", headers={"Content-Type": "image/jpeg"}))
+        srv.route(
+            "GET",
+            "/p/fake.jpeg",
+            Reply(200, body=b"<html>Access denied</html>", headers={"Content-Type": "image/jpeg"}),
+        )
         srv.route("GET", "/p/good.jpeg", Reply(200, body=jpeg_bytes()))
         ctx = ctx_for(tmp_path, srv)
         out = scene_generation.run(ctx).output
@@ -342,7 +399,11 @@ def test_when_every_file_is_bad_the_segment_gets_a_card(tmp_path):
     assert not any("clip" in s for s in out["scenes"])
     assert not list(ctx.work_dir.glob("clip-*"))
     # A hit that failed is not downloaded again for the next segments.
-    assert sorted(r.path for r in srv.requests if r.path.startswith("/v/")) == ["/v/hd.mp4", "/v/hd720.mp4", "/v/uhd.mp4"]
+    assert sorted(r.path for r in srv.requests if r.path.startswith("/v/")) == [
+        "/v/hd.mp4",
+        "/v/hd720.mp4",
+        "/v/uhd.mp4",
+    ]
     assert list((Path(pexels.settings.MEDIA_ROOT) / "cache" / "pexels").iterdir()) == []
 
 

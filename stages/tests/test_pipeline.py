@@ -63,8 +63,11 @@ def test_the_demo_theme_becomes_a_video_in_review_and_reruns_reproduce_checkpoin
         ("scene_generation", lambda o: [s["segment"] for s in o["scenes"]]),
         ("voiceover", lambda o: [c["text"] for c in o["captions"]]),
     ]:
-        earlier = {r.stage: r.pk for r in job.runs.filter(status=RS.SUCCEEDED, superseded_at__isnull=True)
-                   if orchestrator.pipeline.index(r.stage) < orchestrator.pipeline.index(stage)}
+        earlier = {
+            r.stage: r.pk
+            for r in job.runs.filter(status=RS.SUCCEEDED, superseded_at__isnull=True)
+            if orchestrator.pipeline.index(r.stage) < orchestrator.pipeline.index(stage)
+        }
         new = rerun_only(job, stage)
         old = originals[stage]
         assert new.attempt > old.attempt
@@ -72,6 +75,8 @@ def test_the_demo_theme_becomes_a_video_in_review_and_reruns_reproduce_checkpoin
         old.refresh_from_db()
         assert old.superseded_at is not None  # kept, not deleted
         assert StageRun.objects.filter(pk=old.pk).exists()
-        now = {r.stage: r.pk for r in job.runs.filter(stage__in=earlier, status=RS.SUCCEEDED, superseded_at__isnull=True)}
+        now = {
+            r.stage: r.pk for r in job.runs.filter(stage__in=earlier, status=RS.SUCCEEDED, superseded_at__isnull=True)
+        }
         assert now == earlier  # earlier checkpoints untouched
         assert Trend.objects.count() == trends  # upserts, never duplicates

@@ -15,7 +15,9 @@ from stages.tests.helpers import make_context
 
 
 def call(srv, **kw):
-    return http.request(None, "GET", srv.url("/x"), provider="acme", hint_setting="ACME_KEY", secrets=["sk-secret-123"], **kw)
+    return http.request(
+        None, "GET", srv.url("/x"), provider="acme", hint_setting="ACME_KEY", secrets=["sk-secret-123"], **kw
+    )
 
 
 def test_it_retries_a_500_then_succeeds():

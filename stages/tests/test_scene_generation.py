@@ -35,9 +35,17 @@ SCRIPT = {
     "hook": "Chips just got cheaper.",
     "segments": [
         {"id": "hook", "narration": "Chips just got cheaper.", "headline": "Chips just got cheaper"},
-        {"id": "beat1", "narration": "Raspberry Pi 6 launches with an AI accelerator.", "headline": "Raspberry Pi 6 launches"},
+        {
+            "id": "beat1",
+            "narration": "Raspberry Pi 6 launches with an AI accelerator.",
+            "headline": "Raspberry Pi 6 launches",
+        },
         {"id": "beat2", "narration": "The 8GB model costs $80 and ships in March.", "headline": "8GB model costs $80"},
-        {"id": "beat3", "narration": "Early benchmarks show the NPU running small models fast.", "headline": "Early benchmarks show the NPU running"},
+        {
+            "id": "beat3",
+            "narration": "Early benchmarks show the NPU running small models fast.",
+            "headline": "Early benchmarks show the NPU running",
+        },
         {"id": "beat4", "narration": "Cheap local AI is getting real.", "headline": "Cheap local AI is getting real"},
         {"id": "cta", "narration": "Follow for more stories like this.", "headline": "Follow for more"},
     ],
@@ -235,12 +243,22 @@ def test_the_theme_style_sets_the_palette_and_bad_values_are_refused(tmp_path):
     assert palette_for("x", 0, hue=210).top == palette_for("something else", 0, hue=210).top
     script = {"segments": [{"id": "hook", "narration": "Hi there.", "headline": "Hi there"}]}
     up = {"script_generation": script, "trend_analysis": {"topic": {"title": "A topic", "source": "x"}}}
-    styled = make_context(tmp_path / "a", "scene_generation", theme={"settings": {"scene_generation": {"style": {"hue": 10, "accent": "#ff0000"}}}}, upstream=up)
+    styled = make_context(
+        tmp_path / "a",
+        "scene_generation",
+        theme={"settings": {"scene_generation": {"style": {"hue": 10, "accent": "#ff0000"}}}},
+        upstream=up,
+    )
     plain = make_context(tmp_path / "b", "scene_generation", upstream=up)
     a = scene_generation.run(styled).output["scenes"][0]["image"]
     b = scene_generation.run(plain).output["scenes"][0]["image"]
     assert Image.open(styled.work_dir / a).getpixel((20, 20)) != Image.open(plain.work_dir / b).getpixel((20, 20))
-    bad = make_context(tmp_path / "c", "scene_generation", theme={"settings": {"scene_generation": {"style": {"accent": "red"}}}}, upstream=up)
+    bad = make_context(
+        tmp_path / "c",
+        "scene_generation",
+        theme={"settings": {"scene_generation": {"style": {"accent": "red"}}}},
+        upstream=up,
+    )
     with pytest.raises(PermanentStageError, match="accent"):
         scene_generation.run(bad)
 

@@ -39,7 +39,11 @@ TOPIC = {
     "hashtags": ["#RaspberryPi", "#AI", "#EdgeAI"],
     "angle": "Cheap local AI is getting real for hobbyists and schools",
     "related": [
-        {"title": "Raspberry Pi 6 hands-on: the NPU is the story", "url": "https://www.theverge.com/pi6", "source": "The Verge"},
+        {
+            "title": "Raspberry Pi 6 hands-on: the NPU is the story",
+            "url": "https://www.theverge.com/pi6",
+            "source": "The Verge",
+        },
         {"title": "Pi 6 pricing and availability", "url": "https://arstechnica.com/pi6", "source": "Ars Technica"},
     ],
 }
@@ -179,7 +183,9 @@ def test_it_removes_avoided_words_everywhere_the_audience_sees_them():
 
 
 def test_it_replaces_title_and_cta_and_changes_tone():
-    script = _write(notes=["title: The $80 board that runs AI", "cta: Tell me what you'd build with it", "tone: serious"])
+    script = _write(
+        notes=["title: The $80 board that runs AI", "cta: Tell me what you'd build with it", "tone: serious"]
+    )
 
     assert script["title"] == "The $80 board that runs AI"
     assert script["cta"] == "Tell me what you'd build with it."
@@ -213,7 +219,10 @@ def test_it_writes_the_same_script_for_the_same_topic(tmp_path):
     second = script_generation.run(_ctx(tmp_path / "b", seconds=45)).output
     assert first == second
 
-    titles = [f"{name} ships a new open source robot kit" for name in ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark")]
+    titles = [
+        f"{name} ships a new open source robot kit"
+        for name in ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark")
+    ]
     scripts = [_write({**TOPIC, "title": t}) for t in titles]
     assert len({(s["hook"], s["cta"], s["segments"][1]["narration"][:12]) for s in scripts}) > 1
 
@@ -260,7 +269,12 @@ def test_it_strips_emoji_from_speech_but_keeps_them_in_the_description():
 
 
 def test_it_writes_a_valid_script_for_a_bare_topic():
-    topic = {"trend_id": 3, "title": "Show HN: I built a SQLite clone in 1,000 lines of Rust", "summary": "", "keywords": ["rust", "sqlite"]}
+    topic = {
+        "trend_id": 3,
+        "title": "Show HN: I built a SQLite clone in 1,000 lines of Rust",
+        "summary": "",
+        "keywords": ["rust", "sqlite"],
+    }
     for seconds in (30, 60):
         script = TemplateWriter().write(topic, {"target_seconds": seconds}, [])
         validate_script(script)
@@ -331,7 +345,9 @@ def test_it_rejects_narration_far_over_the_word_budget():
     long = copy.deepcopy(script)
     long["segments"][2]["narration"] = "word " * 90
     long["word_count"] = sum(count_words(s["narration"]) for s in long["segments"])
-    with pytest.raises(PermanentStageError, match=r"word_count is \d+ words, over 1.35x the budget of " + str(round(30 * WPS))):
+    with pytest.raises(
+        PermanentStageError, match=r"word_count is \d+ words, over 1.35x the budget of " + str(round(30 * WPS))
+    ):
         validate_script(long)
 
 
@@ -396,7 +412,12 @@ def test_it_ignores_an_operator_hook_with_nothing_to_say():
 
 
 def test_it_survives_malformed_markup_and_wordless_titles():
-    topic = {"trend_id": 4, "title": ")[ 🔥", "summary": "<![weird <p>Solar panels got 30% cheaper this year.</p><p>Installers are booked out.", "keywords": []}
+    topic = {
+        "trend_id": 4,
+        "title": ")[ 🔥",
+        "summary": "<![weird <p>Solar panels got 30% cheaper this year.</p><p>Installers are booked out.",
+        "keywords": [],
+    }
 
     script = TemplateWriter().write(topic, {"target_seconds": 30}, [])
 
@@ -409,10 +430,22 @@ def test_it_survives_malformed_markup_and_wordless_titles():
 def test_the_theme_can_fix_the_number_of_beats(tmp_path):
     from stages.tests.helpers import make_context as ctx_for
 
-    topic = {"title": "Open-source AI model runs on a Raspberry Pi", "summary": "It answers questions offline. It is fast. It is free.",
-             "keywords": ["ai"], "hashtags": [], "angle": "", "related": [], "source": "x", "url": "https://x.example"}
+    topic = {
+        "title": "Open-source AI model runs on a Raspberry Pi",
+        "summary": "It answers questions offline. It is fast. It is free.",
+        "keywords": ["ai"],
+        "hashtags": [],
+        "angle": "",
+        "related": [],
+        "source": "x",
+        "url": "https://x.example",
+    }
     for beats in (3, 4):
-        ctx = ctx_for(tmp_path / str(beats), "script_generation", theme={"settings": {"script_generation": {"beats": beats}}},
-                      upstream={"trend_analysis": {"topic": topic}})
+        ctx = ctx_for(
+            tmp_path / str(beats),
+            "script_generation",
+            theme={"settings": {"script_generation": {"beats": beats}}},
+            upstream={"trend_analysis": {"topic": topic}},
+        )
         segments = script_generation.run(ctx).output["segments"]
         assert len(segments) == beats + 2

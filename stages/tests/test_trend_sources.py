@@ -254,7 +254,10 @@ def test_api_sources_build_their_urls_and_validate():
     with pytest.raises(PermanentStageError, match="geo"):
         FeedSource.from_config({"kind": "google_trends", "geo": "United States"}, 0)
     # The URL form of a reddit source still works as before.
-    assert FeedSource.from_config({"kind": "reddit", "url": "https://x.example/r.json"}, 0).url == "https://x.example/r.json"
+    assert (
+        FeedSource.from_config({"kind": "reddit", "url": "https://x.example/r.json"}, 0).url
+        == "https://x.example/r.json"
+    )
 
 
 # -- failure matrix, every kind ------------------------------------------------------------------

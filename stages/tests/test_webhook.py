@@ -30,8 +30,12 @@ def publish_ctx(tmp_path: Path, job: Job, composed: Path, settings: dict | None 
         "publish",
         theme={"slug": "tech-pulse-net-publish", "settings": {"publish": settings or {}}},
         upstream={
-            "composition": {"video": "video.mp4", "thumbnail": "thumbnail.jpg", "duration": 21.5,
-                            "qc": {"width": 1080, "height": 1920}},
+            "composition": {
+                "video": "video.mp4",
+                "thumbnail": "thumbnail.jpg",
+                "duration": 21.5,
+                "qc": {"width": 1080, "height": 1920},
+            },
             "trend_analysis": {"topic": TOPIC},
             "script_generation": SCRIPT,
         },
@@ -43,8 +47,10 @@ def publish_ctx(tmp_path: Path, job: Job, composed: Path, settings: dict | None 
 
 
 def hook_settings(srv: FakeServer, **extra) -> dict:
-    return {"destinations": ["outbox", "webhook"],
-            "webhook": {"url": srv.url("/hooks/trendreel?token=abc123"), "secret": SECRET, **extra}}
+    return {
+        "destinations": ["outbox", "webhook"],
+        "webhook": {"url": srv.url("/hooks/trendreel?token=abc123"), "secret": SECRET, **extra},
+    }
 
 
 def verify(seen) -> None:
@@ -56,7 +62,9 @@ def verify(seen) -> None:
 def test_it_posts_a_signed_payload_and_records_it(tmp_path, job, composed, settings):
     with FakeServer() as srv:
         srv.route("POST", "/hooks/trendreel", Reply(202, json={"ok": True}))
-        out = publish.run(publish_ctx(tmp_path, job, composed, hook_settings(srv, video_url="https://cdn.example/{job_id}/video.mp4"))).output
+        out = publish.run(
+            publish_ctx(tmp_path, job, composed, hook_settings(srv, video_url="https://cdn.example/{job_id}/video.mp4"))
+        ).output
 
     assert len(srv.requests) == 1
     seen = srv.requests[0]
@@ -196,7 +204,14 @@ def test_a_2xx_with_a_malformed_body_still_counts_but_a_redirect_does_not(tmp_pa
 def test_a_missing_secret_fails_before_anything_is_delivered(tmp_path, job, composed, monkeypatch, settings):
     monkeypatch.delenv("TRENDREEL_WEBHOOK_SECRET", raising=False)
     with pytest.raises(PermanentStageError, match="missing secret") as exc:
-        publish.run(publish_ctx(tmp_path, job, composed, {"destinations": ["outbox", "webhook"], "webhook": {"url": "http://127.0.0.1:9/x"}}))
+        publish.run(
+            publish_ctx(
+                tmp_path,
+                job,
+                composed,
+                {"destinations": ["outbox", "webhook"], "webhook": {"url": "http://127.0.0.1:9/x"}},
+            )
+        )
     assert "TRENDREEL_WEBHOOK_SECRET" in exc.value.hint
     assert not Publication.objects.filter(job=job).exists()
     assert not (Path(settings.OUTBOX_DIR) / str(job.pk)).exists()

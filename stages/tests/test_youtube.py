@@ -18,14 +18,24 @@ TOKEN = "ya29.test-access-token"
 START = "/upload/youtube/v3/videos"
 SESSION = "/upload/youtube/v3/videos/session-1"
 SIZE = 2573  # the `composed` video
-DONE = {"kind": "youtube#video", "id": "dQw4w9WgXcQ", "status": {"uploadStatus": "uploaded", "privacyStatus": "unlisted"}}
+DONE = {
+    "kind": "youtube#video",
+    "id": "dQw4w9WgXcQ",
+    "status": {"uploadStatus": "uploaded", "privacyStatus": "unlisted"},
+}
 
 
 def yt_settings(srv: FakeServer, destinations=("youtube",), **extra) -> dict:
     return {
         "destinations": list(destinations),
-        "youtube": {"access_token": TOKEN, "base_url": srv.url(), "privacy": "unlisted", "chunk_bytes": 1000,
-                    "timeout": 2, **extra},
+        "youtube": {
+            "access_token": TOKEN,
+            "base_url": srv.url(),
+            "privacy": "unlisted",
+            "chunk_bytes": 1000,
+            "timeout": 2,
+            **extra,
+        },
     }
 
 
@@ -58,12 +68,16 @@ def reassemble(requests, size: int) -> bytes:
 def test_it_uploads_in_chunks_and_follows_a_partial_ack(tmp_path, job, composed):
     with FakeServer() as srv:
         srv.route("POST", START, started(srv))
-        srv.route("PUT", SESSION, [
-            Reply(308, headers={"Range": "bytes=0-999"}),
-            Reply(308, headers={"Range": "bytes=0-1499"}),  # took only half of the second chunk
-            Reply(308, headers={"Range": "bytes=0-2499"}),
-            Reply(201, json=DONE),
-        ])
+        srv.route(
+            "PUT",
+            SESSION,
+            [
+                Reply(308, headers={"Range": "bytes=0-999"}),
+                Reply(308, headers={"Range": "bytes=0-1499"}),  # took only half of the second chunk
+                Reply(308, headers={"Range": "bytes=0-2499"}),
+                Reply(201, json=DONE),
+            ],
+        )
         out = publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv))).output
 
     start = posts(srv)[0]
@@ -110,11 +124,15 @@ def test_a_retry_after_a_crash_resumes_the_same_session(tmp_path, job, composed)
         assert row.external_id == ""
 
         srv.requests.clear()
-        srv.route("PUT", SESSION, [
-            Reply(308, headers={"Range": "bytes=0-999"}),  # the status query
-            Reply(308, headers={"Range": "bytes=0-1999"}),
-            Reply(200, json=DONE),
-        ])
+        srv.route(
+            "PUT",
+            SESSION,
+            [
+                Reply(308, headers={"Range": "bytes=0-999"}),  # the status query
+                Reply(308, headers={"Range": "bytes=0-1999"}),
+                Reply(200, json=DONE),
+            ],
+        )
         out = publish.run(publish_ctx(tmp_path / "retry", job, composed, yt_settings(srv))).output
 
     assert posts(srv) == []  # no second session
@@ -132,7 +150,9 @@ def test_a_retry_after_the_upload_completed_only_reads_the_id(tmp_path, job, com
         srv.route("POST", START, started(srv))
         srv.route("PUT", SESSION, Reply(201, json=DONE))
         # The process dies after YouTube has the whole video, before the id is recorded.
-        monkeypatch.setattr(publish.PublicationSessionStore, "complete", lambda self, **kw: (_ for _ in ()).throw(SystemExit(9)))
+        monkeypatch.setattr(
+            publish.PublicationSessionStore, "complete", lambda self, **kw: (_ for _ in ()).throw(SystemExit(9))
+        )
         with pytest.raises(SystemExit):
             publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv, chunk_bytes=8 * 1024 * 1024)))
         monkeypatch.undo()
@@ -151,7 +171,9 @@ def test_a_retry_after_the_upload_completed_only_reads_the_id(tmp_path, job, com
 @pytest.mark.django_db
 def test_an_expired_session_starts_a_new_one(tmp_path, job, composed):
     with FakeServer() as srv:
-        Publication.objects.create(job=job, destination="youtube", meta={"state": "uploading", "session": srv.url("/gone")})
+        Publication.objects.create(
+            job=job, destination="youtube", meta={"state": "uploading", "session": srv.url("/gone")}
+        )
         srv.route("POST", START, started(srv))
         srv.route("PUT", "/gone", Reply(404))
         srv.route("PUT", SESSION, Reply(200, json=DONE))
@@ -175,16 +197,26 @@ def test_a_429_with_retry_after_then_success(tmp_path, job, composed):
 def test_a_500_mid_upload_asks_the_session_and_continues(tmp_path, job, composed):
     with FakeServer() as srv:
         srv.route("POST", START, started(srv))
-        srv.route("PUT", SESSION, [
-            Reply(308, headers={"Range": "bytes=0-999"}),
-            Reply(500, body=b"backend error"),  # second chunk
-            Reply(308, headers={"Range": "bytes=0-1199"}),  # status query: it kept a little of it
-            Reply(308, headers={"Range": "bytes=0-2199"}),
-            Reply(201, json=DONE),
-        ])
+        srv.route(
+            "PUT",
+            SESSION,
+            [
+                Reply(308, headers={"Range": "bytes=0-999"}),
+                Reply(500, body=b"backend error"),  # second chunk
+                Reply(308, headers={"Range": "bytes=0-1199"}),  # status query: it kept a little of it
+                Reply(308, headers={"Range": "bytes=0-2199"}),
+                Reply(201, json=DONE),
+            ],
+        )
         out = publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv))).output
     ranges = [r.headers["content-range"] for r in puts(srv)]
-    assert ranges == ["bytes 0-999/2573", "bytes 1000-1999/2573", "bytes */2573", "bytes 1200-2199/2573", "bytes 2200-2572/2573"]
+    assert ranges == [
+        "bytes 0-999/2573",
+        "bytes 1000-1999/2573",
+        "bytes */2573",
+        "bytes 1200-2199/2573",
+        "bytes 2200-2572/2573",
+    ]
     assert len(posts(srv)) == 1
     assert out["destinations"]["youtube"]["video_id"] == "dQw4w9WgXcQ"
 
@@ -202,9 +234,14 @@ def test_a_401_is_permanent_and_names_the_token(tmp_path, job, composed):
 
 @pytest.mark.django_db
 def test_quota_exceeded_is_permanent_with_a_quota_hint(tmp_path, job, composed):
-    error = {"error": {"code": 403, "message": "The request cannot be completed because you have exceeded your "
-                       "<a href=\"/youtube/v3/getting-started#quota\">quota</a>." + " " * 400,
-                       "errors": [{"domain": "youtube.quota", "reason": "quotaExceeded", "message": "quota"}]}}
+    error = {
+        "error": {
+            "code": 403,
+            "message": "The request cannot be completed because you have exceeded your "
+            '<a href="/youtube/v3/getting-started#quota">quota</a>.' + " " * 400,
+            "errors": [{"domain": "youtube.quota", "reason": "quotaExceeded", "message": "quota"}],
+        }
+    }
     with FakeServer() as srv:
         srv.route("POST", START, Reply(403, json=error))
         with pytest.raises(PermanentStageError, match="quotaExceeded") as exc:
@@ -254,8 +291,15 @@ def test_the_refresh_flow_gets_a_fresh_token(tmp_path, job, composed):
         srv.route("POST", "/token", Reply(200, json={"access_token": "ya29.fresh", "expires_in": 3599}))
         srv.route("POST", START, started(srv))
         srv.route("PUT", SESSION, Reply(201, json=DONE))
-        cfg = yt_settings(srv, chunk_bytes=4096, access_token="", refresh_token="1//refresh", client_id="cid",
-                          client_secret="csecret", token_url=srv.url("/token"))
+        cfg = yt_settings(
+            srv,
+            chunk_bytes=4096,
+            access_token="",
+            refresh_token="1//refresh",
+            client_id="cid",
+            client_secret="csecret",
+            token_url=srv.url("/token"),
+        )
         out = publish.run(publish_ctx(tmp_path, job, composed, cfg)).output
     token_call = posts(srv, "/token")[0]
     assert b"grant_type=refresh_token" in token_call.body and b"refresh_token=1%2F%2Frefresh" in token_call.body
@@ -267,8 +311,14 @@ def test_the_refresh_flow_gets_a_fresh_token(tmp_path, job, composed):
 def test_a_refused_refresh_token_is_permanent(tmp_path, job, composed):
     with FakeServer() as srv:
         srv.route("POST", "/token", Reply(400, json={"error": "invalid_grant"}))
-        cfg = yt_settings(srv, access_token="", refresh_token="1//old", client_id="cid", client_secret="csecret",
-                          token_url=srv.url("/token"))
+        cfg = yt_settings(
+            srv,
+            access_token="",
+            refresh_token="1//old",
+            client_id="cid",
+            client_secret="csecret",
+            token_url=srv.url("/token"),
+        )
         with pytest.raises(PermanentStageError, match="invalid_grant") as exc:
             publish.run(publish_ctx(tmp_path, job, composed, cfg))
     assert "YOUTUBE_REFRESH_TOKEN" in exc.value.hint
@@ -305,15 +355,23 @@ def test_every_destination_is_attempted_and_a_retry_only_does_the_missing_one(tm
     assert posts(srv, "/hook") == []  # never sent twice
     assert len(posts(srv)) == 1
     assert {n: d["already_published"] for n, d in out["destinations"].items()} == {
-        "outbox": True, "youtube": False, "webhook": True}
+        "outbox": True,
+        "youtube": False,
+        "webhook": True,
+    }
     assert out["destination"] == "outbox" and out["already_published"] is False
 
 
 def test_the_metadata_fits_youtube_limits():
     body = build_body(
-        {"title": "<b>" + "x" * 150, "description": "a > b", "hashtags": ["#AI", "#AI", "#Open Source"],
-         "sources": [{"url": "https://example.com/a"}]},
-        privacy="private", category_id="22",
+        {
+            "title": "<b>" + "x" * 150,
+            "description": "a > b",
+            "hashtags": ["#AI", "#AI", "#Open Source"],
+            "sources": [{"url": "https://example.com/a"}],
+        },
+        privacy="private",
+        category_id="22",
     )
     assert len(body["snippet"]["title"]) == 100 and "<" not in body["snippet"]["title"]
     assert body["snippet"]["tags"] == ["AI", "Open Source"]

@@ -16,7 +16,9 @@ class Command(BaseCommand):
         jobs = Job.objects.for_dashboard().order_by("-created")
         if status:
             if status not in Job.Status.values:
-                raise CommandError(f"unknown status {status!r}; use one of {', '.join(Job.Status.values)}", returncode=2)
+                raise CommandError(
+                    f"unknown status {status!r}; use one of {', '.join(Job.Status.values)}", returncode=2
+                )
             jobs = jobs.filter(status=status)
         self.stdout.write(f"{'ID':>6}  {'STATUS':<16} {'STAGE':<18} {'THEME':<16} CREATED")
         for job in jobs[:limit]:

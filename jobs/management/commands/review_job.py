@@ -14,7 +14,9 @@ class Command(BaseCommand):
         group = parser.add_mutually_exclusive_group(required=True)
         group.add_argument("--approve", action="store_const", const=ReviewDecision.Decision.APPROVE, dest="decision")
         group.add_argument("--reject", action="store_const", const=ReviewDecision.Decision.REJECT, dest="decision")
-        group.add_argument("--request-changes", action="store_const", const=ReviewDecision.Decision.REQUEST_CHANGES, dest="decision")
+        group.add_argument(
+            "--request-changes", action="store_const", const=ReviewDecision.Decision.REQUEST_CHANGES, dest="decision"
+        )
         parser.add_argument("--from-stage", dest="from_stage")
         parser.add_argument("--notes", default="")
 

@@ -12,7 +12,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--theme", required=True, help="theme slug")
-        parser.add_argument("--wait", action="store_true", help="follow progress; exit 0 at awaiting_review/completed, 1 otherwise")
+        parser.add_argument(
+            "--wait", action="store_true", help="follow progress; exit 0 at awaiting_review/completed, 1 otherwise"
+        )
         parser.add_argument("--inline", action="store_true", help="run the stages in this process (no worker needed)")
         parser.add_argument("--params", default="{}", help="JSON object of job params")
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -32,13 +33,16 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         ensure_sweep_schedule()
         cluster = self.start_cluster()
-        self.stdout.write(f"worker {cluster.pid}: {settings.TRENDREEL_WORKERS} stage workers, sweeping every {settings.TRENDREEL_SWEEP_SECONDS:g}s", ending="\n")
+        self.stdout.write(
+            f"worker {cluster.pid}: {settings.TRENDREEL_WORKERS} stage workers, sweeping every {settings.TRENDREEL_SWEEP_SECONDS:g}s",
+            ending="\n",
+        )
         self.stdout.flush()
         next_housekeeping = 0.0
         while cluster.sentinel is not None and cluster.sentinel.is_alive():
             try:
                 orchestrator.sweep()
-                if orchestrator.stalled(workers=lambda: self.worker_names(cluster)):
+                if orchestrator.stalled(workers=lambda cluster=cluster: self.worker_names(cluster)):
                     cluster = self.restart(cluster)
             except Exception:  # a busy database must not stop the loop
                 log.exception("sweep failed")
@@ -60,7 +64,9 @@ class Command(BaseCommand):
             return
         if report.jobs:
             n = len(report.jobs)
-            self.stdout.write(f"retention: removed the media of {n} job{'s' * (n != 1)} ({report.bytes / 1e6:.1f} MB)", ending="\n")
+            self.stdout.write(
+                f"retention: removed the media of {n} job{'s' * (n != 1)} ({report.bytes / 1e6:.1f} MB)", ending="\n"
+            )
             self.stdout.flush()
 
     def start_cluster(self):
@@ -116,7 +122,5 @@ class Command(BaseCommand):
     def kill_orphans(cls, sentinel_pid: int) -> None:
         """Workers of the old sentinel that did not exit (blocked on the dead worker's lock)."""
         for pid in cls.children(sentinel_pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
