@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from jobs.models import Job, Theme
+from jobs.tests.factories import approved
 
 
 @pytest.fixture
 def job(db) -> Job:
     theme = Theme.objects.create(name="Tech pulse", slug="tech-pulse-net-publish")
-    return Job.objects.create(theme=theme)
+    return approved(Job.objects.create(theme=theme))
 
 
 @pytest.fixture
