@@ -3,8 +3,6 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core import checks
 
-DEV_SECRET_PREFIX = "dev-insecure-trendreel-"
-
 
 class ConsoleConfig(AppConfig):
     name = "console"
@@ -15,13 +13,16 @@ class ConsoleConfig(AppConfig):
 
 
 def check_secret_key(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    """The per-checkout development key is predictable: never deploy with it."""
+    """The development key (DEBUG on, no SECRET_KEY) is derived from the checkout path: anyone can
+    guess it. An error, not a warning: a deployment must never run on it."""
     from django.conf import settings
+
+    from console.settings import DEV_SECRET_PREFIX
 
     if settings.SECRET_KEY.startswith(DEV_SECRET_PREFIX):
         return [
-            checks.Warning(
-                "SECRET_KEY is the development key", hint="set SECRET_KEY to a long random value", id="console.W001"
+            checks.Error(
+                "SECRET_KEY is the development key", hint="set SECRET_KEY to a long random value", id="console.E001"
             )
         ]
     return []

@@ -71,13 +71,39 @@ def env_json(name: str, default: Any) -> Any:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY")
-if not SECRET_KEY:
-    if DEBUG or env_bool("TRENDREEL_DEV_SECRET", True):
-        # A per-checkout development key; production sets SECRET_KEY (check --deploy says so).
-        SECRET_KEY = "dev-insecure-trendreel-" + str(BASE_DIR)  # console.W001 flags it in check --deploy
-    else:
-        raise ImproperlyConfigured("SECRET_KEY must be set")
+DEV_SECRET_PREFIX = "dev-insecure-trendreel-"
+
+
+def _secret_key() -> str:
+    """``SECRET_KEY``, else the file ``SECRET_KEY_FILE`` names (default ``var/secret_key``, which
+    ``make demo`` writes once with a random key), else, only with ``DEBUG`` on, a development key.
+
+    With DEBUG off and no key the process refuses to start: a key anyone can guess signs sessions,
+    CSRF tokens and password-reset links. Refused here, at settings load, rather than in a system
+    check, because a WSGI server runs no checks.
+    """
+    key = env_str("SECRET_KEY").strip()
+    if key:
+        return key
+    explicit = env_str("SECRET_KEY_FILE")
+    path = Path(explicit) if explicit else VAR_DIR / "secret_key"
+    if explicit or path.is_file():
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"SECRET_KEY_FILE={path} cannot be read: {exc.strerror}") from None
+        if not key:
+            raise ImproperlyConfigured(f"SECRET_KEY_FILE={path} is empty")
+        return key
+    if DEBUG:
+        return DEV_SECRET_PREFIX + str(BASE_DIR)  # console.E001 fails check --deploy on it
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set and DEBUG is off: set SECRET_KEY (or SECRET_KEY_FILE) to a long random value, "
+        "e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))', or DEBUG=1 for development"
+    )
+
+
+SECRET_KEY = _secret_key()
 
 ALLOWED_HOSTS = [
     h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()

@@ -50,31 +50,41 @@ def test_it_passes_check_deploy_without_warnings(tmp_path):
     assert "no issues" in result.stdout
 
 
-def test_it_refuses_to_start_without_a_secret_key_when_told_so(tmp_path):
-    env = production_env(tmp_path)
-    del env["SECRET_KEY"]
-    env["TRENDREEL_DEV_SECRET"] = "false"
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
 
 
-def test_check_deploy_flags_the_development_secret_key(tmp_path):
+def test_it_refuses_to_start_with_debug_off_and_no_secret_key(tmp_path):
     env = production_env(tmp_path)
     del env["SECRET_KEY"]
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = manage(env, "check")
     assert result.returncode != 0
-    assert "console.W001" in result.stderr + result.stdout
+    assert "ImproperlyConfigured" in result.stderr and "SECRET_KEY is not set" in result.stderr
+    # the WSGI entry point (what gunicorn imports) refuses too: it runs no system checks
+    code = "import console.wsgi"
+    wsgi = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert wsgi.returncode != 0 and "SECRET_KEY is not set" in wsgi.stderr
+
+
+def test_it_reads_the_secret_key_from_a_file(tmp_path):
+    env = production_env(tmp_path)
+    del env["SECRET_KEY"]
+    key_file = tmp_path / "key"
+    key_file.write_text(secrets.token_urlsafe(64) + "\n")
+    env["SECRET_KEY_FILE"] = str(key_file)
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    key_file.write_text("")
+    result = manage(env, "check")
+    assert result.returncode != 0 and "is empty" in result.stderr
+
+
+def test_check_deploy_fails_on_the_development_secret_key(tmp_path):
+    env = production_env(tmp_path)
+    del env["SECRET_KEY"]
+    env["DEBUG"] = "true"  # the only way to the development key
+    result = manage(env, "check", "--deploy")  # an error fails the check at its default level
+    assert result.returncode != 0
+    assert "console.E001" in result.stderr + result.stdout
