@@ -19,6 +19,7 @@ sources and job params are masked, and the masked values are scrubbed from messa
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -37,6 +38,7 @@ from django.urls import reverse
 from django.utils import timezone
 from ninja import Field, Header, NinjaAPI, Path, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.throttling import BaseThrottle
 from ninja.utils import check_csrf
@@ -163,6 +165,25 @@ class UserRateThrottle(BaseThrottle):
         return getattr(self._local, "wait", None)
 
 
+class BodyNotJson(ValueError):
+    """Why a request body is not JSON, in words a client can act on (and no part of the body)."""
+
+
+def _no_constants(name: str):
+    raise BodyNotJson(f"{name} is not valid JSON (send null, or a number)")
+
+
+class StrictJsonParser(Parser):
+    """Python's json module accepts NaN, Infinity and -Infinity, which no JSON standard allows
+    and the database's JSON column refuses (that was a 500): refuse them here, as bad JSON."""
+
+    def parse_body(self, request: HttpRequest):
+        try:
+            return json.loads(request.body, parse_constant=_no_constants)
+        except json.JSONDecodeError as exc:
+            raise BodyNotJson(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+
+
 api = NinjaAPI(
     title="Trendreel API",
     version="1",
@@ -170,6 +191,7 @@ api = NinjaAPI(
     urls_namespace="api",
     auth=[TokenAuth(), ConsoleSessionAuth()],
     throttle=[UserRateThrottle()],
+    parser=StrictJsonParser(),
 )
 api.add_decorator(limit_body, mode="view")
 
@@ -211,6 +233,14 @@ def _validation_error(request: HttpRequest, exc: ValidationError):
         grouped.setdefault(_loc(err.get("loc")), []).append(err)
     messages = [f"{where}: {_message(errs)}" if where else _message(errs) for where, errs in list(grouped.items())[:10]]
     return _error(request, 422, "; ".join(messages) or "invalid input")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError):
+    detail = str(exc)
+    if isinstance(exc.__cause__, BodyNotJson):  # ninja says only "Cannot parse request body": say why
+        detail = f"{detail}: {exc.__cause__}"
+    return _error(request, exc.status_code, detail)
 
 
 @api.exception_handler(AuthenticationError)

@@ -192,6 +192,28 @@ def test_it_refuses_bad_input_and_writes_nothing(client, token, theme, url, body
     assert Job.objects.count() == before
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"theme": "test", "params": {"x": NaN}}',
+        '{"theme": "test", "params": {"x": [Infinity]}}',
+        '{"theme": "test", "params": {"x": -Infinity}}',
+    ],
+)
+def test_it_refuses_nan_and_infinity_with_a_clear_400(client, token, theme, body):
+    resp = post(client, "/api/generate", body, token)
+    assert resp.status_code == 400, resp.content
+    detail = resp.json()["detail"]
+    assert "not valid JSON" in detail and body.split(": ")[-1].strip("[]{} ") in detail
+    assert Job.objects.count() == 0
+
+
+def test_it_says_where_a_json_body_breaks(client, token, theme):
+    resp = post(client, "/api/batches", '{"theme": "test", "count": 2,}', token)
+    assert resp.status_code == 400
+    assert resp.json()["detail"].startswith("Cannot parse request body: ") and "line 1" in resp.json()["detail"]
+
+
 def test_it_refuses_bad_review_input(client, token, done_job):
     url = f"/api/jobs/{done_job.pk}/review"
     for body in (
