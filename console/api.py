@@ -47,6 +47,7 @@ from typing_extensions import TypeAliasType
 
 from console.models import ApiToken
 from console.secrets import MASK, is_secret_name, mask_secrets, scrub  # noqa: F401
+from console.validation import BATCH_MAX, batch_count
 from jobs import orchestrator
 from jobs.models import Job, ReviewDecision, StageRun, Theme
 from stages import pipeline
@@ -217,7 +218,8 @@ def _loc(loc: Any) -> str:
 
 def _message(errors: list[dict]) -> str:
     if len(errors) == 1:
-        return str(errors[0].get("msg", "invalid"))
+        # a validator's own ValueError text is the message; pydantic's "Value error, " adds nothing
+        return str(errors[0].get("msg", "invalid")).removeprefix("Value error, ")
     # a union (JSON params) refused every branch: say why in one line
     if any(e.get("type") == "string_pattern_mismatch" for e in errors):
         return "text may not contain NUL characters"
@@ -341,7 +343,17 @@ class JobCreated(Schema):
 class BatchIn(Schema):
     model_config = {"extra": "forbid"}
     theme: str = Field(..., min_length=1, max_length=80, pattern=SLUG_PATTERN)
-    count: int = Field(..., ge=1, le=20, description="Jobs to start, one per top topic.")
+    # the bounds are documented in the schema; the rule itself is the console's (validation.batch_count)
+    count: int = Field(
+        ...,
+        json_schema_extra={"minimum": 1, "maximum": BATCH_MAX},
+        description=f"Jobs to start, one per top topic (1 to {BATCH_MAX}).",
+    )
+
+    @field_validator("count")
+    @classmethod
+    def _count(cls, value: int) -> int:
+        return batch_count(value)
 
 
 class BatchOut(Schema):

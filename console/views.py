@@ -29,6 +29,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from console.validation import batch_count
 from jobs import orchestrator
 from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
 from stages import pipeline
@@ -325,7 +326,7 @@ def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
 def theme_run(request: HttpRequest, pk: int) -> HttpResponse:
     theme = get_object_or_404(Theme, pk=pk)
     try:
-        count = int(request.POST.get("count", "1"))
+        count = batch_count(request.POST.get("count", "1"))
         jobs = (
             orchestrator.start_batch(theme, count, user=request.user)
             if count > 1

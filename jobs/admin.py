@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from console.secrets import mask_secrets, restore_secrets
+from console.validation import BATCH_MAX
 from jobs import orchestrator, schedules
 from jobs.models import Artifact, FailedStageRun, Job, Publication, ReviewDecision, StageRun, Theme, Trend
 
@@ -79,6 +80,10 @@ class ThemeAdmin(admin.ModelAdmin):
 
     def has_run_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("jobs.add_job")
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        context["batch_max"] = BATCH_MAX  # the "Run a batch" field's bounds, as the server checks them
+        return super().render_change_form(request, context, *args, **kwargs)
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)

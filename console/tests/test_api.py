@@ -145,8 +145,9 @@ def test_it_starts_a_batch_and_lists_themes_with_secrets_masked(client, token, t
     data = json.loads(text)[0]
     assert data["settings"]["voiceover"] == {"api_key": MASK, "speed": 1.1, "keywords": ["a"]}
     assert "lang=en" in data["sources"][0]["url"]
-    assert post(client, "/api/batches", {"theme": "test", "count": 21}, token).status_code == 422
-    assert post(client, "/api/batches", {"theme": "test", "count": 0}, token).status_code == 422
+    for bad in (21, 0, -5):
+        resp = post(client, "/api/batches", {"theme": "test", "count": bad}, token)
+        assert resp.status_code == 422 and "a batch is 1 to 20 jobs" in resp.json()["detail"]
     assert Job.objects.count() == 3
 
 

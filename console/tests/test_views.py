@@ -112,6 +112,7 @@ def test_run_now_and_batch_start_jobs(client, theme, engine):
     jobs = list(Job.objects.order_by("id"))
     assert len(jobs) == 4
     assert [j.params.get("topic_rank") for j in jobs[1:]] == [0, 1, 2]
-    resp = client.post(reverse("console:theme_run", args=[theme.pk]), {"count": "99"}, follow=True)
-    assert "1 to 20" in resp.content.decode()
+    for bad in ("99", "-5", "0", "two", "", "1.5"):
+        resp = client.post(reverse("console:theme_run", args=[theme.pk]), {"count": bad}, follow=True)
+        assert "Not started: a batch is 1 to 20 jobs" in resp.content.decode(), bad
     assert Job.objects.count() == 4
