@@ -27,6 +27,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from console.validation import batch_count
@@ -53,6 +54,20 @@ def console_view(perm: str = "jobs.view_job") -> Callable:
         return wrapped
 
     return decorator
+
+
+def safe_next(request: HttpRequest, fallback: str) -> str:
+    """The request's ``next`` when it stays on this site, else ``fallback``.
+
+    Django's own check (``//host``, ``/\\host``, other schemes, control characters): a bare
+    ``startswith("/")`` let ``//evil.example/x`` through, an open redirect.
+    """
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return fallback
 
 
 def _context(request: HttpRequest, **extra) -> dict:
@@ -252,9 +267,7 @@ def job_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             raise Http404("unknown action")
     except (orchestrator.InvalidState, ValueError) as exc:
         messages.error(request, str(exc))
-    target = request.POST.get("next") or reverse("console:job_detail", args=[job.pk])
-    if not target.startswith("/"):
-        target = reverse("console:job_detail", args=[job.pk])
+    target = safe_next(request, reverse("console:job_detail", args=[job.pk]))
     if request.htmx:
         response = HttpResponse(status=204)
         response["HX-Redirect"] = target

@@ -116,3 +116,34 @@ def test_run_now_and_batch_start_jobs(client, theme, engine):
         resp = client.post(reverse("console:theme_run", args=[theme.pk]), {"count": bad}, follow=True)
         assert "Not started: a batch is 1 to 20 jobs" in resp.content.decode(), bad
     assert Job.objects.count() == 4
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/x",
+        "/\\evil.example/x",
+        "\\\\evil.example/x",
+        "https://evil.example/x",
+        "http://evil.example",
+        "javascript:alert(1)",
+        "/\t/evil.example",
+        " //evil.example",
+        "https:///evil.example",
+    ],
+)
+def test_job_actions_never_redirect_off_site(client, job, target):
+    client.force_login(staff("view_job", "change_job"))
+    home = reverse("console:job_detail", args=[job.pk])
+    resp = client.post(reverse("console:job_action", args=[job.pk, "cancel"]), {"next": target})
+    assert resp.status_code == 302 and resp["Location"] == home
+    resp = client.post(
+        reverse("console:job_action", args=[job.pk, "retry"]), {"next": target}, headers={"HX-Request": "true"}
+    )
+    assert resp.status_code == 204 and resp["HX-Redirect"] == home
+
+
+def test_job_actions_follow_a_local_next(client, job):
+    client.force_login(staff("view_job", "change_job"))
+    resp = client.post(reverse("console:job_action", args=[job.pk, "cancel"]), {"next": "/console/?x=1"})
+    assert resp["Location"] == "/console/?x=1"
