@@ -19,6 +19,7 @@ sources and job params are masked, and the masked values are scrubbed from messa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -31,7 +32,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Prefetch
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
@@ -45,7 +46,7 @@ from ninja.utils import check_csrf
 from pydantic import field_validator
 from typing_extensions import TypeAliasType
 
-from console.models import ApiToken
+from console.models import ApiToken, IdempotencyKey
 from console.secrets import MASK, is_secret_name, mask_secrets, scrub  # noqa: F401
 from console.validation import BATCH_MAX, batch_count
 from jobs import orchestrator
@@ -625,25 +626,36 @@ def generate(
     """Start one job for a theme (202). With an Idempotency-Key, a repeat returns the first job (200)."""
     theme = _theme(payload.theme)
     params = payload.params or {}
-    if idempotency_key:
-        existing = Job.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return _replay(request, existing, theme, params)
+    if not idempotency_key:
+        return Status(202, _created(request, orchestrator.start_job(theme, params=params, user=request.auth)))
+    user, body_hash = request.auth, _request_hash(theme, params)
+    claimed = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
+    if claimed is not None:
+        return _replay(request, claimed, body_hash)
     try:
-        job = orchestrator.start_job(theme, params=params, user=request.auth, idempotency_key=idempotency_key)
+        with transaction.atomic():
+            # the key first: a concurrent request with this key waits on the unique index here,
+            # then fails, before it starts anything; the job and the key commit together
+            claimed = IdempotencyKey.objects.create(user=user, key=idempotency_key, body_hash=body_hash)
+            claimed.job = orchestrator.start_job(theme, params=params, user=user)
+            claimed.save(update_fields=["job"])
     except IntegrityError:
-        # a concurrent request with the same key won the race: answer with its job
-        existing = Job.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
-        if existing is None:
+        claimed = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
+        if claimed is None:
             raise
-        return _replay(request, existing, theme, params)
-    return Status(202, _created(request, job))
+        return _replay(request, claimed, body_hash)
+    return Status(202, _created(request, claimed.job))
 
 
-def _replay(request: HttpRequest, job: Job, theme: Theme, params: dict):
-    if job.theme_id != theme.pk or (job.params or {}) != params:
+def _request_hash(theme: Theme, params: dict) -> str:
+    canonical = json.dumps({"theme": theme.slug, "params": params}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _replay(request: HttpRequest, claimed: IdempotencyKey, body_hash: str):
+    if claimed.body_hash != body_hash:
         raise HttpError(409, "this Idempotency-Key was already used for a different request")
-    return Status(200, _created(request, job))
+    return Status(200, _created(request, Job.objects.get(pk=claimed.job_id)))
 
 
 @api.post("/batches", auth=needs("jobs.add_job"), response={202: BatchOut, **_errors(400, 404)}, url_name="batches")

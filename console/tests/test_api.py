@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
 from console.api import MASK, MAX_BODY
-from console.models import ApiToken, hash_token
+from console.models import ApiToken, IdempotencyKey, hash_token
 from jobs import orchestrator
 from jobs.models import Artifact, Job
 from jobs.tests.conftest import params
@@ -96,9 +98,60 @@ def test_it_returns_the_same_job_for_the_same_idempotency_key(client, token, the
     again = post(client, "/api/generate", {"theme": "test"}, token, **{"Idempotency-Key": "abc-1"})
     assert first.status_code == 202 and again.status_code == 200
     assert first.json()["job_id"] == again.json()["job_id"]
+    # the same request in other words (key order, spacing) is the same request
+    same = post(client, "/api/generate", '{ "params": {},"theme":"test" }', token, **{"Idempotency-Key": "abc-1"})
+    assert same.status_code == 200 and same.json()["job_id"] == first.json()["job_id"]
     other = post(client, "/api/generate", {"theme": "test", "params": {"x": 1}}, token, **{"Idempotency-Key": "abc-1"})
     assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
     assert Job.objects.count() == 1
+    assert IdempotencyKey.objects.get().job_id == first.json()["job_id"]
+
+
+def test_idempotency_keys_belong_to_their_user(client, token, theme):
+    mine = post(client, "/api/generate", {"theme": "test"}, token, **{"Idempotency-Key": "daily"})
+    other = ApiToken.issue(make_user("someone-else", *ALL_PERMS), "theirs")[1]
+    theirs = post(client, "/api/generate", {"theme": "test"}, other, **{"Idempotency-Key": "daily"})
+    assert mine.status_code == 202 and theirs.status_code == 202  # not another user's job
+    assert mine.json()["job_id"] != theirs.json()["job_id"]
+    assert Job.objects.get(pk=theirs.json()["job_id"]).created_by.username == "someone-else"
+
+
+def race(requests: list) -> list:
+    """Run each request in its own thread, released together by a barrier; their responses in order."""
+    barrier = threading.Barrier(len(requests))
+    results: list = [None] * len(requests)
+
+    def run(i: int, request) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = request()
+        except Exception as exc:  # reported by the assertion below, not lost in the thread
+            results[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i, r)) for i, r in enumerate(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+@pytest.mark.parametrize("same_body", [True, False])
+def test_concurrent_requests_with_one_key_start_one_job(token, theme, same_body):
+    for round_ in range(3):
+        key = f"race-{same_body}-{round_}"
+        bodies = [{"theme": "test", "params": {} if same_body else {"n": i}} for i in range(4)]
+        responses = race(
+            [lambda b=b, k=key: post(Client(), "/api/generate", b, token, **{"Idempotency-Key": k}) for b in bodies]
+        )
+        codes = sorted(r.status_code for r in responses)
+        assert codes == ([200, 200, 200, 202] if same_body else [202, 409, 409, 409]), responses
+        assert len({r.json()["job_id"] for r in responses if r.status_code < 300}) == 1
+        assert IdempotencyKey.objects.filter(key=key).count() == 1
+    assert Job.objects.count() == 3
 
 
 def test_it_retries_cancels_and_reviews_with_the_right_codes(client, token, done_job):
