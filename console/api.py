@@ -47,7 +47,7 @@ from pydantic import field_validator
 from typing_extensions import TypeAliasType
 
 from console.models import ApiToken, IdempotencyKey
-from console.secrets import MASK, is_secret_name, mask_secrets, scrub  # noqa: F401
+from console.secrets import MASK, is_secret_name, job_secrets, mask_secrets, scrub, secret_paths  # noqa: F401
 from console.validation import BATCH_MAX, batch_count
 from jobs import orchestrator
 from jobs.models import Job, ReviewDecision, StageRun, Theme
@@ -332,7 +332,16 @@ class GenerateIn(NoNul):
     @field_validator("params")
     @classmethod
     def _params(cls, value: Any) -> Any:
-        return cls._check(value)
+        value = cls._check(value)  # depth first: the walk below recurses
+        found = secret_paths(value or {})
+        if found:
+            # params are shown to everyone who may see the job (console, admin, API): no place for keys
+            where = ", ".join(f"params.{p}" for p in found[:5])
+            raise ValueError(
+                f"{where} looks like a secret (a key, token, password or URL credentials); job params are "
+                "shown to everyone who can see the job: keep keys in the theme's settings or the environment"
+            )
+        return value
 
 
 class JobCreated(Schema):
@@ -493,16 +502,8 @@ def _created(request: HttpRequest, job: Job) -> dict:
     return {"job_id": job.pk, "status": job.status, "poll_url": _poll_url(request, job.pk)}
 
 
-def _job_secrets(job: Job) -> set[str]:
-    found: set[str] = set()
-    mask_secrets(job.theme.settings or {}, found)
-    mask_secrets(job.theme.sources or [], found)
-    mask_secrets(job.params or {}, found)
-    return found
-
-
 def _job(request: HttpRequest, job: Job, secrets: set[str] | None = None) -> dict:
-    secrets = _job_secrets(job) if secrets is None else secrets
+    secrets = job_secrets(job) if secrets is None else secrets
     return {
         "id": job.pk,
         "theme": job.theme.slug,
@@ -522,7 +523,7 @@ def _job(request: HttpRequest, job: Job, secrets: set[str] | None = None) -> dic
 
 
 def _job_detail(request: HttpRequest, job: Job) -> dict:
-    secrets = _job_secrets(job)
+    secrets = job_secrets(job)
     artifacts: dict[int, list] = {}
     for art in job.artifacts.all():  # the job's own artifacts only: every URL is one the media view serves
         artifacts.setdefault(art.stage_run_id, []).append(

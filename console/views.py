@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from console.secrets import job_secrets, masked
 from console.validation import batch_count
 from jobs import orchestrator
 from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
@@ -205,8 +206,18 @@ def dashboard_live(request: HttpRequest) -> TemplateResponse:
 # --- job page -------------------------------------------------------------------------------
 
 
+# what a stage run shows that a provider or a stage wrote: the job's secrets are masked in them
+SHOWN_RUN_FIELDS = ("reason", "message", "error_message", "error_hint", "error_traceback", "log_tail", "output")
+
+
 def _job_data(job: Job) -> dict:
     runs = list(job.runs.prefetch_related("artifacts").order_by("queued_at", "id"))
+    # display copies, never saved: masked as the API and the admin show them
+    secrets = job_secrets(job)
+    job.error_message, job.error_hint = masked(job.error_message, secrets), masked(job.error_hint, secrets)
+    for run in runs:
+        for field in SHOWN_RUN_FIELDS:
+            setattr(run, field, masked(getattr(run, field), secrets))
     start = min((r.started_at or r.queued_at for r in runs), default=job.created)
     end = max([r.finished_at or timezone.now() for r in runs] + [start + timedelta(seconds=1)])
     span = (end - start).total_seconds() or 1.0

@@ -268,6 +268,29 @@ def test_it_says_where_a_json_body_breaks(client, token, theme):
     assert resp.json()["detail"].startswith("Cannot parse request body: ") and "line 1" in resp.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("params", "where"),
+    [
+        ({"api_key": "sk-live-1"}, "params.api_key"),
+        ({"voice": {"elevenlabs": {"token": "t-2"}}}, "params.voice.elevenlabs.token"),
+        ({"hooks": ["https://bot:pw-3@hooks.example/x"]}, "params.hooks.0"),
+        ({"feed": "https://feeds.example/rss?apikey=k-4"}, "params.feed"),
+    ],
+)
+def test_it_refuses_secrets_in_job_params(client, token, theme, params, where):
+    resp = post(client, "/api/generate", {"theme": "test", "params": params}, token)
+    assert resp.status_code == 422, resp.content
+    detail = resp.json()["detail"]
+    assert where in detail and "secret" in detail
+    assert "sk-live-1" not in detail and "pw-3" not in detail and "k-4" not in detail
+    assert Job.objects.count() == 0
+
+
+def test_params_that_only_look_near_secrets_are_fine(client, token, theme):
+    params = {"keywords": ["ai"], "topic_rank": 1, "source": "https://feeds.example/rss?lang=en", "api_key": ""}
+    assert post(client, "/api/generate", {"theme": "test", "params": params}, token).status_code == 202
+
+
 def test_it_refuses_bad_review_input(client, token, done_job):
     url = f"/api/jobs/{done_job.pk}/review"
     for body in (

@@ -147,3 +147,24 @@ def test_job_actions_follow_a_local_next(client, job):
     client.force_login(staff("view_job", "change_job"))
     resp = client.post(reverse("console:job_action", args=[job.pk, "cancel"]), {"next": "/console/?x=1"})
     assert resp["Location"] == "/console/?x=1"
+
+
+def test_the_job_page_masks_the_jobs_secrets(client, theme):
+    theme.settings = {"voiceover": {"openai": {"api_key": "sk-console-secret-1"}}}
+    theme.save()
+    job = orchestrator.start_job(theme, params={"n": 1})
+    Job.objects.filter(pk=job.pk).update(
+        status="failed", error_stage="voiceover", error_message="401 for sk-console-secret-1", error_hint="x"
+    )
+    job.runs.update(
+        status="failed",
+        error_kind="permanent",
+        error_message="refused sk-console-secret-1",
+        error_traceback="Traceback: key=sk-console-secret-1",
+        log_tail="POST with sk-console-secret-1",
+        output={"api_key": "sk-console-secret-1", "echo": "sk-console-secret-1"},
+    )
+    client.force_login(staff("view_job"))
+    for name in ("console:job_detail", "console:job_live"):
+        page = client.get(reverse(name, args=[job.pk])).content.decode()
+        assert "sk-console-secret-1" not in page and "********" in page, name
