@@ -8,7 +8,8 @@ console's (``jobs.view_job`` to read, ``change_job`` to retry/cancel, ``add_job`
 Errors are always ``{"detail": "..."}``: 400 unreadable body, 401 no/invalid credentials, 403 no
 permission, 404 unknown job or theme, 409 the job's state does not allow the action (or an
 Idempotency-Key reused for another request), 413 body over ``MAX_BODY``, 422 invalid input
-(wrong types, unknown stage, unknown fields). An unknown theme slug in a body is 404: the input
+(wrong types, unknown stage, unknown fields), 429 over the request budget or after too many
+failed tokens from one address (``console.throttle``). An unknown theme slug in a body is 404: the input
 is well-formed and names a resource that does not exist, like an unknown job id in a path
 (stages are a fixed list, in the schema, so an unknown stage is 422). Nothing is written on bad
 input.
@@ -46,6 +47,7 @@ from ninja.utils import check_csrf
 from pydantic import field_validator
 from typing_extensions import TypeAliasType
 
+from console import throttle
 from console.models import ApiToken, IdempotencyKey
 from console.secrets import MASK, is_secret_name, job_secrets, mask_secrets, scrub, secret_paths  # noqa: F401
 from console.validation import BATCH_MAX, batch_count
@@ -75,6 +77,13 @@ def _permitted(user, perm: str | None):
     return user
 
 
+class Locked(HttpError):
+    """Too many failed logins from this address (django-axes): 429 with Retry-After."""
+
+    def __init__(self) -> None:
+        super().__init__(429, throttle.lockout_message())
+
+
 class TokenAuth(HttpBearer):
     """``Authorization: Bearer <token>``: a usable ApiToken (not revoked, active user) with ``perm``."""
 
@@ -83,8 +92,11 @@ class TokenAuth(HttpBearer):
         super().__init__()
 
     def authenticate(self, request: HttpRequest, token: str):
+        if not throttle.token_allowed(request):
+            raise Locked()
         api_token = ApiToken.authenticate(token.strip())
         if api_token is None:
+            throttle.token_failed(request)  # counted by django-axes, as a failed password is
             return None
         request.api_token = api_token  # type: ignore[attr-defined]
         return _permitted(api_token.user, self.perm)
@@ -243,7 +255,10 @@ def _http_error(request: HttpRequest, exc: HttpError):
     detail = str(exc)
     if isinstance(exc.__cause__, BodyNotJson):  # ninja says only "Cannot parse request body": say why
         detail = f"{detail}: {exc.__cause__}"
-    return _error(request, exc.status_code, detail)
+    response = _error(request, exc.status_code, detail)
+    if isinstance(exc, Locked):
+        response["Retry-After"] = str(throttle.retry_after())
+    return response
 
 
 @api.exception_handler(AuthenticationError)
@@ -290,7 +305,8 @@ class ErrorOut(Schema):
 
 
 def _errors(*codes: int) -> dict[int, type[Schema]]:
-    return {code: ErrorOut for code in sorted({401, 403, 413, 422, *codes})}
+    # 429: the request budget, or a lockout after failed logins/tokens (console.throttle)
+    return {code: ErrorOut for code in sorted({401, 403, 413, 422, 429, *codes})}
 
 
 class NoNul(Schema):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "ninja",
     "django_q",
+    "axes",
     "jobs",
     "stages",
     "console",
@@ -135,6 +137,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # last, as django-axes asks: turns a locked-out login into the lockout response
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "console.urls"
@@ -209,6 +213,16 @@ MEDIA_URL = "/media/"
 OUTBOX_DIR = Path(env_str("TRENDREEL_OUTBOX", str(VAR_DIR / "outbox")))
 
 LOGIN_URL = "admin:login"
+
+# --- Login throttling (django-axes; see console/throttle.py and README "Login throttling") -------
+# The axes backend refuses a locked-out login before the password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("TRENDREEL_LOGIN_FAILURES", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("TRENDREEL_LOCKOUT_MINUTES", 15.0, minimum=1.0))
+AXES_LOCKOUT_PARAMETERS = "console.throttle.lockout_parameters"
+AXES_CLIENT_IP_CALLABLE = "console.throttle.client_ip"
+AXES_LOCKOUT_CALLABLE = "console.throttle.lockout_response"
+AXES_VERBOSE = False  # one log line per failure is the access log's job, not a banner at start-up
 
 # --- Security (check --deploy clean when DEBUG is off and the env says HTTPS) ------------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
