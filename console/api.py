@@ -47,7 +47,7 @@ from ninja.utils import check_csrf
 from pydantic import field_validator
 from typing_extensions import TypeAliasType
 
-from console import throttle
+from console import throttle, two_factor
 from console.models import ApiToken, IdempotencyKey
 from console.secrets import MASK, is_secret_name, job_secrets, mask_secrets, scrub, secret_paths  # noqa: F401
 from console.validation import BATCH_MAX, batch_count
@@ -123,6 +123,8 @@ class ConsoleSessionAuth(APIKeyCookie):
             return None
         if not (user.is_active and user.is_staff):
             raise HttpError(403, "the console session needs an active staff user")
+        if not two_factor.satisfied(request):
+            raise HttpError(403, "this session has not given its second factor: log in again with your code")
         unsafe = request.method not in ("GET", "HEAD", "OPTIONS", "TRACE")
         if unsafe and not getattr(request, "_ninja_csrf_exempt", False) and check_csrf(request) is not None:
             raise HttpError(403, "CSRF check failed: send the X-CSRFToken header with a session request")

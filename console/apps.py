@@ -1,7 +1,16 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 from django.core import checks
+
+
+class AdminConfig(admin_apps.AdminConfig):
+    """Django's admin with Trendreel's site (second factor at login and on every page);
+    INSTALLED_APPS names it instead of django.contrib.admin."""
+
+    default = False  # not the console app's own config
+    default_site = "console.admin_site.TrendreelAdminSite"
 
 
 class ConsoleConfig(AppConfig):

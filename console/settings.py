@@ -113,7 +113,7 @@ ALLOWED_HOSTS = [
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "console.apps.AdminConfig",  # django.contrib.admin with console.admin_site as the site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -124,6 +124,8 @@ INSTALLED_APPS = [
     "django_q",
     "axes",
     "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "jobs",
     "stages",
     "console",
@@ -137,6 +139,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): this session gave a second factor
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -226,6 +229,12 @@ AXES_LOCKOUT_PARAMETERS = "console.throttle.lockout_parameters"
 AXES_CLIENT_IP_CALLABLE = "console.throttle.client_ip"
 AXES_LOCKOUT_CALLABLE = "console.throttle.lockout_response"
 AXES_VERBOSE = False  # one log line per failure is the access log's job, not a banner at start-up
+
+# --- Two-factor authentication (django-otp TOTP; see console/two_factor.py, README) -------------
+# Staff who may review (and superusers) must set up an authenticator app; everyone else may.
+TRENDREEL_REQUIRE_2FA = env_bool("TRENDREEL_REQUIRE_2FA", False)
+OTP_TOTP_ISSUER = env_str("TRENDREEL_OTP_ISSUER", "Trendreel")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the admin never shows a device's secret key or QR code again
 
 # --- Security (check --deploy clean when DEBUG is off and the env says HTTPS) ------------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)

@@ -4,11 +4,13 @@ and a real worker process: log in, run a theme, watch it live, retry a failure, 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
+from playwright.sync_api import expect
 
 from jobs.models import Job, Theme
 
@@ -155,10 +157,8 @@ def test_operator_runs_watches_retries_and_a_reviewer_approves(page, live_server
     page.fill("textarea[name=notes]", "Looks good")
     page.click("#approve-btn")
     page.wait_for_url(f"**/console/jobs/{job.pk}/")
-    page.wait_for_function(
-        "document.querySelector('#job-status') && document.querySelector('#job-status').innerText === 'Completed'",
-        timeout=60_000,
-    )
+    # (expect, not wait_for_function: its polling evaluates a string, which the page's CSP refuses)
+    expect(page.locator("#job-status")).to_have_text("Completed", timeout=60_000)
     job.refresh_from_db()
     assert job.status == Job.Status.COMPLETED
     assert job.reviews.get().decided_by.username == "reviewer"
@@ -187,7 +187,8 @@ def test_the_admin_the_console_and_the_api_docs_work_under_the_policy(page, live
     page.wait_for_selector("text=Running")
     assert Job.objects.count() == 2
     # the bars get their widths from console.js (a style="" attribute would be refused)
-    page.wait_for_function("[...document.querySelectorAll('[data-width]')].every(e => e.style.width !== '')")
+    for bar in page.locator("[data-width]").all():
+        expect(bar).to_have_attribute("style", re.compile(r"width: [0-9.]+%"))
     shot(page, "dashboard-under-csp")
     page.goto(base + reverse("admin:jobs_job_changelist"))
     page.check("#action-toggle")  # the admin's own actions.js
@@ -195,6 +196,10 @@ def test_the_admin_the_console_and_the_api_docs_work_under_the_policy(page, live
     page.goto(base + reverse("admin:jobs_theme_add"))
     page.locator("#id_name").press_sequentially("Slug Test")
     assert page.input_value("#id_slug") == "slug-test"  # prepopulate.js ran
+    page.goto(base + reverse("console:two_factor"))  # the QR code is an SVG from this site
+    page.wait_for_load_state("load")
+    assert page.locator("img.totp-qr").evaluate("img => img.naturalWidth") > 0
+    shot(page, "two-factor-setup")
     page.goto(base + "/api/docs")
     page.wait_for_selector('.opblock-summary-path[data-path="/api/generate"]')
     shot(page, "api-docs")
