@@ -1,9 +1,11 @@
 """Secrets in user-supplied configuration (theme settings, sources, job params).
 
 Values under secret-looking keys (key, token, secret, password, credential, authorization) and
-credentials inside URLs are masked wherever configuration is shown: the API and the admin. The
-admin's theme form shows the masked form and puts the stored value back when the mask comes back
-unchanged, so editing a theme never needs (or leaks) its keys.
+credentials inside URLs are masked wherever configuration is shown: the API, the admin and the
+console; known secret values are scrubbed from every message a job shows (``job_secrets``,
+``masked``). The admin's theme form shows the masked form and puts the stored value back when the
+mask comes back unchanged, so editing a theme never needs (or leaks) its keys, unless the URL the
+key is sent to moved to another host (``unbind_moved_secrets``): then the key is dropped.
 """
 
 from __future__ import annotations

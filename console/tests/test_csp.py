@@ -50,6 +50,7 @@ def pages(job: Job) -> list[str]:
         reverse("console:job_detail", args=[job.pk]),
         reverse("console:job_live", args=[job.pk]),
         reverse("console:review", args=[job.pk]),
+        reverse("console:two_factor"),
         "/api/docs",
     ]
 
@@ -91,3 +92,12 @@ def test_a_view_only_user_sees_pages_without_inline_code_too(client, job):
     ):
         html = client.get(url).content.decode()
         assert [what for rx, what in INLINE if rx.search(html)] == [], url
+
+
+def test_the_lockout_page_needs_no_inline_code_either(client, settings):
+    User.objects.create_user("locked", password="right-password-long", is_staff=True)
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        resp = client.post(reverse("admin:login"), {"username": "locked", "password": "wrong"})
+    assert resp.status_code == 429 and "Too many failed logins" in resp.content.decode()
+    assert "script-src 'self'" in resp["Content-Security-Policy"]
+    assert [what for rx, what in INLINE if rx.search(resp.content.decode())] == []
