@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/trendreel
 PYTEST_ARGS ?=
+# Settings refuse to load with DEBUG off and no SECRET_KEY: the checks below run on a throwaway key
+# unless one is set (pytest sets its own, see pytest.ini).
+CHECK_ENV := SECRET_KEY="$${SECRET_KEY:-test-insecure-trendreel-check-not-for-production}"
 
 .PHONY: test test-sqlite test-postgres demo venv clean chromium
 
@@ -26,8 +29,8 @@ chromium:
 test: venv chromium
 	$(PY) -m ruff check --output-format concise .
 	$(PY) -m ruff format --check .
-	$(PY) manage.py check --fail-level WARNING
-	$(PY) manage.py makemigrations --check --dry-run >/dev/null
+	$(CHECK_ENV) $(PY) manage.py check --fail-level WARNING
+	$(CHECK_ENV) $(PY) manage.py makemigrations --check --dry-run >/dev/null
 	$(MAKE) --no-print-directory test-sqlite
 	@if $(PY) -c "import psycopg,sys; psycopg.connect('$(PG_URL)'.rsplit('/',1)[0]+'/postgres', connect_timeout=3).close()" 2>/dev/null; then \
 		$(MAKE) --no-print-directory test-postgres; \

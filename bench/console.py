@@ -37,6 +37,7 @@ def main() -> int:
     else:
         os.environ["TRENDREEL_VAR_DIR"] = tempfile.mkdtemp(prefix="trendreel-bench-")
         os.environ.pop("DATABASE_URL", None)
+    os.environ.setdefault("SECRET_KEY", "bench-insecure-trendreel-not-for-production")  # settings refuse none
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
     import django
 

@@ -1584,6 +1584,7 @@ def main() -> int:
             for k, v in os.environ.items()
             if not k.startswith(("TRENDREEL_", "DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "Q_CLUSTER", "PYTEST"))
         }
+        common.setdefault("SECRET_KEY", "bench-insecure-trendreel-not-for-production")  # settings refuse none
         common.update(
             DJANGO_SETTINGS_MODULE="console.settings",
             DATABASE_URL=db_url,

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 def setup_django(var_dir: str) -> None:
     os.environ["TRENDREEL_VAR_DIR"] = var_dir
     os.environ.pop("DATABASE_URL", None)
+    os.environ.setdefault("SECRET_KEY", "bench-insecure-trendreel-not-for-production")  # settings refuse none
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
     import django
 

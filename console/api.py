@@ -8,7 +8,8 @@ console's (``jobs.view_job`` to read, ``change_job`` to retry/cancel, ``add_job`
 Errors are always ``{"detail": "..."}``: 400 unreadable body, 401 no/invalid credentials, 403 no
 permission, 404 unknown job or theme, 409 the job's state does not allow the action (or an
 Idempotency-Key reused for another request), 413 body over ``MAX_BODY``, 422 invalid input
-(wrong types, unknown stage, unknown fields). An unknown theme slug in a body is 404: the input
+(wrong types, unknown stage, unknown fields), 429 over the request budget or after too many
+failed tokens from one address (``console.throttle``). An unknown theme slug in a body is 404: the input
 is well-formed and names a resource that does not exist, like an unknown job id in a path
 (stages are a fixed list, in the schema, so an unknown stage is 422). Nothing is written on bad
 input.
@@ -19,6 +20,8 @@ sources and job params are masked, and the masked values are scrubbed from messa
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import threading
@@ -30,21 +33,24 @@ from typing import Annotated, Any, Literal
 import pydantic
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Prefetch
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
 from ninja import Field, Header, NinjaAPI, Path, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.throttling import BaseThrottle
 from ninja.utils import check_csrf
 from pydantic import field_validator
 from typing_extensions import TypeAliasType
 
-from console.models import ApiToken
-from console.secrets import MASK, is_secret_name, mask_secrets, scrub  # noqa: F401
+from console import throttle, two_factor
+from console.models import ApiToken, IdempotencyKey
+from console.secrets import MASK, is_secret_name, job_secrets, mask_secrets, scrub, secret_paths  # noqa: F401
+from console.validation import BATCH_MAX, batch_count
 from jobs import orchestrator
 from jobs.models import Job, ReviewDecision, StageRun, Theme
 from jobs.orchestrator.sweeper import SCHEDULE_NAME as SWEEP_SCHEDULE
@@ -72,6 +78,13 @@ def _permitted(user, perm: str | None):
     return user
 
 
+class Locked(HttpError):
+    """Too many failed logins from this address (django-axes): 429 with Retry-After."""
+
+    def __init__(self) -> None:
+        super().__init__(429, throttle.lockout_message())
+
+
 class TokenAuth(HttpBearer):
     """``Authorization: Bearer <token>``: a usable ApiToken (not revoked, active user) with ``perm``."""
 
@@ -80,8 +93,11 @@ class TokenAuth(HttpBearer):
         super().__init__()
 
     def authenticate(self, request: HttpRequest, token: str):
+        if not throttle.token_allowed(request):
+            raise Locked()
         api_token = ApiToken.authenticate(token.strip())
         if api_token is None:
+            throttle.token_failed(request)  # counted by django-axes, as a failed password is
             return None
         request.api_token = api_token  # type: ignore[attr-defined]
         return _permitted(api_token.user, self.perm)
@@ -108,6 +124,8 @@ class ConsoleSessionAuth(APIKeyCookie):
             return None
         if not (user.is_active and user.is_staff):
             raise HttpError(403, "the console session needs an active staff user")
+        if not two_factor.satisfied(request):
+            raise HttpError(403, "this session has not given its second factor: log in again with your code")
         unsafe = request.method not in ("GET", "HEAD", "OPTIONS", "TRACE")
         if unsafe and not getattr(request, "_ninja_csrf_exempt", False) and check_csrf(request) is not None:
             raise HttpError(403, "CSRF check failed: send the X-CSRFToken header with a session request")
@@ -164,6 +182,25 @@ class UserRateThrottle(BaseThrottle):
         return getattr(self._local, "wait", None)
 
 
+class BodyNotJson(ValueError):
+    """Why a request body is not JSON, in words a client can act on (and no part of the body)."""
+
+
+def _no_constants(name: str):
+    raise BodyNotJson(f"{name} is not valid JSON (send null, or a number)")
+
+
+class StrictJsonParser(Parser):
+    """Python's json module accepts NaN, Infinity and -Infinity, which no JSON standard allows
+    and the database's JSON column refuses (that was a 500): refuse them here, as bad JSON."""
+
+    def parse_body(self, request: HttpRequest):
+        try:
+            return json.loads(request.body, parse_constant=_no_constants)
+        except json.JSONDecodeError as exc:
+            raise BodyNotJson(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+
+
 api = NinjaAPI(
     title="Trendreel API",
     version="1",
@@ -171,6 +208,7 @@ api = NinjaAPI(
     urls_namespace="api",
     auth=[TokenAuth(), ConsoleSessionAuth()],
     throttle=[UserRateThrottle()],
+    parser=StrictJsonParser(),
 )
 api.add_decorator(limit_body, mode="view")
 
@@ -196,7 +234,8 @@ def _loc(loc: Any) -> str:
 
 def _message(errors: list[dict]) -> str:
     if len(errors) == 1:
-        return str(errors[0].get("msg", "invalid"))
+        # a validator's own ValueError text is the message; pydantic's "Value error, " adds nothing
+        return str(errors[0].get("msg", "invalid")).removeprefix("Value error, ")
     # a union (JSON params) refused every branch: say why in one line
     if any(e.get("type") == "string_pattern_mismatch" for e in errors):
         return "text may not contain NUL characters"
@@ -212,6 +251,17 @@ def _validation_error(request: HttpRequest, exc: ValidationError):
         grouped.setdefault(_loc(err.get("loc")), []).append(err)
     messages = [f"{where}: {_message(errs)}" if where else _message(errs) for where, errs in list(grouped.items())[:10]]
     return _error(request, 422, "; ".join(messages) or "invalid input")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError):
+    detail = str(exc)
+    if isinstance(exc.__cause__, BodyNotJson):  # ninja says only "Cannot parse request body": say why
+        detail = f"{detail}: {exc.__cause__}"
+    response = _error(request, exc.status_code, detail)
+    if isinstance(exc, Locked):
+        response["Retry-After"] = str(throttle.retry_after())
+    return response
 
 
 @api.exception_handler(AuthenticationError)
@@ -263,7 +313,8 @@ class ErrorOut(Schema):
 
 
 def _errors(*codes: int) -> dict[int, type[Schema]]:
-    return {code: ErrorOut for code in sorted({401, 403, 413, 422, *codes})}
+    # 429: the request budget, or a lockout after failed logins/tokens (console.throttle)
+    return {code: ErrorOut for code in sorted({401, 403, 413, 422, 429, *codes})}
 
 
 class NoNul(Schema):
@@ -305,7 +356,16 @@ class GenerateIn(NoNul):
     @field_validator("params")
     @classmethod
     def _params(cls, value: Any) -> Any:
-        return cls._check(value)
+        value = cls._check(value)  # depth first: the walk below recurses
+        found = secret_paths(value or {})
+        if found:
+            # params are shown to everyone who may see the job (console, admin, API): no place for keys
+            where = ", ".join(f"params.{p}" for p in found[:5])
+            raise ValueError(
+                f"{where} looks like a secret (a key, token, password or URL credentials); job params are "
+                "shown to everyone who can see the job: keep keys in the theme's settings or the environment"
+            )
+        return value
 
 
 class JobCreated(Schema):
@@ -317,7 +377,17 @@ class JobCreated(Schema):
 class BatchIn(Schema):
     model_config = {"extra": "forbid"}
     theme: str = Field(..., min_length=1, max_length=80, pattern=SLUG_PATTERN)
-    count: int = Field(..., ge=1, le=20, description="Jobs to start, one per top topic.")
+    # the bounds are documented in the schema; the rule itself is the console's (validation.batch_count)
+    count: int = Field(
+        ...,
+        json_schema_extra={"minimum": 1, "maximum": BATCH_MAX},
+        description=f"Jobs to start, one per top topic (1 to {BATCH_MAX}).",
+    )
+
+    @field_validator("count")
+    @classmethod
+    def _count(cls, value: int) -> int:
+        return batch_count(value)
 
 
 class BatchOut(Schema):
@@ -456,16 +526,8 @@ def _created(request: HttpRequest, job: Job) -> dict:
     return {"job_id": job.pk, "status": job.status, "poll_url": _poll_url(request, job.pk)}
 
 
-def _job_secrets(job: Job) -> set[str]:
-    found: set[str] = set()
-    mask_secrets(job.theme.settings or {}, found)
-    mask_secrets(job.theme.sources or [], found)
-    mask_secrets(job.params or {}, found)
-    return found
-
-
 def _job(request: HttpRequest, job: Job, secrets: set[str] | None = None) -> dict:
-    secrets = _job_secrets(job) if secrets is None else secrets
+    secrets = job_secrets(job) if secrets is None else secrets
     return {
         "id": job.pk,
         "theme": job.theme.slug,
@@ -485,7 +547,7 @@ def _job(request: HttpRequest, job: Job, secrets: set[str] | None = None) -> dic
 
 
 def _job_detail(request: HttpRequest, job: Job) -> dict:
-    secrets = _job_secrets(job)
+    secrets = job_secrets(job)
     artifacts: dict[int, list] = {}
     for art in job.artifacts.all():  # the job's own artifacts only: every URL is one the media view serves
         artifacts.setdefault(art.stage_run_id, []).append(
@@ -589,25 +651,36 @@ def generate(
     """Start one job for a theme (202). With an Idempotency-Key, a repeat returns the first job (200)."""
     theme = _theme(payload.theme)
     params = payload.params or {}
-    if idempotency_key:
-        existing = Job.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return _replay(request, existing, theme, params)
+    if not idempotency_key:
+        return Status(202, _created(request, orchestrator.start_job(theme, params=params, user=request.auth)))
+    user, body_hash = request.auth, _request_hash(theme, params)
+    claimed = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
+    if claimed is not None:
+        return _replay(request, claimed, body_hash)
     try:
-        job = orchestrator.start_job(theme, params=params, user=request.auth, idempotency_key=idempotency_key)
+        with transaction.atomic():
+            # the key first: a concurrent request with this key waits on the unique index here,
+            # then fails, before it starts anything; the job and the key commit together
+            claimed = IdempotencyKey.objects.create(user=user, key=idempotency_key, body_hash=body_hash)
+            claimed.job = orchestrator.start_job(theme, params=params, user=user)
+            claimed.save(update_fields=["job"])
     except IntegrityError:
-        # a concurrent request with the same key won the race: answer with its job
-        existing = Job.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
-        if existing is None:
+        claimed = IdempotencyKey.objects.filter(user=user, key=idempotency_key).first()
+        if claimed is None:
             raise
-        return _replay(request, existing, theme, params)
-    return Status(202, _created(request, job))
+        return _replay(request, claimed, body_hash)
+    return Status(202, _created(request, claimed.job))
 
 
-def _replay(request: HttpRequest, job: Job, theme: Theme, params: dict):
-    if job.theme_id != theme.pk or (job.params or {}) != params:
+def _request_hash(theme: Theme, params: dict) -> str:
+    canonical = json.dumps({"theme": theme.slug, "params": params}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _replay(request: HttpRequest, claimed: IdempotencyKey, body_hash: str):
+    if claimed.body_hash != body_hash:
         raise HttpError(409, "this Idempotency-Key was already used for a different request")
-    return Status(200, _created(request, job))
+    return Status(200, _created(request, Job.objects.get(pk=claimed.job_id)))
 
 
 @api.post("/batches", auth=needs("jobs.add_job"), response={202: BatchOut, **_errors(400, 404)}, url_name="batches")

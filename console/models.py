@@ -92,3 +92,27 @@ class ApiToken(models.Model):
         self.revoked_at = timezone.now()
         ApiToken.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=self.revoked_at)
         return True
+
+
+class IdempotencyKey(models.Model):
+    """An ``Idempotency-Key`` one user sent with ``POST /api/generate``, the request it came with, and its job.
+
+    Scoped per user (one user's key never returns another user's job). The unique (user, key) row
+    is inserted in the transaction that starts the job, before the job: of concurrent requests
+    with one key exactly one inserts it and starts a job; the others wait on the unique index,
+    fail, and answer from the winner's row (the same job, or 409 when their body differs).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    # SHA-256 of the request as parsed (theme and params, canonical JSON): the same request in
+    # other whitespace or key order is the same request
+    body_hash = models.CharField(max_length=64)
+    job = models.ForeignKey("jobs.Job", null=True, on_delete=models.CASCADE, related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.user_id})"

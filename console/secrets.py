@@ -1,9 +1,11 @@
 """Secrets in user-supplied configuration (theme settings, sources, job params).
 
 Values under secret-looking keys (key, token, secret, password, credential, authorization) and
-credentials inside URLs are masked wherever configuration is shown: the API and the admin. The
-admin's theme form shows the masked form and puts the stored value back when the mask comes back
-unchanged, so editing a theme never needs (or leaks) its keys.
+credentials inside URLs are masked wherever configuration is shown: the API, the admin and the
+console; known secret values are scrubbed from every message a job shows (``job_secrets``,
+``masked``). The admin's theme form shows the masked form and puts the stored value back when the
+mask comes back unchanged, so editing a theme never needs (or leaks) its keys, unless the URL the
+key is sent to moved to another host (``unbind_moved_secrets``): then the key is dropped.
 """
 
 from __future__ import annotations
@@ -87,3 +89,89 @@ def restore_secrets(new: Any, old: Any) -> Any:
     if isinstance(new, str) and MASK in new and isinstance(old, str) and mask_secrets(old) == new:
         return old
     return new
+
+
+def job_secrets(job) -> set[str]:
+    """Every secret value a job's messages could quote: its theme's keys and its own params'."""
+    found: set[str] = set()
+    mask_secrets(job.theme.settings or {}, found)
+    mask_secrets(job.theme.sources or [], found)
+    mask_secrets(job.params or {}, found)
+    return found
+
+
+# Settings that name where a provider's requests (and so its keys) go.
+URL_KEYS = ("base_url", "url", "token_url")
+MOVED_KEYS_HELP = (
+    "Changing a provider's base_url (or url, token_url) to another host clears its stored keys: "
+    "enter them again for the new host."
+)
+
+
+def _host(value: Any) -> tuple[str, int | None] | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parts = urlsplit(value.strip())
+        return (parts.hostname or "", parts.port)
+    except ValueError:
+        return (value.strip(), None)  # unparsable: only the very same text counts as the same host
+
+
+def unbind_moved_secrets(new: Any, old: Any) -> tuple[Any, list[str]]:
+    """``new`` (as submitted from a masked form) without the stored keys that would follow a moved URL.
+
+    A key is bound to the host it was entered for. When a dict's ``base_url``/``url``/``token_url``
+    names another host than the stored one (or appears, or goes back to the provider's default),
+    its secret-named values still sent as the mask are dropped instead of being restored: an
+    editor must not be able to send someone else's key to a server of their choosing. A key
+    typed in with the new URL is kept. Returns the cleaned value and, for each key cleared,
+    ``"<path>: <new host>"``.
+    """
+    cleared: list[str] = []
+
+    def walk(new: Any, old: Any, path: str) -> Any:
+        if isinstance(new, dict) and isinstance(old, dict):
+            moved = [k for k in URL_KEYS if (k in new or k in old) and _host(new.get(k)) != _host(old.get(k))]
+            out = {}
+            for k, v in new.items():
+                if moved and v == MASK and is_secret_name(k):
+                    host = _host(new.get(moved[0]))
+                    cleared.append(f"{path}{k}: {host[0] if host else 'the default host'}")
+                    continue
+                out[k] = walk(v, old.get(k), f"{path}{k}.")
+            return out
+        if isinstance(new, list) and isinstance(old, list):
+            return [walk(v, old[i] if i < len(old) else None, f"{path}{i}.") for i, v in enumerate(new)]
+        return new
+
+    return walk(new, old, ""), cleared
+
+
+def secret_paths(value: Any, path: str = "") -> list[str]:
+    """Where ``value`` holds something ``mask_secrets`` would mask: ``["voice.token", "hooks.0"]``."""
+    if isinstance(value, dict):
+        found = []
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            if is_secret_name(k) and v not in (None, "", [], {}):
+                found.append(here)
+            else:
+                found += secret_paths(v, here)
+        return found
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in secret_paths(v, f"{path}.{i}" if path else str(i))]
+    if isinstance(value, str) and "://" in value and _mask_url(value, set()) != value:
+        return [path]
+    return []
+
+
+def masked(value: Any, secrets: set[str]) -> Any:
+    """``value`` (JSON or text) as it may be shown: secret-named keys masked and every known secret
+    value replaced wherever it appears (a stage output or a log may quote one)."""
+    value = mask_secrets(value)
+    if isinstance(value, dict):
+        return {k: masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, secrets) for v in value]
+    return scrub(value, secrets) if isinstance(value, str) else value

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from jobs.queues import CLUSTER_NAME, queue_name
@@ -73,13 +75,39 @@ def env_json(name: str, default: Any) -> Any:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY")
-if not SECRET_KEY:
-    if DEBUG or env_bool("TRENDREEL_DEV_SECRET", True):
-        # A per-checkout development key; production sets SECRET_KEY (check --deploy says so).
-        SECRET_KEY = "dev-insecure-trendreel-" + str(BASE_DIR)  # console.W001 flags it in check --deploy
-    else:
-        raise ImproperlyConfigured("SECRET_KEY must be set")
+DEV_SECRET_PREFIX = "dev-insecure-trendreel-"
+
+
+def _secret_key() -> str:
+    """``SECRET_KEY``, else the file ``SECRET_KEY_FILE`` names (default ``var/secret_key``, which
+    ``make demo`` writes once with a random key), else, only with ``DEBUG`` on, a development key.
+
+    With DEBUG off and no key the process refuses to start: a key anyone can guess signs sessions,
+    CSRF tokens and password-reset links. Refused here, at settings load, rather than in a system
+    check, because a WSGI server runs no checks.
+    """
+    key = env_str("SECRET_KEY").strip()
+    if key:
+        return key
+    explicit = env_str("SECRET_KEY_FILE")
+    path = Path(explicit) if explicit else VAR_DIR / "secret_key"
+    if explicit or path.is_file():
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"SECRET_KEY_FILE={path} cannot be read: {exc.strerror}") from None
+        if not key:
+            raise ImproperlyConfigured(f"SECRET_KEY_FILE={path} is empty")
+        return key
+    if DEBUG:
+        return DEV_SECRET_PREFIX + str(BASE_DIR)  # console.E001 fails check --deploy on it
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set and DEBUG is off: set SECRET_KEY (or SECRET_KEY_FILE) to a long random value, "
+        "e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))', or DEBUG=1 for development"
+    )
+
+
+SECRET_KEY = _secret_key()
 
 ALLOWED_HOSTS = [
     h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()
@@ -87,7 +115,7 @@ ALLOWED_HOSTS = [
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "console.apps.AdminConfig",  # django.contrib.admin with console.admin_site as the site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -96,6 +124,10 @@ INSTALLED_APPS = [
     "django_htmx",
     "ninja",
     "django_q",
+    "axes",
+    "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "jobs",
     "stages",
     "console",
@@ -103,14 +135,18 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): this session gave a second factor
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # last, as django-axes asks: turns a locked-out login into the lockout response
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "console.urls"
@@ -189,6 +225,22 @@ OUTBOX_DIR = Path(env_str("TRENDREEL_OUTBOX", str(VAR_DIR / "outbox")))
 
 LOGIN_URL = "admin:login"
 
+# --- Login throttling (django-axes; see console/throttle.py and README "Login throttling") -------
+# The axes backend refuses a locked-out login before the password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("TRENDREEL_LOGIN_FAILURES", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("TRENDREEL_LOCKOUT_MINUTES", 15.0, minimum=1.0))
+AXES_LOCKOUT_PARAMETERS = "console.throttle.lockout_parameters"
+AXES_CLIENT_IP_CALLABLE = "console.throttle.client_ip"
+AXES_LOCKOUT_CALLABLE = "console.throttle.lockout_response"
+AXES_VERBOSE = False  # one log line per failure is the access log's job, not a banner at start-up
+
+# --- Two-factor authentication (django-otp TOTP; see console/two_factor.py, README) -------------
+# Staff who may review (and superusers) must set up an authenticator app; everyone else may.
+TRENDREEL_REQUIRE_2FA = env_bool("TRENDREEL_REQUIRE_2FA", False)
+OTP_TOTP_ISSUER = env_str("TRENDREEL_OTP_ISSUER", "Trendreel")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the admin never shows a device's secret key or QR code again
+
 # --- Security (check --deploy clean when DEBUG is off and the env says HTTPS) ------------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG and SECURE_SSL_REDIRECT)
@@ -198,6 +250,25 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_PROXY", False) else None
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp) on every response: scripts, styles, images, media and
+# requests from this site only. No inline script, <style>, style="" or on…= handler runs: the
+# console's styles and scripts are static files (console/static/console/), htmx's own indicator
+# <style> is turned off by base.html's htmx-config, the admin and the API docs need nothing inline.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "media-src": [SELF],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 # Messages wait in the session (server side), not in a signed cookie anyone can read: a new API
 # token is shown once through one.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"

@@ -14,4 +14,6 @@ urlpatterns = [
     path("jobs/<int:pk>/media/<int:artifact_id>/", views.media, name="media"),
     path("jobs/<int:pk>/<str:action>/", views.job_action, name="job_action"),
     path("themes/<int:pk>/run/", views.theme_run, name="theme_run"),
+    path("two-factor/", views.two_factor_setup, name="two_factor"),
+    path("two-factor/qr.svg", views.two_factor_qr, name="two_factor_qr"),
 ]

@@ -6,6 +6,7 @@ Every view checks the user (staff + model permission); every action goes through
 
 from __future__ import annotations
 
+import base64
 import mimetypes
 import os
 import re
@@ -19,7 +20,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Prefetch, Window
 from django.db.models.functions import RowNumber
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -27,8 +28,17 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_otp import devices_for_user
+from django_otp import login as otp_login
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp.qr import write_qrcode_image
 
+from console import two_factor
+from console.secrets import job_secrets, masked
+from console.validation import batch_count
 from jobs import orchestrator
 from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
 from stages import pipeline
@@ -37,21 +47,43 @@ RS = StageRun.Status
 JS = Job.Status
 
 
-def console_view(perm: str = "jobs.view_job") -> Callable:
-    """Logged-in staff with ``perm``; anonymous users go to the login page, others get 403."""
+def console_view(perm: str | None = "jobs.view_job", *, second_factor: bool = True) -> Callable:
+    """Logged-in staff with ``perm``; anonymous users go to the login page, others get 403.
+
+    A session that owes a second factor (``console.two_factor``) goes to the login page for its code,
+    or to set one up; ``second_factor=False`` is for that set-up page itself.
+    """
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs):
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path(), reverse("admin:login"))
-            if not request.user.is_active or not request.user.is_staff or not request.user.has_perm(perm):
+            if not request.user.is_active or not request.user.is_staff:
+                raise PermissionDenied
+            if second_factor and not two_factor.satisfied(request):
+                return two_factor.challenge(request)
+            if perm and not request.user.has_perm(perm):
                 raise PermissionDenied
             return view(request, *args, **kwargs)
 
         return wrapped
 
     return decorator
+
+
+def safe_next(request: HttpRequest, fallback: str) -> str:
+    """The request's ``next`` when it stays on this site, else ``fallback``.
+
+    Django's own check (``//host``, ``/\\host``, other schemes, control characters): a bare
+    ``startswith("/")`` let ``//evil.example/x`` through, an open redirect.
+    """
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return fallback
 
 
 def _context(request: HttpRequest, **extra) -> dict:
@@ -189,8 +221,18 @@ def dashboard_live(request: HttpRequest) -> TemplateResponse:
 # --- job page -------------------------------------------------------------------------------
 
 
+# what a stage run shows that a provider or a stage wrote: the job's secrets are masked in them
+SHOWN_RUN_FIELDS = ("reason", "message", "error_message", "error_hint", "error_traceback", "log_tail", "output")
+
+
 def _job_data(job: Job) -> dict:
     runs = list(job.runs.prefetch_related("artifacts").order_by("queued_at", "id"))
+    # display copies, never saved: masked as the API and the admin show them
+    secrets = job_secrets(job)
+    job.error_message, job.error_hint = masked(job.error_message, secrets), masked(job.error_hint, secrets)
+    for run in runs:
+        for field in SHOWN_RUN_FIELDS:
+            setattr(run, field, masked(getattr(run, field), secrets))
     start = min((r.started_at or r.queued_at for r in runs), default=job.created)
     end = max([r.finished_at or timezone.now() for r in runs] + [start + timedelta(seconds=1)])
     span = (end - start).total_seconds() or 1.0
@@ -251,9 +293,7 @@ def job_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             raise Http404("unknown action")
     except (orchestrator.InvalidState, ValueError) as exc:
         messages.error(request, str(exc))
-    target = request.POST.get("next") or reverse("console:job_detail", args=[job.pk])
-    if not target.startswith("/"):
-        target = reverse("console:job_detail", args=[job.pk])
+    target = safe_next(request, reverse("console:job_detail", args=[job.pk]))
     if request.htmx:
         response = HttpResponse(status=204)
         response["HX-Redirect"] = target
@@ -325,7 +365,7 @@ def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
 def theme_run(request: HttpRequest, pk: int) -> HttpResponse:
     theme = get_object_or_404(Theme, pk=pk)
     try:
-        count = int(request.POST.get("count", "1"))
+        count = batch_count(request.POST.get("count", "1"))
         jobs = (
             orchestrator.start_batch(theme, count, user=request.user)
             if count > 1
@@ -410,6 +450,73 @@ def media(request: HttpRequest, pk: int, artifact_id: int) -> HttpResponse:
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
     if request.GET.get("download"):
         response["Content-Disposition"] = f'attachment; filename="job{pk}-{os.path.basename(path)}"'
+    return response
+
+
+# --- second factor ----------------------------------------------------------------------------
+
+
+def _pending_device(user) -> TOTPDevice:
+    """The user's authenticator being set up (unconfirmed): its key is shown until it is confirmed."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("-id").first()
+    return device or TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@console_view(None, second_factor=False)
+def two_factor_setup(request: HttpRequest) -> HttpResponse:
+    """Any staff user turns on their own second factor: scan the key, confirm with a code it makes."""
+    confirmed = next(iter(devices_for_user(request.user)), None)
+    target = safe_next(request, reverse("console:dashboard"))
+    if confirmed is not None:
+        if request.method == "POST":
+            return redirect(target)
+        return TemplateResponse(
+            request, "console/two_factor.html", _context(request, title="Two-factor authentication", device=confirmed)
+        )
+    pending = _pending_device(request.user)
+    if request.method == "POST":
+        with transaction.atomic():  # a code confirms one device once
+            device = TOTPDevice.objects.select_for_update().get(pk=pending.pk)
+            allowed, _ = device.verify_is_allowed()  # django-otp's wait after wrong codes
+            ok = device.verify_token(request.POST.get("otp_token", "").strip())
+            if ok:
+                device.confirmed = True
+                device.save(update_fields=["confirmed"])
+                TOTPDevice.objects.filter(user=request.user, confirmed=False).delete()
+        if ok:
+            otp_login(request, device)  # this session has just given its second factor
+            messages.success(request, "Two-factor authentication is on: every login now asks for a code.")
+            return redirect(target)
+        if not allowed:
+            messages.error(request, "Too many wrong codes in a row: wait a few seconds, then enter the current one.")
+        else:
+            messages.error(request, "That code is not right: enter the 6 digits your app shows now for this key.")
+        return redirect(request.get_full_path())
+    return TemplateResponse(
+        request,
+        "console/two_factor.html",
+        _context(
+            request,
+            title="Two-factor authentication",
+            device=None,
+            secret=base64.b32encode(pending.bin_key).decode(),
+            required=two_factor.needs_setup(request),
+            next=target,
+        ),
+    )
+
+
+@never_cache
+@require_GET
+@console_view(None, second_factor=False)
+def two_factor_qr(request: HttpRequest) -> HttpResponse:
+    """The key being set up as a QR code (SVG). Never for a confirmed device: its key is not shown again."""
+    if next(iter(devices_for_user(request.user)), None) is not None:
+        raise Http404("two-factor authentication is already on")
+    response = HttpResponse(content_type="image/svg+xml")
+    write_qrcode_image(_pending_device(request.user).config_url, response)
     return response
 
 

@@ -1,4 +1,6 @@
-"""Admin registrations. Status fields are read-only: every change goes through the orchestrator."""
+"""Admin registrations. A job's record is read-only for everyone (status is the orchestrator's, the rest
+is its audit trail): every change goes through the orchestrator's actions. Secrets are masked on every
+page that shows configuration, params or messages."""
 
 from __future__ import annotations
 
@@ -12,7 +14,16 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from console.secrets import mask_secrets, restore_secrets
+from console.secrets import (
+    MOVED_KEYS_HELP,
+    job_secrets,
+    mask_secrets,
+    masked,
+    restore_secrets,
+    scrub,
+    unbind_moved_secrets,
+)
+from console.validation import BATCH_MAX
 from jobs import orchestrator, schedules
 from jobs.models import Artifact, FailedStageRun, Job, Publication, ReviewDecision, StageRun, Theme, Trend
 
@@ -32,8 +43,25 @@ def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
         modeladmin.message_user(request, text, messages.WARNING)
 
 
+def shown_json(value) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def scrubbed(field: str, description: str | None = None, *, as_json: bool = False):
+    """An admin display of a job's or stage run's ``field`` with the job's secrets masked, as the API shows it."""
+
+    @admin.display(description=description or field.replace("_", " "))
+    def show(modeladmin, obj) -> str:
+        job = obj if isinstance(obj, Job) else obj.job
+        value = masked(getattr(obj, field), job_secrets(job))
+        return shown_json(value) if as_json else (value or "")
+
+    return show
+
+
 class ThemeForm(forms.ModelForm):
-    """Shows sources and settings with their secrets masked; a mask sent back keeps the stored value."""
+    """Shows sources and settings with their secrets masked; a mask sent back keeps the stored value,
+    unless the URL it is sent to moved to another host (``unbind_moved_secrets``)."""
 
     class Meta:
         model = Theme
@@ -43,12 +71,17 @@ class ThemeForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.cleared_keys: list[str] = []
         for name in self.SECRET_FIELDS:
             if name in self.fields:
                 self.initial[name] = mask_secrets(self.initial.get(name))
+                self.fields[name].help_text = f"{self.fields[name].help_text} {MOVED_KEYS_HELP}"
 
     def _restore(self, name: str):
-        return restore_secrets(self.cleaned_data.get(name), getattr(self.instance, name, None))
+        stored = getattr(self.instance, name, None) if self.instance.pk else None
+        submitted, cleared = unbind_moved_secrets(self.cleaned_data.get(name), stored)
+        self.cleared_keys += [f"{name}.{c}" for c in cleared]
+        return restore_secrets(submitted, stored)
 
     def clean_sources(self):
         return self._restore("sources")
@@ -80,9 +113,41 @@ class ThemeAdmin(admin.ModelAdmin):
     def has_run_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("jobs.add_job")
 
+    def render_change_form(self, request, context, *args, **kwargs):
+        context["batch_max"] = BATCH_MAX  # the "Run a batch" field's bounds, as the server checks them
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    @admin.display(description="Sources")
+    def shown_sources(self, theme: Theme) -> str:
+        return shown_json(mask_secrets(theme.sources))
+
+    @admin.display(description="Settings")
+    def shown_settings(self, theme: Theme) -> str:
+        return shown_json(mask_secrets(theme.settings))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Theme | None = None):
+        """A user who may only view a theme sees its configuration masked (the form masks it for editors):
+        a read-only page shows the stored values themselves."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        masked = {"sources": "shown_sources", "settings": "shown_settings"}
+        return [(name, {**opts, "fields": [masked.get(f, f) for f in opts["fields"]]}) for name, opts in fieldsets]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Theme | None = None):
+        return ["shown_sources", "shown_settings"]
+
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)
         schedules.sync_schedule(obj)
+        for cleared in getattr(form, "cleared_keys", []):
+            path, host = cleared.split(": ", 1)
+            self.message_user(
+                request,
+                f"{path.removeprefix('settings.')} was cleared: its URL now points at {host}. "
+                "Enter the key for that host if it should have one.",
+                messages.WARNING,
+            )
 
     def delete_model(self, request, obj) -> None:
         obj.schedule_cron = ""
@@ -100,15 +165,20 @@ class StageRunInline(admin.TabularInline):
         "attempt",
         "status",
         "progress",
-        "message",
+        "shown_message",
         "error_kind",
-        "error_message",
+        "shown_error_message",
         "started_at",
         "finished_at",
         "superseded_at",
     ]
     readonly_fields = fields
     ordering = ["queued_at", "id"]
+    shown_message = scrubbed("message")
+    shown_error_message = scrubbed("error_message")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("job__theme")
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -133,24 +203,40 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["id", "theme__name", "error_message"]
     date_hierarchy = "created"
     inlines = [StageRunInline]
-    readonly_fields = [
+    # the whole record is read-only for everyone, superusers included (see has_change_permission)
+    fields = [
+        "theme",
         "status",
         "current_stage",
+        "shown_params",
+        "created_by",
+        "created",
         "started",
         "finished",
         "updated",
-        "created",
         "error_stage",
         "error_kind",
-        "error_message",
-        "error_hint",
-        "created_by",
-        "idempotency_key",
+        "shown_error_message",
+        "shown_error_hint",
+        "review_notes",
+        "media_purged_at",
     ]
+    readonly_fields = fields
+    shown_params = scrubbed("params", "Params", as_json=True)
+    shown_error_message = scrubbed("error_message")
+    shown_error_hint = scrubbed("error_hint")
     actions = ["retry", "rerun_from", "cancel", "approve", "reject"]
 
     def has_add_permission(self, request) -> bool:
         return False  # jobs start from a theme ("Run now"), the API or run_pipeline
+
+    def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        """``change_job`` allows the list's actions (through the orchestrator), never editing a job's
+        record: its status is the orchestrator's and the rest (theme, params, review notes, retention)
+        is the audit trail. A job's page is view-only for everyone; a POST to it is refused."""
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
 
     def get_queryset(self, request):
         # One extra query for the whole page's stage runs (the progress column), never one per row.
@@ -192,7 +278,7 @@ class JobAdmin(admin.ModelAdmin):
     def error_summary(self, job: Job) -> str:
         if not job.error_stage:
             return ""
-        return f"{job.error_stage}: {job.error_message[:80]}"
+        return f"{job.error_stage}: {scrub(job.error_message, job_secrets(job))[:80]}"
 
     @admin.action(description="Re-run from a chosen stage…", permissions=["change"])
     def rerun_from(self, request, queryset):
@@ -258,11 +344,49 @@ class StageRunAdmin(ReadOnlyAdmin):
     list_filter = ["status", "stage", "error_kind"]
     list_select_related = ["job__theme"]
     search_fields = ["job__id", "error_message"]
+    # every text a stage or provider wrote, with the job's secrets masked (as the API shows them)
+    fields = [
+        "job",
+        "stage",
+        "attempt",
+        "retry_index",
+        "status",
+        "shown_reason",
+        "queued_at",
+        "not_before",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
+        "heartbeat_at",
+        "progress",
+        "shown_message",
+        "error_kind",
+        "shown_error_message",
+        "shown_error_hint",
+        "shown_error_traceback",
+        "shown_log_tail",
+        "shown_input",
+        "shown_output",
+        "output_dir",
+        "superseded_at",
+        "worker",
+    ]
+    shown_reason = scrubbed("reason")
+    shown_message = scrubbed("message")
+    shown_error_message = scrubbed("error_message")
+    shown_error_hint = scrubbed("error_hint")
+    shown_error_traceback = scrubbed("error_traceback")
+    shown_log_tail = scrubbed("log_tail")
+    shown_input = scrubbed("input", as_json=True)
+    shown_output = scrubbed("output", as_json=True)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("job__theme")
 
 
 @admin.register(FailedStageRun)
 class FailedStageRunAdmin(StageRunAdmin):
-    list_display = ["id", "job", "stage", "attempt", "status", "error_kind", "error_message", "finished_at"]
+    list_display = ["id", "job", "stage", "attempt", "status", "error_kind", "shown_error_message", "finished_at"]
 
 
 @admin.register(Artifact)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
 from console.api import MASK, MAX_BODY
-from console.models import ApiToken, hash_token
+from console.models import ApiToken, IdempotencyKey, hash_token
 from jobs import orchestrator
 from jobs.models import Artifact, Job
 from jobs.tests.conftest import params
@@ -96,9 +98,60 @@ def test_it_returns_the_same_job_for_the_same_idempotency_key(client, token, the
     again = post(client, "/api/generate", {"theme": "test"}, token, **{"Idempotency-Key": "abc-1"})
     assert first.status_code == 202 and again.status_code == 200
     assert first.json()["job_id"] == again.json()["job_id"]
+    # the same request in other words (key order, spacing) is the same request
+    same = post(client, "/api/generate", '{ "params": {},"theme":"test" }', token, **{"Idempotency-Key": "abc-1"})
+    assert same.status_code == 200 and same.json()["job_id"] == first.json()["job_id"]
     other = post(client, "/api/generate", {"theme": "test", "params": {"x": 1}}, token, **{"Idempotency-Key": "abc-1"})
     assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
     assert Job.objects.count() == 1
+    assert IdempotencyKey.objects.get().job_id == first.json()["job_id"]
+
+
+def test_idempotency_keys_belong_to_their_user(client, token, theme):
+    mine = post(client, "/api/generate", {"theme": "test"}, token, **{"Idempotency-Key": "daily"})
+    other = ApiToken.issue(make_user("someone-else", *ALL_PERMS), "theirs")[1]
+    theirs = post(client, "/api/generate", {"theme": "test"}, other, **{"Idempotency-Key": "daily"})
+    assert mine.status_code == 202 and theirs.status_code == 202  # not another user's job
+    assert mine.json()["job_id"] != theirs.json()["job_id"]
+    assert Job.objects.get(pk=theirs.json()["job_id"]).created_by.username == "someone-else"
+
+
+def race(requests: list) -> list:
+    """Run each request in its own thread, released together by a barrier; their responses in order."""
+    barrier = threading.Barrier(len(requests))
+    results: list = [None] * len(requests)
+
+    def run(i: int, request) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = request()
+        except Exception as exc:  # reported by the assertion below, not lost in the thread
+            results[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i, r)) for i, r in enumerate(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+@pytest.mark.parametrize("same_body", [True, False])
+def test_concurrent_requests_with_one_key_start_one_job(token, theme, same_body):
+    for round_ in range(3):
+        key = f"race-{same_body}-{round_}"
+        bodies = [{"theme": "test", "params": {} if same_body else {"n": i}} for i in range(4)]
+        responses = race(
+            [lambda b=b, k=key: post(Client(), "/api/generate", b, token, **{"Idempotency-Key": k}) for b in bodies]
+        )
+        codes = sorted(r.status_code for r in responses)
+        assert codes == ([200, 200, 200, 202] if same_body else [202, 409, 409, 409]), responses
+        assert len({r.json()["job_id"] for r in responses if r.status_code < 300}) == 1
+        assert IdempotencyKey.objects.filter(key=key).count() == 1
+    assert Job.objects.count() == 3
 
 
 def test_it_retries_cancels_and_reviews_with_the_right_codes(client, token, done_job):
@@ -145,8 +198,9 @@ def test_it_starts_a_batch_and_lists_themes_with_secrets_masked(client, token, t
     data = json.loads(text)[0]
     assert data["settings"]["voiceover"] == {"api_key": MASK, "speed": 1.1, "keywords": ["a"]}
     assert "lang=en" in data["sources"][0]["url"]
-    assert post(client, "/api/batches", {"theme": "test", "count": 21}, token).status_code == 422
-    assert post(client, "/api/batches", {"theme": "test", "count": 0}, token).status_code == 422
+    for bad in (21, 0, -5):
+        resp = post(client, "/api/batches", {"theme": "test", "count": bad}, token)
+        assert resp.status_code == 422 and "a batch is 1 to 20 jobs" in resp.json()["detail"]
     assert Job.objects.count() == 3
 
 
@@ -190,6 +244,51 @@ def test_it_refuses_bad_input_and_writes_nothing(client, token, theme, url, body
     assert resp["Content-Type"].startswith("application/json")
     assert words in resp.json()["detail"]
     assert Job.objects.count() == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"theme": "test", "params": {"x": NaN}}',
+        '{"theme": "test", "params": {"x": [Infinity]}}',
+        '{"theme": "test", "params": {"x": -Infinity}}',
+    ],
+)
+def test_it_refuses_nan_and_infinity_with_a_clear_400(client, token, theme, body):
+    resp = post(client, "/api/generate", body, token)
+    assert resp.status_code == 400, resp.content
+    detail = resp.json()["detail"]
+    assert "not valid JSON" in detail and body.split(": ")[-1].strip("[]{} ") in detail
+    assert Job.objects.count() == 0
+
+
+def test_it_says_where_a_json_body_breaks(client, token, theme):
+    resp = post(client, "/api/batches", '{"theme": "test", "count": 2,}', token)
+    assert resp.status_code == 400
+    assert resp.json()["detail"].startswith("Cannot parse request body: ") and "line 1" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "where"),
+    [
+        ({"api_key": "sk-live-1"}, "params.api_key"),
+        ({"voice": {"elevenlabs": {"token": "t-2"}}}, "params.voice.elevenlabs.token"),
+        ({"hooks": ["https://bot:pw-3@hooks.example/x"]}, "params.hooks.0"),
+        ({"feed": "https://feeds.example/rss?apikey=k-4"}, "params.feed"),
+    ],
+)
+def test_it_refuses_secrets_in_job_params(client, token, theme, params, where):
+    resp = post(client, "/api/generate", {"theme": "test", "params": params}, token)
+    assert resp.status_code == 422, resp.content
+    detail = resp.json()["detail"]
+    assert where in detail and "secret" in detail
+    assert "sk-live-1" not in detail and "pw-3" not in detail and "k-4" not in detail
+    assert Job.objects.count() == 0
+
+
+def test_params_that_only_look_near_secrets_are_fine(client, token, theme):
+    params = {"keywords": ["ai"], "topic_rank": 1, "source": "https://feeds.example/rss?lang=en", "api_key": ""}
+    assert post(client, "/api/generate", {"theme": "test", "params": params}, token).status_code == 202
 
 
 def test_it_refuses_bad_review_input(client, token, done_job):

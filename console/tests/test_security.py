@@ -33,8 +33,9 @@ PUBLIC = {
     "api:openapi-view": "the Swagger page for that schema; no data",
     "api:api-root": "redirects to the docs page",
 }
-# authenticated users without any permission may read health (it holds no data)
-ANY_AUTHENTICATED = {"api:health"}
+# authenticated users without any permission may read health (it holds no data); any staff user sets
+# up their own second factor
+ANY_AUTHENTICATED = {"api:health", "console:two_factor", "console:two_factor_qr"}
 DENIED = {302, 401, 403}
 
 

@@ -112,6 +112,59 @@ def test_run_now_and_batch_start_jobs(client, theme, engine):
     jobs = list(Job.objects.order_by("id"))
     assert len(jobs) == 4
     assert [j.params.get("topic_rank") for j in jobs[1:]] == [0, 1, 2]
-    resp = client.post(reverse("console:theme_run", args=[theme.pk]), {"count": "99"}, follow=True)
-    assert "1 to 20" in resp.content.decode()
+    for bad in ("99", "-5", "0", "two", "", "1.5"):
+        resp = client.post(reverse("console:theme_run", args=[theme.pk]), {"count": bad}, follow=True)
+        assert "Not started: a batch is 1 to 20 jobs" in resp.content.decode(), bad
     assert Job.objects.count() == 4
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/x",
+        "/\\evil.example/x",
+        "\\\\evil.example/x",
+        "https://evil.example/x",
+        "http://evil.example",
+        "javascript:alert(1)",
+        "/\t/evil.example",
+        " //evil.example",
+        "https:///evil.example",
+    ],
+)
+def test_job_actions_never_redirect_off_site(client, job, target):
+    client.force_login(staff("view_job", "change_job"))
+    home = reverse("console:job_detail", args=[job.pk])
+    resp = client.post(reverse("console:job_action", args=[job.pk, "cancel"]), {"next": target})
+    assert resp.status_code == 302 and resp["Location"] == home
+    resp = client.post(
+        reverse("console:job_action", args=[job.pk, "retry"]), {"next": target}, headers={"HX-Request": "true"}
+    )
+    assert resp.status_code == 204 and resp["HX-Redirect"] == home
+
+
+def test_job_actions_follow_a_local_next(client, job):
+    client.force_login(staff("view_job", "change_job"))
+    resp = client.post(reverse("console:job_action", args=[job.pk, "cancel"]), {"next": "/console/?x=1"})
+    assert resp["Location"] == "/console/?x=1"
+
+
+def test_the_job_page_masks_the_jobs_secrets(client, theme):
+    theme.settings = {"voiceover": {"openai": {"api_key": "sk-console-secret-1"}}}
+    theme.save()
+    job = orchestrator.start_job(theme, params={"n": 1})
+    Job.objects.filter(pk=job.pk).update(
+        status="failed", error_stage="voiceover", error_message="401 for sk-console-secret-1", error_hint="x"
+    )
+    job.runs.update(
+        status="failed",
+        error_kind="permanent",
+        error_message="refused sk-console-secret-1",
+        error_traceback="Traceback: key=sk-console-secret-1",
+        log_tail="POST with sk-console-secret-1",
+        output={"api_key": "sk-console-secret-1", "echo": "sk-console-secret-1"},
+    )
+    client.force_login(staff("view_job"))
+    for name in ("console:job_detail", "console:job_live"):
+        page = client.get(reverse(name, args=[job.pk])).content.decode()
+        assert "sk-console-secret-1" not in page and "********" in page, name

@@ -100,3 +100,130 @@ def test_the_publication_page_hides_a_youtube_upload_session(admin_client, job_i
     assert "SECRET-UPLOAD-ID" not in page
     assert "uploading" in page and "A title" in page  # the rest of the record is shown
     assert Publication.objects.get(pk=pub.pk).meta["session"] == session  # hidden, not lost
+
+
+def login_as(client, name: str, *codenames: str, superuser: bool = False) -> User:
+    user = User.objects.create_user(name, password="pw", is_staff=True, is_superuser=superuser)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    client.force_login(user)
+    return user
+
+
+SECRETS = ("sk-theme-secret-1", "tk-param-secret-2", "pw-url-secret-3")
+
+
+@pytest.fixture
+def job_with_secrets(theme) -> Job:
+    theme.settings = {"voiceover": {"openai": {"api_key": SECRETS[0]}}}
+    theme.save()
+    job = orchestrator.start_job(
+        theme, params={"api_token": SECRETS[1], "hook": f"https://bot:{SECRETS[2]}@hooks.example/x", "n": 1}
+    )
+    Job.objects.filter(pk=job.pk).update(error_stage="voiceover", error_message=f"401 for key {SECRETS[0]}")
+    job.runs.update(
+        error_message=f"refused {SECRETS[1]}", message=f"calling with {SECRETS[0]}", output={"token": SECRETS[1]}
+    )
+    return job
+
+
+@pytest.mark.parametrize("codenames", [("view_job", "view_stagerun"), ("view_job", "change_job", "view_stagerun")])
+def test_job_params_and_errors_are_masked_in_every_admin_page(client, job_with_secrets, codenames):
+    login_as(client, "looker", *codenames)
+    run = job_with_secrets.runs.get()
+    for url in [
+        reverse("admin:jobs_job_changelist"),
+        reverse("admin:jobs_job_change", args=[job_with_secrets.pk]),
+        reverse("admin:jobs_stagerun_changelist"),
+        reverse("admin:jobs_stagerun_change", args=[run.pk]),
+    ]:
+        resp = client.get(url)
+        assert resp.status_code == 200, url
+        page = resp.content.decode()
+        assert not [s for s in SECRETS if s in page], url
+    page = client.get(reverse("admin:jobs_job_change", args=[job_with_secrets.pk])).content.decode()
+    assert "********" in page and "hooks.example" in page  # masked, not dropped
+
+
+def test_a_view_only_theme_user_sees_the_settings_masked(client, theme):
+    theme.settings = {"voiceover": {"elevenlabs": {"api_key": "sk-el-viewer-secret", "voice_id": "v1"}}}
+    theme.sources = [{"name": "feed", "url": "https://feeds.example/rss?token=tok-viewer-9"}]
+    theme.save()
+    login_as(client, "theme-viewer", "view_theme")
+    page = client.get(reverse("admin:jobs_theme_change", args=[theme.pk])).content.decode()
+    assert "sk-el-viewer-secret" not in page and "tok-viewer-9" not in page
+    assert "v1" in page and "feeds.example" in page
+
+
+@pytest.mark.parametrize("who", ["operator", "superuser"])
+def test_audit_fields_are_read_only_for_everyone(client, job_with_secrets, theme, who):
+    login_as(client, who, "view_job", "change_job", superuser=who == "superuser")
+    other = type(theme).objects.create(name="Other", slug="other")
+    url = reverse("admin:jobs_job_change", args=[job_with_secrets.pk])
+    page = client.get(url).content.decode()
+    for field in ("theme", "params", "review_notes", "media_purged_at", "status", "created_by"):
+        assert f'name="{field}"' not in page, field
+    assert 'name="_save"' not in page
+    before = Job.objects.filter(pk=job_with_secrets.pk).values().get()
+    resp = client.post(
+        url,
+        {
+            "theme": other.pk,
+            "params": "{}",
+            "review_notes": '["forged"]',
+            "media_purged_at_0": "2020-01-01",
+            "media_purged_at_1": "00:00:00",
+            "status": "completed",
+            "_save": "Save",
+        },
+    )
+    assert resp.status_code == 403
+    assert Job.objects.filter(pk=job_with_secrets.pk).values().get() == before
+    # the actions that go through the orchestrator stay
+    assert 'value="cancel"' in client.get(reverse("admin:jobs_job_changelist")).content.decode()
+
+
+def theme_post_data(admin_client, theme) -> dict:
+    import json
+
+    form = admin_client.get(reverse("admin:jobs_theme_change", args=[theme.pk])).context["adminform"].form
+    return {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in form.initial.items() if v is not None}
+
+
+def test_a_stored_key_is_cleared_when_its_base_url_moves_to_another_host(admin_client, theme):
+    import json
+
+    theme.settings = {
+        "script_generation": {"openai": {"base_url": "http://localhost:11434/v1", "api_key": "sk-local-1"}},
+        "voiceover": {"openai": {"api_key": "sk-default-2"}, "elevenlabs": {"api_key": "el-3", "voice_id": "v"}},
+    }
+    theme.save()
+    url = reverse("admin:jobs_theme_change", args=[theme.pk])
+    page = admin_client.get(url).content.decode()
+    assert "clears its stored keys" in page  # the form says so before anyone saves
+    data = theme_post_data(admin_client, theme)
+    settings = json.loads(data["settings"])
+    settings["script_generation"]["openai"]["base_url"] = "http://localhost:11434/v2"  # same host: kept
+    settings["voiceover"]["openai"]["base_url"] = "https://collector.example/v1"  # from the default host: cleared
+    settings["voiceover"]["elevenlabs"]["voice_id"] = "w"
+    data["settings"] = json.dumps(settings)
+    resp = admin_client.post(url, data, follow=True)
+    assert resp.status_code == 200
+    theme.refresh_from_db()
+    assert theme.settings["script_generation"]["openai"]["api_key"] == "sk-local-1"
+    assert "api_key" not in theme.settings["voiceover"]["openai"]
+    assert theme.settings["voiceover"]["openai"]["base_url"] == "https://collector.example/v1"
+    assert theme.settings["voiceover"]["elevenlabs"] == {"api_key": "el-3", "voice_id": "w"}
+    shown = " ".join(str(m) for m in resp.context["messages"])
+    assert "voiceover.openai.api_key" in shown and "collector.example" in shown
+
+    # a key typed in with the new host is the key for that host: kept
+    data = theme_post_data(admin_client, theme)
+    settings = json.loads(data["settings"])
+    settings["script_generation"]["openai"].update(base_url="https://llm.example/v1", api_key="sk-new-4")
+    data["settings"] = json.dumps(settings)
+    assert admin_client.post(url, data).status_code == 302
+    theme.refresh_from_db()
+    assert theme.settings["script_generation"]["openai"] == {
+        "base_url": "https://llm.example/v1",
+        "api_key": "sk-new-4",
+    }

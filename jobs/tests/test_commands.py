@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -104,6 +105,7 @@ def test_an_unknown_stage_exits_2_from_the_shell(engine, theme):
         "DATABASE_URL": database_url(),
         "TRENDREEL_STAGE_FUNCTIONS": json.dumps(TEST_FUNCTIONS),
         "PATH": "/usr/bin:/bin",
+        "SECRET_KEY": os.environ["SECRET_KEY"],  # the settings refuse to start without one (DEBUG off)
     }
     proc = subprocess.run(
         [sys.executable, "manage.py", "retry_job", str(job.pk), "--from-stage", "bogus"],
