@@ -50,10 +50,10 @@ from typing_extensions import TypeAliasType
 from console import throttle, two_factor
 from console.models import ApiToken, IdempotencyKey
 from console.secrets import MASK, is_secret_name, job_secrets, mask_secrets, scrub, secret_paths  # noqa: F401
-from console.validation import BATCH_MAX, batch_count
 from jobs import orchestrator
 from jobs.models import Job, ReviewDecision, StageRun, Theme
 from jobs.orchestrator.sweeper import SCHEDULE_NAME as SWEEP_SCHEDULE
+from jobs.validation import BATCH_MAX, batch_count
 from stages import pipeline
 
 log = logging.getLogger("trendreel.api")

@@ -38,9 +38,9 @@ from django_otp.qr import write_qrcode_image
 
 from console import two_factor
 from console.secrets import job_secrets, masked
-from console.validation import batch_count
 from jobs import orchestrator
 from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
+from jobs.validation import batch_count
 from stages import pipeline
 
 RS = StageRun.Status

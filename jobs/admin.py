@@ -23,9 +23,9 @@ from console.secrets import (
     scrub,
     unbind_moved_secrets,
 )
-from console.validation import BATCH_MAX
 from jobs import orchestrator, schedules
 from jobs.models import Artifact, FailedStageRun, Job, Publication, ReviewDecision, StageRun, Theme, Trend
+from jobs.validation import BATCH_MAX
 
 
 def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, verb: str, fn) -> None:

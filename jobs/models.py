@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from jobs.validation import batch_count
 from stages.pipeline import STAGE_CHOICES, STAGE_KEYS
 
 
@@ -70,8 +71,10 @@ class Theme(models.Model):
 
             if not croniter.is_valid(self.schedule_cron):
                 errors["schedule_cron"] = "Not a valid cron expression (minute hour day month weekday)."
-        if not 1 <= (self.schedule_batch or 0) <= 20:
-            errors["schedule_batch"] = "A batch is 1 to 20 jobs."
+        try:
+            batch_count(self.schedule_batch)
+        except ValueError as exc:
+            errors["schedule_batch"] = str(exc).capitalize() + "."
         if not 5 <= (self.target_seconds or 0) <= 180:
             errors["target_seconds"] = "Target length must be between 5 and 180 seconds."
         if errors:
@@ -139,7 +142,6 @@ class Job(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     current_stage = models.CharField(max_length=40, choices=STAGE_CHOICES, blank=True, default="")
     params = models.JSONField(default=_dict, blank=True)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

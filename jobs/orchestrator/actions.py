@@ -16,31 +16,29 @@ from jobs.models import Job, ReviewDecision, StageRun, Theme
 from jobs.orchestrator import clock, gate, lifecycle, transitions
 from jobs.orchestrator.lifecycle import lock_job, who
 from jobs.orchestrator.transitions import InvalidState
+from jobs.validation import batch_count
 from stages import pipeline
 
 JS = Job.Status
 RS = StageRun.Status
 EK = StageRun.ErrorKind
-MAX_BATCH = 20
 
 
 class UnknownStage(ValueError):
     pass
 
 
-def start_job(theme: Theme, *, params: dict | None = None, user=None, idempotency_key: str | None = None) -> Job:
-    """Create a job and queue its first stage, atomically (enqueue included)."""
+def start_job(theme: Theme, *, params: dict | None = None, user=None) -> Job:
+    """Create a job and queue its first stage, atomically (enqueue included).
+
+    (The API's idempotency keys are per user and live in ``console.models.IdempotencyKey``.)
+    """
     with transaction.atomic():
-        if idempotency_key:
-            existing = Job.objects.filter(idempotency_key=idempotency_key).first()
-            if existing is not None:
-                return existing
         first = pipeline.STAGE_KEYS[0]
         job = transitions.create_job(
             theme=theme,
             params=params or {},
             created_by=user if getattr(user, "pk", None) else None,
-            idempotency_key=idempotency_key or None,
             current_stage=first,
             created=clock.now(),
         )
@@ -50,8 +48,7 @@ def start_job(theme: Theme, *, params: dict | None = None, user=None, idempotenc
 
 def start_batch(theme: Theme, count: int, *, user=None) -> list[Job]:
     """N jobs for the theme's top N topics: job i asks trend analysis for the i-th best topic."""
-    if not 1 <= count <= MAX_BATCH:
-        raise ValueError(f"a batch is 1 to {MAX_BATCH} jobs")
+    count = batch_count(count)
     batch = clock.now().strftime("%Y%m%d%H%M%S") + f"-{random.randrange(16**4):04x}"
     with transaction.atomic():
         return [

@@ -1,4 +1,5 @@
-"""Input rules the console's forms and the JSON API share, so both refuse the same input the same way."""
+"""Input rules the console's forms, the JSON API, the admin and the orchestrator share, so all refuse
+the same input the same way."""
 
 from __future__ import annotations
 
