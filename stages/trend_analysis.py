@@ -48,6 +48,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageResult
+from stages.text import STOPWORDS
 
 WEIGHTS = {"recency": 0.3, "engagement": 0.25, "keywords": 0.25, "sources": 0.2}
 HALF_LIFE_HOURS = 24.0
@@ -56,165 +57,13 @@ RECENT_JOBS = 20  # how many earlier jobs of the theme count as "recent" for top
 MAX_TRENDS = 800  # pairwise merging is O(n^2); the newest this many are plenty
 ANGLES = ("debate", "how-to", "breaking", "explainer")  # tie order
 
-STOPWORDS = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "against",
-        "all",
-        "also",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "as",
-        "at",
-        "be",
-        "because",
-        "been",
-        "before",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "doing",
-        "down",
-        "during",
-        "each",
-        "few",
-        "for",
-        "from",
-        "further",
-        "had",
-        "has",
-        "have",
-        "having",
-        "he",
-        "her",
-        "here",
-        "hers",
-        "him",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "itself",
-        "just",
-        "me",
-        "more",
-        "most",
-        "my",
-        "no",
-        "nor",
-        "not",
-        "now",
-        "of",
-        "off",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "our",
-        "ours",
-        "out",
-        "over",
-        "own",
-        "same",
-        "she",
-        "should",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "theirs",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "through",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "very",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "yours",
-        "new",
-        "via",
-        "get",
-        "gets",
-        "got",
-        "one",
-        "two",
-        "ask",
-        "show",
-        "hn",
-        "tell",
-        "says",
-        "said",
-        "week",
-        "today",
-        "year",
-        "years",
-        "day",
-        "days",
-        "way",
-        "like",
-        "using",
-        "use",
-        "used",
-        "make",
-        "makes",
-        "made",
-        "after",
-        "still",
-        "even",
-        "much",
-        "many",
-        "back",
-        "first",
-        "last",
-        "next",
-    ]
+# Words that say nothing about which story a title tells: the shared function words plus the
+# furniture of headlines ("Show HN", "says", "today", "first").
+TITLE_NOISE = STOPWORDS | frozenset(
+    """
+    ask back day days even first get gets got hn last like made make makes many
+    much next one said show still tell today two use used using way week year years
+    """.split()  # noqa: SIM905 - a word list reads better as words
 )
 # Short words that read as acronyms in a hashtag (#AI, not #Ai) when the titles give no casing.
 ACRONYMS = frozenset(
@@ -279,7 +128,7 @@ def title_tokens(title: str) -> frozenset[str]:
     """The words that identify a story: folded, stemmed, no stop words, no single letters."""
     tokens = set()
     for token in _TOKEN.findall(fold(title)):
-        if token in STOPWORDS or (len(token) < 2 and not token.isdigit()):
+        if token in TITLE_NOISE or (len(token) < 2 and not token.isdigit()):
             continue
         tokens.add(_stem(token))
     return frozenset(tokens)
@@ -685,7 +534,7 @@ def topic_keywords(candidate: Candidate, limit: int = 8) -> list[str]:
         for word in _COMPOUND.findall(text):
             parts = fold(word).split("-")
             if not all(p.isalpha() for p in parts) or (
-                len(parts) == 1 and (parts[0] in STOPWORDS or len(parts[0]) < 3)
+                len(parts) == 1 and (parts[0] in TITLE_NOISE or len(parts[0]) < 3)
             ):
                 continue
             key = "-".join(_stem(p) for p in parts)

@@ -1,4 +1,4 @@
-"""Fixtures the publish tests share (webhook, YouTube)."""
+"""Fixtures the stage tests share: local servers allowed, publish fixtures (webhook, YouTube)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ from pathlib import Path
 import pytest
 
 from jobs.models import Job, Theme
+
+
+@pytest.fixture(autouse=True)
+def _local_servers(settings):
+    """The tests' HTTP servers listen on 127.0.0.1: let the outbound guard reach them (as an
+    operator would with TRENDREEL_FETCH_ALLOW). Guard tests set their own lists."""
+    settings.TRENDREEL_FETCH_ALLOW = ["127.0.0.1"]
+    settings.TRENDREEL_PROVIDER_HOSTS = []
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from jobs.models import Trend
 from stages import trend_collection
 from stages.base import PermanentStageError, TransientStageError
 from stages.demo import DEMO_THEME
-from stages.providers.feeds import FeedSource, parse_feed
+from stages.feeds import FeedSource, parse_feed
 from stages.tests.helpers import make_context
 
 FEEDS = Path(trend_collection.__file__).resolve().parent / "assets" / "feeds"
@@ -54,6 +54,7 @@ def write_feed(path: Path, *items: str) -> Path:
 def _feed_cache(settings, tmp_path):
     """Validators (ETags) live under VAR_DIR: one per test, so tests never see each other's."""
     settings.VAR_DIR = tmp_path / "var"
+    settings.TRENDREEL_SOURCE_DIRS = [tmp_path]  # the tests' own feed files
 
 
 def collect(tmp_path: Path, sources: list[dict], **kwargs):
@@ -184,9 +185,13 @@ def test_it_upserts_on_rerun_without_duplicates(tmp_path):
         "items": 3,
         "new": 2,
         "updated": 0,
+        "skipped": 0,
+        "skip_reasons": {},
         "error": None,
+        "error_kind": None,
         "not_modified": False,
         "location": None,
+        "notes": [],
     }
     assert Trend.objects.count() == 2
     before = Trend.objects.get(external_id="g-1")
