@@ -50,6 +50,7 @@ METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
 _HOST = re.compile(r"^(?=.{1,253}$)(\*\.)?[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -95,7 +96,7 @@ def refused_reason(ip: Address) -> str | None:
         return "a link-local address"
     if ip.is_multicast:
         return "a multicast address"
-    if ip.is_private:
+    if any(ip in net for net in _PRIVATE if net.version == ip.version):
         return "a private address"
     if ip.is_reserved or not ip.is_global:
         return "not a public address"

@@ -286,8 +286,18 @@ def request(
                 sent.close()
         except httpx.TimeoutException as exc:
             raise TransientStageError(f"{provider} timed out ({type(exc).__name__})") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise PermanentStageError(
+                masked(f"{provider}: cannot use the URL ({exc})", secrets), hint=f"check {hint_setting}"
+            ) from None
+        except httpx.TooManyRedirects:
+            raise PermanentStageError(
+                f"{provider}: the URL redirects in a loop", hint=f"check {hint_setting}"
+            ) from None
         except httpx.TransportError as exc:
             raise TransientStageError(masked(f"{provider} unreachable: {exc}", secrets)) from None
+        except httpx.HTTPError as exc:  # a broken compressed body and the like
+            raise TransientStageError(masked(f"{provider}: reading the answer failed: {exc}", secrets)) from None
         response = httpx.Response(sent.status_code, headers=sent.headers, content=body, request=sent.request)
         return check(response, provider=provider, hint_setting=hint_setting, secrets=secrets)
 
