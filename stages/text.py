@@ -92,7 +92,7 @@ def has_invisible(text: str) -> bool:
 # -- HTML, entities ----------------------------------------------------------------------------
 _BLOCK_TAGS = {"p", "br", "li", "div", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "blockquote", "pre", "ul", "ol"}
 # What html.unescape leaves behind is not an entity anyone can resolve: "&lol9;", "&#xZZ;".
-_UNRESOLVED_ENTITY = re.compile(r"&(?:[A-Za-z][A-Za-z0-9._-]{0,31}|#[0-9]{1,8}|#[xX][0-9A-Fa-f]{1,8});")
+_UNRESOLVED_ENTITY = re.compile(r"&(?:[A-Za-z][A-Za-z0-9._-]{0,31}|#[0-9A-Za-z]{1,10});")
 _URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _TAG_RE = re.compile(r"<[^>]*>")
 

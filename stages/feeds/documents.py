@@ -34,7 +34,8 @@ _CDATA = re.compile(r"(<!\[CDATA\[.*?\]\]>)", re.S)
 _ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9._-]{0,63});")
 _CHARREF = re.compile(r"&#(?:([0-9]{1,8})|[xX]([0-9A-Fa-f]{1,8}));")
 _STRAY_AMP = re.compile(r"&(?!(?:[A-Za-z][A-Za-z0-9._-]{0,63}|#[0-9]{1,8}|#[xX][0-9A-Fa-f]{1,8});)")
-_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0e-\x1f\ufffe\uffff]")
+_XML_FORBIDDEN_SPACE = re.compile("[\x0b\x0c]")  # vertical tab, form feed: they separated words
 _NON_ASCII_RUN = re.compile(rb"[\x80-\xff](?:[^<>&]*[\x80-\xff])?")
 _ALTERNATE = re.compile(
     r"<link\b(?=[^>]*\brel\s*=\s*[\"']?alternate)(?=[^>]*\btype\s*=\s*[\"']?application/(?:rss|atom|feed)\+(?:xml|json))"
@@ -42,6 +43,7 @@ _ALTERNATE = re.compile(
     re.I,
 )
 _XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
+_JSON_SCALAR = re.compile(r'null|true|false|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|"[^"]*"')
 _SIGNATURES = (
     (b"\x1f\x8b", "gzip-compressed data"),
     (b"PK\x03\x04", "a ZIP archive"),
@@ -89,8 +91,9 @@ class Document:
             if b"\x00" in content[:4096]:
                 raise DocumentError("binary data, not a feed", hint="point the source at the feed itself")
         text, encoding, notes = decode(content, charset_of(content_type), bom)
-        head = text.lstrip("\ufeff \t\r\n")[:1]
-        if head in ("{", "["):
+        stripped = text.strip("\ufeff \t\r\n")
+        head = stripped[:1]
+        if head in ("{", "[") or _JSON_SCALAR.fullmatch(stripped[:100]):
             kind = "json"
         elif head == "<":
             kind = "html" if root_name(text).lower() == "html" else "xml"
@@ -226,5 +229,5 @@ def safe_xml(text: str) -> tuple[str, list[str]]:
         part = _ENTITY.sub(_entity, parts[i])
         part = _CHARREF.sub(_charref, part)
         parts[i] = _STRAY_AMP.sub("&amp;", part)
-    text = _XML_FORBIDDEN.sub("", "".join(parts))
+    text = _XML_FORBIDDEN_SPACE.sub(" ", _XML_FORBIDDEN.sub("", "".join(parts)))
     return '<?xml version="1.0" encoding="utf-8"?>\n' + text.lstrip(), notes

@@ -84,6 +84,8 @@ def _parse_json(source: FeedSource, doc: Document, base: str | None) -> FeedRead
         read = reddit.parse_listing(data)
     else:
         records = hackernews.records_of(data)
+        if records is None and reddit.broken_listing(data):
+            raise _error(source, f"is {reddit.broken_listing(data)}", "check the Reddit listing URL")
         if records is None:
             raise _error(
                 source,

@@ -23,7 +23,7 @@ from typing import Any
 from stages.base import PermanentStageError, StageError
 from stages.chain import all_failed
 from stages.feeds.items import BadItem, FeedItem, FeedRead, count, from_timestamp, http_url, make_item
-from stages.payload import PayloadError, Skips, as_dict, as_int, as_list, loads
+from stages.payload import PayloadError, Skips, as_dict, as_list, loads
 from stages.text import plain_text
 
 BASE_URL = "https://hacker-news.firebaseio.com/v0"
@@ -97,11 +97,17 @@ def record_item(record: Any) -> FeedItem:
         raise BadItem("record is not an object")
     if record.get("deleted") or record.get("dead"):
         raise BadItem("deleted or dead")
-    if record.get("type") not in STORY_TYPES:
-        raise BadItem(f"not a story ({str(record.get('type'))[:10]})")
+    kind = record.get("type")
+    if not isinstance(kind, str | None):
+        raise BadItem(f"type is {type(kind).__name__}, not text")
+    if kind not in STORY_TYPES:
+        raise BadItem(f"not a story ({kind[:10]})")
     raw_id = record.get("id", record.get("objectID"))
-    item_id = as_int(raw_id, low=1, high=2**53, default=None)
-    if item_id is None or (isinstance(raw_id, str) and not raw_id.strip().isdigit()):
+    if isinstance(raw_id, str) and raw_id.strip().isdigit() and len(raw_id.strip()) <= 15:
+        item_id = int(raw_id)
+    elif isinstance(raw_id, int) and not isinstance(raw_id, bool) and 0 < raw_id < 2**53:
+        item_id = raw_id
+    else:
         raise BadItem("no usable id")
     discussion = ITEM_URL.format(item_id)
     points = count(record.get("score", record.get("points")))

@@ -65,6 +65,16 @@ def is_listing(data: Any) -> bool:
     return bool(things) and len(things) == len(children[:20])
 
 
+def broken_listing(data: Any) -> str:
+    """Why a document that says it is a listing is not one ("" when it does not say so)."""
+    if not isinstance(data, dict) or data.get("kind") != "Listing":
+        return ""
+    inner = data.get("data")
+    if not isinstance(inner, dict):
+        return f"a Reddit listing whose data is {type(inner).__name__}, not an object"
+    return f"a Reddit listing whose children is {type(inner.get('children')).__name__}, not a list"
+
+
 def parse_listing(data: dict[str, Any]) -> FeedRead:
     children = data["data"]["children"]
     skipped = Skips()
@@ -76,8 +86,11 @@ def parse_listing(data: dict[str, Any]) -> FeedRead:
             skipped.add("child is not a post object")
             continue
         kind = thing.get("kind")
+        if not isinstance(kind, str | None):
+            skipped.add(f"kind is {type(kind).__name__}, not text")
+            continue
         if kind not in (None, "t3"):
-            skipped.add(f"not a post ({str(kind)[:10]})")
+            skipped.add(f"not a post ({kind[:10]})")
             continue
         try:
             items.append(post_item(post))
