@@ -115,7 +115,10 @@ def as_float(value: Any, *, low: float = -math.inf, high: float = math.inf) -> f
             return high
         if value < low:
             return low
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # a whole number beyond any float, in an unbounded range
+            return math.inf if value > 0 else -math.inf
     if not isinstance(value, float) or math.isnan(value):
         return None
     return min(high, max(low, value))

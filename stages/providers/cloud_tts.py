@@ -188,6 +188,21 @@ def alignment_words(text: str, alignment: Any) -> list[WordTiming]:
     return words
 
 
+def elevenlabs_answer(answer: Any) -> tuple[bytes, Any]:
+    """(audio bytes, alignment) of a ``/with-timestamps`` answer; ``PermanentStageError`` when the
+    answer has no decodable ``audio_base64``. The alignment is checked later (``alignment_words``)."""
+    hint = "check base_url: it must be the ElevenLabs API (or a compatible one)"
+    mapping = as_dict(answer)
+    encoded = mapping.get("audio_base64") if mapping is not None else None
+    if not isinstance(encoded, str) or not encoded:
+        raise PermanentStageError(f"{ELEVENLABS}: the answer has no audio_base64", hint=hint)
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise PermanentStageError(f"{ELEVENLABS}: audio_base64 is not valid base64", hint=hint) from None
+    return data, mapping.get("alignment") or mapping.get("normalized_alignment")
+
+
 # -- providers -----------------------------------------------------------------------------------
 class ElevenLabsProvider(HttpProvider):
     """``POST {base_url}/v1/text-to-speech/{voice_id}/with-timestamps`` (JSON: base64 audio plus
@@ -264,14 +279,7 @@ class ElevenLabsProvider(HttpProvider):
             if self.client is None:
                 client.close()
         hint = "check base_url: it must be the ElevenLabs API (or a compatible one)"
-        answer = as_dict(self.json(response, hint=hint))
-        encoded = answer.get("audio_base64") if answer is not None else None
-        if not isinstance(encoded, str) or not encoded:
-            raise PermanentStageError(f"{ELEVENLABS}: the answer has no audio_base64", hint=hint)
-        try:
-            data = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise PermanentStageError(f"{ELEVENLABS}: audio_base64 is not valid base64", hint=hint) from None
+        data, alignment = elevenlabs_answer(self.json(response, hint=hint))
         try:
             samples = self._decode(data)
         except NotAudio as exc:
@@ -279,7 +287,7 @@ class ElevenLabsProvider(HttpProvider):
                 f"{ELEVENLABS} returned audio that cannot be decoded ({self.output_format}): {exc}", hint=hint
             ) from None
         check_audio(samples, self.sample_rate, text, ELEVENLABS)
-        words = alignment_words(text, answer.get("alignment") or answer.get("normalized_alignment"))
+        words = alignment_words(text, alignment)
         if not words:
             self.ctx.logger.warning(
                 "%s: no usable alignment for %r; captions timed by characters", ELEVENLABS, text[:60]

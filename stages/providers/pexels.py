@@ -214,16 +214,7 @@ class PexelsSource(HttpProvider):
                 f"{masked(' '.join(response.text.split())[:120], [self.key])}",
                 hint=hint,
             ) from None
-        key = "videos" if self.media == "videos" else "photos"
-        records = as_list(data.get(key)) if isinstance(data, dict) else None
-        if records is None:
-            raise PermanentStageError(
-                f"pexels search answered JSON without a {key!r} list",
-                hint=f"check {self.base} is the Pexels API (pexels base_url)",
-            )
-        parse = _video_hit if self.media == "videos" else _photo_hit
-        hits = [h for h in (parse(r, self.max_bytes) for r in records[:80] if isinstance(r, dict)) if h and h.files]
-        return hits
+        return parse_search(data, self.media, self.max_bytes, hint=hint)
 
     # -- download --------------------------------------------------------------------------------
     def fetch(self, hit: Hit) -> Fetched:
@@ -385,6 +376,16 @@ def probe_video(path: Path, ctx: StageContext | None = None) -> tuple[int, int, 
 
 
 # -- response parsing ----------------------------------------------------------------------------
+def parse_search(data: Any, media: str, max_bytes: int, *, hint: str = "") -> list[Hit]:
+    """The usable hits of a search answer (at most 80); ``PermanentStageError`` when it has no list."""
+    key = "videos" if media == "videos" else "photos"
+    records = as_list(data.get(key)) if isinstance(data, dict) else None
+    if records is None:
+        raise PermanentStageError(f"pexels search answered JSON without a {key!r} list", hint=hint)
+    parse = _video_hit if media == "videos" else _photo_hit
+    return [h for h in (parse(r, max_bytes) for r in records[:80] if isinstance(r, dict)) if h and h.files]
+
+
 def _hit_id(value: Any) -> int | str | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
         return value

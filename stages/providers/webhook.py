@@ -172,6 +172,13 @@ class WebhookPublisher(http.HttpProvider):
         )
 
 
+def response_excerpt(content: bytes, secrets: list[str]) -> str:
+    """The receiver's answer as one short line of text for the console (never parsed, never trusted)."""
+    if not content:
+        return ""
+    return http.masked(plain_text(content[:4096].decode("utf-8", "replace"), 200), secrets)
+
+
 def _safe_url(url: str) -> str:
     """The URL without query or credentials: receivers often put a token there."""
     parts = httpx.URL(url)

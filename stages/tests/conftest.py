@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from jobs.models import Job, Theme
+
+# Property tests (test_properties.py): bounded and derandomized, so CI is deterministic and quick;
+# the deadline is how "never hangs" is checked. HYPOTHESIS_PROFILE=thorough explores more.
+hypothesis_settings.register_profile(
+    "trendreel",
+    max_examples=60,
+    deadline=timedelta(seconds=5),
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+hypothesis_settings.register_profile(
+    "thorough", parent=hypothesis_settings.get_profile("trendreel"), max_examples=2000, derandomize=False
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "trendreel"))
 
 
 @pytest.fixture(autouse=True)
