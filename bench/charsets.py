@@ -79,7 +79,11 @@ def main() -> None:
     docs = [
         (enc, shape, text)
         for enc, titles in CASES
-        for shape, text in (("1 title", feed(titles, 1)), ("5 items", feed(titles, 5)), ("mostly ASCII", mostly_ascii(titles)))
+        for shape, text in (
+            ("1 title", feed(titles, 1)),
+            ("5 items", feed(titles, 5)),
+            ("mostly ASCII", mostly_ascii(titles)),
+        )
     ]
     print(f"{len(docs)} documents: {len(CASES)} encodings x (1 title, 5 items, mostly ASCII)\n")
     for name, detect in detectors.items():
@@ -98,7 +102,9 @@ def main() -> None:
                     right += 1
                 else:
                     wrong.append(f"{enc}/{shape} -> {guess}")
-            print(f"{name:28} fed the {feed_what:15} {right:2}/{len(docs)} right, {spent * 1000 / len(docs):5.1f} ms each")
+            print(
+                f"{name:28} fed the {feed_what:15} {right:2}/{len(docs)} right, {spent * 1000 / len(docs):5.1f} ms each"
+            )
             for miss in wrong:
                 print(f"    wrong: {miss}")
 
