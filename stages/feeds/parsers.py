@@ -84,12 +84,12 @@ def _parse_json(source: FeedSource, doc: Document, base: str | None) -> FeedRead
         read = reddit.parse_listing(data)
     else:
         records = hackernews.records_of(data)
-        if records is None and reddit.broken_listing(data):
-            raise _error(source, f"is {reddit.broken_listing(data)}", "check the Reddit listing URL")
         if records is None:
+            why = reddit.broken_listing(data)
             raise _error(
                 source,
-                "is JSON but neither a Reddit listing, a JSON Feed nor Hacker News items",
+                "is JSON but neither a Reddit listing, a JSON Feed nor Hacker News items"
+                + (f" (it is {why})" if why else ""),
                 'expected {"version": "https://jsonfeed.org/version/1.1", "items": [...]} (JSON Feed), '
                 '{"kind": "Listing", "data": {"children": [...]}} (Reddit) or a list of HN items / '
                 '{"hits": [...]} (Algolia)',
