@@ -422,6 +422,19 @@ class ArtifactOut(Schema):
     url: str
 
 
+class SourceOut(Schema):
+    name: str
+    kind: str
+    items: int
+    new: int
+    skipped: int = Field(0, description="items left out as unusable (skip_reasons says why)")
+    skip_reasons: dict[str, int] = {}
+    error: str | None = Field(None, description="why this source gave nothing (the others went on)")
+    error_kind: str | None = Field(None, description="transient, permanent or unexpected")
+    not_modified: bool = False
+    notes: list[str] = []
+
+
 class StageRunOut(Schema):
     id: int
     stage: str
@@ -439,6 +452,9 @@ class StageRunOut(Schema):
     error_hint: str
     superseded: bool
     artifacts: list[ArtifactOut]
+    sources: list[SourceOut] | None = Field(
+        None, description="trend_collection runs: what each source gave, and which failed and why"
+    )
 
 
 class ReviewOut(Schema):
@@ -578,6 +594,7 @@ def _job_detail(request: HttpRequest, job: Job) -> dict:
             "error_hint": scrub(run.error_hint, secrets),
             "superseded": run.superseded_at is not None,
             "artifacts": artifacts.get(run.pk, []),
+            "sources": _sources(run.output, secrets),
         }
         for run in job.runs.all()
     ]
@@ -599,6 +616,38 @@ def _job_detail(request: HttpRequest, job: Job) -> dict:
         "runs": runs,
         "reviews": reviews,
     }
+
+
+def _sources(output: Any, secrets: set[str]) -> list[dict] | None:
+    """A trend_collection run's per-source report (``output.sources``), scrubbed; None for other runs."""
+    sources = output.get("sources") if isinstance(output, dict) else None
+    if not isinstance(sources, list):
+        return None
+
+    def number(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    def text(value: Any) -> str:
+        return scrub(value, secrets) if isinstance(value, str) else ""
+
+    return [
+        {
+            "name": text(s.get("name")),
+            "kind": text(s.get("kind")),
+            "items": number(s.get("items")),
+            "new": number(s.get("new")),
+            "skipped": number(s.get("skipped")),
+            "skip_reasons": {text(k): number(v) for k, v in (s.get("skip_reasons") or {}).items() if isinstance(k, str)}
+            if isinstance(s.get("skip_reasons"), dict)
+            else {},
+            "error": text(s.get("error")) or None,
+            "error_kind": text(s.get("error_kind")) or None,
+            "not_modified": bool(s.get("not_modified")),
+            "notes": [text(n) for n in s.get("notes") or [] if isinstance(n, str)][:10],
+        }
+        for s in sources
+        if isinstance(s, dict)
+    ]
 
 
 def _get_job(job_id: int) -> Job:

@@ -321,6 +321,26 @@ TRENDREEL_CACHE_MB = env_int("TRENDREEL_CACHE_MB", 2048, minimum=0)
 # finished more than this many days ago (records stay; 0 keeps everything). See jobs/retention.py.
 TRENDREEL_MEDIA_RETENTION_DAYS = env_float("TRENDREEL_MEDIA_RETENTION_DAYS", 0.0, minimum=0.0)
 
+
+# Outbound requests and local inputs (stages/egress.py, stages/feeds/sources.py): comma-separated.
+def _host_list(name: str) -> list[str]:
+    from stages.egress import AllowList
+
+    entries = [e.strip() for e in env_str(name).split(",") if e.strip()]
+    try:
+        AllowList.parse(entries)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return entries
+
+
+# Hosts or CIDRs feeds, providers and webhooks may reach although they are not public addresses.
+TRENDREEL_FETCH_ALLOW = _host_list("TRENDREEL_FETCH_ALLOW")
+# Hosts, besides each provider's default ones, that may receive keys from the environment.
+TRENDREEL_PROVIDER_HOSTS = _host_list("TRENDREEL_PROVIDER_HOSTS")
+# Folders besides stages/assets that theme sources may name with "path".
+TRENDREEL_SOURCE_DIRS = [Path(p.strip()).expanduser() for p in env_str("TRENDREEL_SOURCE_DIRS").split(",") if p.strip()]
+
 _poll = env_float("TRENDREEL_BROKER_POLL", 0.01, minimum=0.001)
 # The ORM broker hands an unacknowledged task out again after `retry` seconds. It must exceed the
 # longest stage time limit plus queue wait, or a slow stage would be started twice while running

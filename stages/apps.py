@@ -11,6 +11,7 @@ class StagesConfig(AppConfig):
     def ready(self) -> None:
         checks.register(check_stage_paths)
         checks.register(check_broker_retry)
+        checks.register(check_provider_paths)
 
 
 def check_stage_paths(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
@@ -48,3 +49,30 @@ def check_broker_retry(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+REGISTRIES = (
+    "stages.trend_collection.PROVIDERS",
+    "stages.script_generation.PROVIDERS",
+    "stages.scene_generation.PROVIDERS",
+    "stages.voiceover.PROVIDERS",
+    "stages.publish.PROVIDERS",
+)
+
+
+def check_provider_paths(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Every registered provider (``stages.chain.Registry``) must import: a typo in a registry, or
+    a vendor module that no longer loads, fails at start-up rather than in a job."""
+    from django.utils.module_loading import import_string
+
+    errors = []
+    for registry_path in REGISTRIES:
+        registry = import_string(registry_path)
+        for name, path in registry.providers.items():
+            try:
+                import_string(path)
+            except ImportError as exc:
+                errors.append(
+                    checks.Error(f"{registry.stage} provider {name!r}: cannot import {path}: {exc}", id="stages.E003")
+                )
+    return errors

@@ -7,11 +7,13 @@ delivered. Each is idempotent per (job, destination) through its ``Publication``
 1. A finished row for (job, destination) exists -> already delivered; report
    ``already_published=True`` and touch nothing. The row is the truth, not the files: an uploader
    may already have taken the files out of the outbox, and writing them again would publish twice.
-2. Otherwise deliver (outbox: ``stages.providers.outbox``, atomic files, metadata last; webhook:
-   ``stages.providers.webhook``, signed POST with a stable delivery id; youtube:
+2. Otherwise deliver: every destination is a ``Publisher`` (``deliver(package, ctx) -> Delivery``,
+   registered in ``PROVIDERS``; outbox: ``stages.providers.outbox``, atomic files, metadata last;
+   webhook: ``stages.providers.webhook``, signed POST with a stable delivery id; youtube:
    ``stages.providers.youtube``, resumable upload).
-3. Record the row with ``get_or_create`` (the unique constraint settles a race between two
-   attempts; the loser reports ``already_published=True``).
+3. Record the row (``record``) with ``get_or_create`` (the unique constraint settles a race between
+   two attempts; the loser reports ``already_published=True``), or complete the destination's own
+   reservation row (YouTube's upload session).
 
 A crash between 2 and 3: the outbox finds its own files and rewrites nothing; the webhook is sent
 again with the same ``X-Trendreel-Delivery`` id (receivers dedupe on it); YouTube never gets that
@@ -34,9 +36,9 @@ all of them were, plus the outbox's keys (or the first destination's) for compat
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -52,34 +54,66 @@ from stages.base import (
     StageResult,
     TransientStageError,
 )
-from stages.providers.outbox import METADATA_NAME, VIDEO_NAME, OutboxPublisher, Package
-from stages.providers.webhook import WebhookPublisher
-from stages.providers.youtube import YouTubePublisher
+from stages.chain import Registry, all_failed
 
-PROVIDERS = ("outbox", "webhook", "youtube")
+METADATA_NAME = "metadata.json"  # the outbox's file names, also read back by ``describe``
+VIDEO_NAME = "video.mp4"
 UPLOADING = "uploading"
 PUBLISHED = "published"
 
 
+@dataclass
+class Package:
+    """What every destination delivers: the approved video, its thumbnail and metadata."""
+
+    job_id: int
+    video: Path
+    thumbnail: Path | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Destinations delivered before this one in the run, by name (list the webhook last to send
+    # it the YouTube link).
+    published: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def session_store(self, destination: str) -> PublicationSessionStore:
+        """Where a resumable destination keeps its upload session between attempts."""
+        return PublicationSessionStore(self.job_id, destination)
+
+
+@dataclass
+class Delivery:
+    """What a destination did: the Publication row records it (``meta`` is kept in the row)."""
+
+    external_id: str
+    location: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False  # the same files were already there (an earlier attempt crashed after writing)
+
+
+class Publisher(Protocol):
+    """A publish destination. ``deliver`` must be idempotent per job (see the module docstring);
+    it reports progress through ``ctx.progress`` (the stage scales it to the destination's share)."""
+
+    name: str
+
+    def deliver(self, package: Package, ctx: StageContext) -> Delivery: ...
+
+
+PROVIDERS = Registry(
+    "publish",
+    {
+        "outbox": "stages.providers.outbox.OutboxPublisher",
+        "webhook": "stages.providers.webhook.WebhookPublisher",
+        "youtube": "stages.providers.youtube.YouTubePublisher",
+    },
+    default="outbox",
+    method="deliver",
+    setting="destinations",
+)
+
+
 def destination_names(ctx: StageContext) -> list[str]:
-    settings = ctx.stage_settings
-    names = settings.get("destinations")
-    if names in (None, "", []):
-        names = [settings.get("provider") or "outbox"]
-    if isinstance(names, str):
-        names = [names]
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise PermanentStageError(
-            "publish: destinations must be a list of names",
-            hint='e.g. theme.settings["publish"]["destinations"] = ["outbox", "webhook"]',
-        )
-    for name in names:
-        if name not in PROVIDERS:
-            raise PermanentStageError(
-                f"publish provider {name!r} is unknown",
-                hint=f'set theme.settings["publish"]["destinations"] to names from: {", ".join(PROVIDERS)}',
-            )
-    return list(dict.fromkeys(names))  # once each, in order
+    """The destinations, once each, in order (``destinations``, or the older single ``provider``)."""
+    return PROVIDERS.names(ctx)
 
 
 def is_done(publication: Publication | None) -> bool:
@@ -105,50 +139,41 @@ def run(ctx: StageContext) -> StageResult:
         return _result(ctx, names, results)
 
     # Configuration first: a missing key fails before anything is delivered.
-    publishers = {name: make_publisher(ctx, name) for name in pending}
+    publishers: dict[str, Publisher] = {name: PROVIDERS.resolve(ctx, name) for name in pending}
 
     ctx.progress(0.05, "Preparing the video and its metadata")
     package = build_package(ctx)
 
-    failures: list[dict[str, str]] = []
+    failures: dict[str, StageError] = {}
     share = 0.9 / len(pending)
     for i, name in enumerate(pending):
         ctx.check_cancelled()
         base = 0.05 + i * share
 
         def progress(fraction: float, message: str, base: float = base) -> None:
-            ctx.progress(base + share * max(0.0, min(1.0, fraction)), message)
+            ctx.report(base + share * max(0.0, min(1.0, fraction)), message)
 
-        progress(0.0, f"Publishing to {name}")
-        earlier = {n: r for n, r in results.items() if not r.get("error")}
+        part = replace(ctx, report=progress)  # the destination's progress, scaled to its share
+        part.progress(0.0, f"Publishing to {name}")
+        package.published = {n: r for n, r in results.items() if not r.get("error")}
         try:
-            results[name] = publishers[name](package, earlier, progress)
+            delivery = publishers[name].deliver(package, part)
+            part.progress(0.95, "Recording the publication")
+            row, created = record(ctx, name, delivery, title=package.metadata["title"])
+            results[name] = describe(row, already=not created, reused=delivery.reused)
         except StageAborted:
             raise
         except StageError as exc:
-            failures.append(
-                {
-                    "destination": name,
-                    "kind": exc.kind,
-                    "error": exc.message,
-                    "hint": exc.hint,
-                    "retry_after": exc.retry_after,
-                }
-            )
+            failures[name] = exc
             results[name] = {"error": exc.message, "kind": exc.kind}
             ctx.logger.warning("publish: %s failed (%s): %s", name, exc.kind, exc.message)
 
     if failures:
         done = [n for n in names if not results[n].get("error")]
-        summary = "; ".join(f"{f['destination']}: {f['error']}" for f in failures)
+        summary = "; ".join(f"{n}: {e.message}" for n, e in failures.items())
         suffix = f" (delivered, not repeated on retry: {', '.join(done)})" if done else ""
-        hints = "; ".join(f"{f['destination']}: {f['hint']}" for f in failures if f["hint"])
-        if any(f["kind"] == "transient" for f in failures):
-            waits = [f["retry_after"] for f in failures if f["retry_after"] is not None]
-            raise TransientStageError(
-                f"publish failed for {summary}{suffix}", hint=hints, retry_after=max(waits) if waits else None
-            )
-        raise PermanentStageError(f"publish failed for {summary}{suffix}", hint=hints)
+        hints = "; ".join(f"{n}: {e.hint}" for n, e in failures.items() if e.hint)
+        raise all_failed(f"publish failed for {summary}{suffix}", list(failures.values()), hint=hints)
 
     ctx.progress(1.0, "Published to " + ", ".join(names))
     return _result(ctx, names, results)
@@ -156,6 +181,7 @@ def run(ctx: StageContext) -> StageResult:
 
 # -- inputs --------------------------------------------------------------------------------------
 def build_package(ctx: StageContext) -> Package:
+    """The composition's video and thumbnail, and the metadata every destination publishes."""
     composition = ctx.output_of("composition")
     video_name = composition.get("video")
     if not video_name:
@@ -196,81 +222,32 @@ def build_metadata(ctx: StageContext, composition: dict[str, Any]) -> dict[str, 
     }
 
 
-# -- destinations --------------------------------------------------------------------------------
-def make_publisher(ctx: StageContext, name: str):
-    """A callable ``(package, earlier results, progress) -> result dict`` that records its row."""
-    if name == "outbox":
-        publisher = OutboxPublisher()
+# -- the record ----------------------------------------------------------------------------------
+def record(ctx: StageContext, destination: str, delivery: Delivery, *, title: str) -> tuple[Publication, bool]:
+    """The destination's Publication row for this delivery: (row, whether this attempt wrote it).
 
-        def outbox(package: Package, earlier: dict, progress) -> dict[str, Any]:
-            delivery = publisher.deliver(package)
-            progress(0.9, "Recording the publication")
-            row, created = _record(
-                ctx,
-                "outbox",
-                external_id=delivery.external_id,
-                location=delivery.location,
-                meta={"video": delivery.video, "metadata": delivery.metadata, "title": package.metadata["title"]},
-            )
-            return describe(row, already=not created, reused=delivery.reused)
-
-        return outbox
-
-    if name == "webhook":
-        publisher = WebhookPublisher(ctx)
-
-        def webhook(package: Package, earlier: dict, progress) -> dict[str, Any]:
-            delivery = publisher.deliver(package, earlier)
-            row, created = _record(
-                ctx,
-                "webhook",
-                external_id=delivery.delivery_id,
-                location=delivery.url,
-                meta={
-                    "delivery_id": delivery.delivery_id,
-                    "status_code": delivery.status_code,
-                    "url": delivery.url,
-                    "response": delivery.response_excerpt,
-                    "title": package.metadata["title"],
+    A new row is created in one statement (the unique constraint settles a race: the loser finds
+    the winner's row and reports it as already published). A reservation (YouTube's upload session,
+    state ``uploading``) is completed by this delivery.
+    """
+    meta = {**delivery.meta, "title": title}
+    try:
+        with transaction.atomic():
+            row, created = Publication.objects.get_or_create(
+                job_id=ctx.job_id,
+                destination=destination,
+                defaults={
+                    "external_id": delivery.external_id,
+                    "location": delivery.location,
+                    "meta": {"state": PUBLISHED, **meta},
                 },
             )
-            return describe(row, already=not created)
-
-        return webhook
-
-    if name == "youtube":
-        publisher = YouTubePublisher(ctx)
-
-        def youtube(package: Package, earlier: dict, progress) -> dict[str, Any]:
-            store = PublicationSessionStore(ctx.job_id, "youtube")
-            upload = publisher.upload(package, store, progress=progress)
-            row = store.complete(
-                external_id=upload.video_id,
-                location=upload.url,
-                meta={
-                    "video_id": upload.video_id,
-                    "url": upload.url,
-                    "privacy": upload.privacy,
-                    "upload_status": upload.upload_status,
-                    "resumed": upload.resumed,
-                    "bytes": upload.bytes,
-                    "title": package.metadata["title"],
-                },
-            )
-            return describe(row, already=False)
-
-        return youtube
-    raise PermanentStageError(f"publish provider {name!r} is unknown")  # destination_names checked
-
-
-def _record(
-    ctx: StageContext, destination: str, *, external_id: str, location: str, meta: dict[str, Any]
-) -> tuple[Publication, bool]:
-    return Publication.objects.get_or_create(
-        job_id=ctx.job_id,
-        destination=destination,
-        defaults={"external_id": external_id, "location": location, "meta": {"state": PUBLISHED, **meta}},
-    )
+    except IntegrityError:  # created meanwhile by a parallel attempt
+        row, created = Publication.objects.get(job_id=ctx.job_id, destination=destination), False
+    if created or is_done(row):
+        return row, created
+    store = PublicationSessionStore(ctx.job_id, destination)
+    return store.complete(external_id=delivery.external_id, location=delivery.location, meta=meta), True
 
 
 @dataclass

@@ -39,29 +39,38 @@ Output::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from stages import media
-from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageError, StageResult, TransientStageError
+from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageError, StageResult
+from stages.chain import Registry, run_chain
 from stages.providers import pexels as pexels_provider
-from stages.providers.cards import HEIGHT, WIDTH, Card, CardRenderer, CardSpec, SceneRenderer, palette_for
-from stages.providers.chain import load_dotted, provider_names
+from stages.providers.cards import HEIGHT, WIDTH, Card, CardRenderer, CardSpec, palette_for
 
 PNG_COMPRESS_LEVEL = 3  # ~50 ms a card; level 6 is twice as slow for ~20 % smaller files
 
 
-def get_renderer(settings: dict[str, Any]) -> SceneRenderer:
-    """The configured renderer: "cards" (offline, default) or a dotted path to a renderer class."""
-    provider = settings.get("provider") or "cards"
-    if provider in {"cards", "offline"}:
-        return CardRenderer()
-    return load_dotted(
-        "scene_generation",
-        provider,
-        'set theme settings scene_generation.provider to "cards" or a dotted path to a renderer class',
-    )
+class SceneRenderer(Protocol):
+    """Draws the scene for one segment; ``card.meta`` says where it came from (``source``...).
+    A renderer may also describe its look for later stages (``style(seed)``)."""
+
+    name: str
+
+    def render(self, spec: CardSpec) -> Card: ...
+
+
+PROVIDERS = Registry(
+    "scene_generation",
+    {
+        "cards": "stages.providers.cards.CardRenderer",  # offline Pillow cards, the fallback
+        "pexels": "stages.scene_generation.StockScenes",  # Pexels photos/videos under the card's text
+    },
+    default="cards",
+    method="render",
+    aliases={"offline": "cards"},
+    plug_ins=True,
+)
 
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -118,13 +127,14 @@ def run(ctx: StageContext) -> StageResult:
     source = str(topic.get("source") or "").strip()
     hashtags = [t for t in script.get("hashtags") or [] if isinstance(t, str)]
     keywords = [str(k) for k in (topic.get("keywords") or ctx.theme.get("keywords") or []) if str(k).strip()]
-    names = provider_names(ctx, "cards")
-    # Every renderer is built up front, so a typo in the chain fails before any network call.
-    renderers = {name: get_renderer({"provider": name}) for name in names if name != "pexels"}
-    first_renderer = next(iter(renderers.values()), None)
-    style_renderer = first_renderer or CardRenderer()
-    overlay = first_renderer if isinstance(first_renderer, CardRenderer) else CardRenderer()
-    stock = _Stock(ctx, keywords, overlay) if "pexels" in names else None
+    names = PROVIDERS.names(ctx)
+    # Every renderer is built up front, so a typo in the chain fails before any network call
+    # (Pexels reads its key on first use: a missing key is a failure the chain records).
+    renderers: dict[str, SceneRenderer] = {name: PROVIDERS.resolve(ctx, name) for name in names}
+    for renderer in renderers.values():
+        if isinstance(renderer, StockScenes):
+            renderer.keywords = keywords
+    style_renderer = next((r for r in renderers.values() if callable(getattr(r, "style", None))), CardRenderer())
     total = len(segments)
     ctx.progress(0.0, f"making {total} scenes ({', '.join(names)})")
 
@@ -152,19 +162,24 @@ def run(ctx: StageContext) -> StageResult:
             name = f"scene-{i + 1:02d}.png"
             scene: dict[str, Any] = {"segment": seg["id"], "image": name, "width": WIDTH, "height": HEIGHT}
 
-            def attempt(provider: str, seg=seg, spec=spec, i=i) -> tuple[Card, dict[str, Any]]:
-                if provider == "pexels":
-                    assert stock is not None
-                    return stock.scene(seg, spec, i)
-                return renderers[provider].render(spec), {"source": "card"}
+            def attempt(provider: str, spec=spec) -> Card:
+                return renderers[provider].render(spec)
 
-            card, extra = _run_chain(ctx, names, attempt, stock, failures, seg["id"])
+            card, report = run_chain(
+                ctx,
+                names,
+                attempt,
+                subject=f" for {seg['id']}",
+                unavailable=lambda name: renderers[name].off if isinstance(renderers[name], StockScenes) else None,
+                unwrap_single=False,
+            )
+            failures += [{**f, "segment": seg["id"]} for f in report["failures"]]
             if card.image.size != (WIDTH, HEIGHT):
                 raise PermanentStageError(
                     f"scene renderer drew {card.image.size[0]}x{card.image.size[1]}, expected {WIDTH}x{HEIGHT}"
                 )
             card.image.convert("RGB").save(ctx.work_dir / name, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-            scene.update(extra)
+            scene.update({"source": "card", **card.meta, "provider": report["provider"]})
             scenes.append(scene)
             if scene["provider"] not in used:
                 used.append(scene["provider"])
@@ -174,8 +189,10 @@ def run(ctx: StageContext) -> StageResult:
             how = f"pexels {scene['pexels']['id']}" if scene["source"] == "pexels" else "card"
             ctx.progress((i + 1) / total, f"scene {i + 1}/{total} ({seg['id']}): {seg['headline'][:60]} [{how}]")
     finally:
-        if stock is not None:
-            stock.close()
+        for renderer in renderers.values():
+            close = getattr(renderer, "close", None)
+            if callable(close):
+                close()
 
     credits = list(dict.fromkeys(f"{s['pexels']['text']} ({s['pexels']['url']})" for s in scenes if s.get("pexels")))
     output = {
@@ -188,51 +205,19 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(output=output, artifacts=artifacts)
 
 
-def _run_chain(
-    ctx: StageContext,
-    names: list[str],
-    attempt: Callable[[str], tuple[Card, dict[str, Any]]],
-    stock: _Stock | None,
-    failures: list[dict[str, Any]],
-    segment: str,
-) -> tuple[Card, dict[str, Any]]:
-    """``chain.run_chain`` for one segment, skipping Pexels once it failed for the whole run."""
-    errors: list[StageError] = []
-    for provider in names:
-        ctx.check_cancelled()
-        if provider == "pexels" and stock is not None and stock.off is not None:
-            errors.append(stock.off)
-            continue
-        try:
-            card, extra = attempt(provider)
-        except StageError as exc:
-            errors.append(exc)
-            failures.append(
-                {"provider": provider, "kind": exc.kind, "error": exc.message, "hint": exc.hint, "segment": segment}
-            )
-            ctx.logger.warning("scene_generation: %s failed for %s (%s): %s", provider, segment, exc.kind, exc.message)
-            if provider == "pexels" and stock is not None and not isinstance(exc, SceneMiss):
-                stock.off = exc  # the API itself failed: the other segments go straight to the next provider
-            continue
-        return card, {"provider": provider, **extra}
-    summary = "; ".join(e.message for e in errors) or "no provider"
-    if any(not e.permanent for e in errors):
-        raise TransientStageError(f"every scene_generation provider failed for {segment}: {summary}")
-    raise PermanentStageError(
-        f"every scene_generation provider failed for {segment}: {summary}",
-        hint="; ".join(e.hint for e in errors if e.hint),
-    )
+class StockScenes:
+    """The "pexels" provider: stock media under the card's text. One per run: the Pexels client is
+    opened on first use, searches are remembered, each hit is used once if possible. A failure of
+    the API itself (no key, 401, 429, a malformed answer) switches it ``off`` for the rest of the
+    run; a segment without a usable hit (``SceneMiss``) just falls through to the next provider."""
 
-
-class _Stock:
-    """Pexels for one run: opened on first use, searches remembered, each hit used once if possible."""
-
+    name = "pexels"
     MAX_HITS = 3  # hits tried per segment before it falls through to the next provider
 
-    def __init__(self, ctx: StageContext, keywords: list[str], overlay: CardRenderer) -> None:
+    def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
-        self.keywords = keywords
-        self.overlay = overlay
+        self.keywords: list[str] = []
+        self.overlay = CardRenderer()  # the cards' own text layer, so layout and safe zone match
         self.source: pexels_provider.PexelsSource | None = None
         self.off: StageError | None = None
         self.searches: dict[str, list[pexels_provider.Hit]] = {}
@@ -243,11 +228,20 @@ class _Stock:
         if self.source is not None:
             self.source.close()
 
-    def scene(self, seg: dict[str, Any], spec: CardSpec, index: int) -> tuple[Card, dict[str, Any]]:
+    def render(self, spec: CardSpec) -> Card:
+        try:
+            return self._render(spec)
+        except SceneMiss:
+            raise
+        except StageError as exc:
+            self.off = exc  # the API itself failed: the other segments go straight to the next provider
+            raise
+
+    def _render(self, spec: CardSpec) -> Card:
         if self.source is None:
             self.source = pexels_provider.PexelsSource(self.ctx)
         source = self.source
-        query = pexels_provider.query_for(seg["headline"], self.keywords) or " ".join(self.keywords[:2]) or "technology"
+        query = pexels_provider.query_for(spec.headline, self.keywords) or " ".join(self.keywords[:2]) or "technology"
         if query not in self.searches:
             self.searches[query] = source.search(query)
         hits = self.searches[query]
@@ -262,14 +256,15 @@ class _Stock:
                 continue
             try:
                 fetched = source.fetch(hit)
-                card, extra = self._compose(fetched, spec, index)
+                card, extra = self._compose(fetched, spec, spec.index)
             except StageError as exc:
                 errors.append(exc.message)
                 self.failed[hit.id] = exc.message
                 self.ctx.logger.info("scene_generation: pexels %s %s skipped: %s", hit.media, hit.id, exc.message)
                 continue
             self.used.add(hit.id)
-            return card, {"source": "pexels", "query": query, "pexels": fetched.credit(), **extra}
+            card.meta = {"source": "pexels", "query": query, "pexels": fetched.credit(), **extra}
+            return card
         raise SceneMiss(f"pexels: no usable {source.media} for {query!r} ({'; '.join(errors)})")
 
     def _compose(self, fetched: pexels_provider.Fetched, spec: CardSpec, index: int) -> tuple[Card, dict[str, Any]]:

@@ -9,10 +9,15 @@ Steps:
    least 3 shared words). Plain set arithmetic: cheap, explainable, no model to download.
 3. Score each candidate (weights in ``WEIGHTS``, tunable per theme):
    * recency: ``0.5 ** (age / half_life)`` of its newest item. Age is measured from a reference
-     time: by default the newest item of the collected set (or ``params["now"]``, or wall clock
-     with ``settings.trend_analysis.reference = "now"``). Measuring from the newest item keeps
-     the demo's bundled feeds (fixed dates) picking the same topic whatever today's date is, and
-     is fair to feeds that were all quiet for a day.
+     time: by default the newest *trusted* date of the collected set (or ``params["now"]``, or
+     wall clock with ``settings.trend_analysis.reference = "now"``). Measuring from the newest
+     item keeps the demo's bundled feeds (fixed dates) picking the same topic whatever today's
+     date is, and is fair to feeds that were all quiet for a day. Dates are not taken on trust: a
+     date more than ``FUTURE_TOLERANCE`` after the item was fetched is clamped to the fetch time
+     (``first_seen``) and flagged, an undated item gets the fetch time and is flagged; a flagged
+     item's recency is multiplied by ``UNTRUSTED_RECENCY`` and it never sets the reference, so a
+     story "dated" 9999-12-31 cannot make every real story old, and an undated one never gets the
+     top recency.
    * engagement: ``log1p(score)`` scaled min-to-max *within the item's own source*, so a Reddit
      score of 18 000 and 800 HN points both count as "the top of their feed"; best member wins.
    * keywords: theme keywords found on word boundaries (title hit 1, summary-only hit 0.5),
@@ -40,7 +45,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -48,173 +53,26 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageResult
+from stages.text import STOPWORDS
 
 WEIGHTS = {"recency": 0.3, "engagement": 0.25, "keywords": 0.25, "sources": 0.2}
 HALF_LIFE_HOURS = 24.0
+FUTURE_TOLERANCE = timedelta(hours=1)  # clock skew and time-zone slips; beyond it a date is not believed
+UNTRUSTED_RECENCY = 0.5  # an undated or clamped item's recency counts half
+FLAG_UNDATED = "undated: fetch time used"
+FLAG_FUTURE = "future date clamped to the fetch time"
 TOP_CANDIDATES = 5
 RECENT_JOBS = 20  # how many earlier jobs of the theme count as "recent" for topic reuse
 MAX_TRENDS = 800  # pairwise merging is O(n^2); the newest this many are plenty
 ANGLES = ("debate", "how-to", "breaking", "explainer")  # tie order
 
-STOPWORDS = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "against",
-        "all",
-        "also",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "as",
-        "at",
-        "be",
-        "because",
-        "been",
-        "before",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "doing",
-        "down",
-        "during",
-        "each",
-        "few",
-        "for",
-        "from",
-        "further",
-        "had",
-        "has",
-        "have",
-        "having",
-        "he",
-        "her",
-        "here",
-        "hers",
-        "him",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "itself",
-        "just",
-        "me",
-        "more",
-        "most",
-        "my",
-        "no",
-        "nor",
-        "not",
-        "now",
-        "of",
-        "off",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "our",
-        "ours",
-        "out",
-        "over",
-        "own",
-        "same",
-        "she",
-        "should",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "theirs",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "through",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "very",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "yours",
-        "new",
-        "via",
-        "get",
-        "gets",
-        "got",
-        "one",
-        "two",
-        "ask",
-        "show",
-        "hn",
-        "tell",
-        "says",
-        "said",
-        "week",
-        "today",
-        "year",
-        "years",
-        "day",
-        "days",
-        "way",
-        "like",
-        "using",
-        "use",
-        "used",
-        "make",
-        "makes",
-        "made",
-        "after",
-        "still",
-        "even",
-        "much",
-        "many",
-        "back",
-        "first",
-        "last",
-        "next",
-    ]
+# Words that say nothing about which story a title tells: the shared function words plus the
+# furniture of headlines ("Show HN", "says", "today", "first").
+TITLE_NOISE = STOPWORDS | frozenset(
+    """
+    ask back day days even first get gets got hn last like made make makes many
+    much next one said show still tell today two use used using way week year years
+    """.split()  # noqa: SIM905 - a word list reads better as words
 )
 # Short words that read as acronyms in a hashtag (#AI, not #Ai) when the titles give no casing.
 ACRONYMS = frozenset(
@@ -279,7 +137,7 @@ def title_tokens(title: str) -> frozenset[str]:
     """The words that identify a story: folded, stemmed, no stop words, no single letters."""
     tokens = set()
     for token in _TOKEN.findall(fold(title)):
-        if token in STOPWORDS or (len(token) < 2 and not token.isdigit()):
+        if token in TITLE_NOISE or (len(token) < 2 and not token.isdigit()):
             continue
         tokens.add(_stem(token))
     return frozenset(tokens)
@@ -327,6 +185,7 @@ class Item:
     engagement: int
     tokens: frozenset[str]
     norm_engagement: float = 0.0
+    flag: str | None = None  # why ``when`` is the fetch time rather than the feed's date
 
 
 @dataclass
@@ -349,7 +208,15 @@ class Candidate:
         return (-self.score, -len(self.sources), -max(m.norm_engagement for m in self.members), self.lead.position)
 
     def brief(self) -> dict[str, Any]:
-        return {"trend_id": self.lead.id, "title": self.lead.title, "score": self.score, "components": self.components}
+        brief = {"trend_id": self.lead.id, "title": self.lead.title, "score": self.score, "components": self.components}
+        flags = list(dict.fromkeys(m.flag for m in self.members if m.flag and m.when == self.newest))
+        if flags:
+            brief["flags"] = flags
+        return brief
+
+    @property
+    def newest(self) -> datetime:
+        return max(m.when for m in self.members)
 
 
 # -- the stage -------------------------------------------------------------------------------
@@ -436,25 +303,41 @@ def load_items(trend_ids: list[int]) -> list[Item]:
     ids = list(order)
     for start in range(0, len(ids), 400):
         rows.extend(Trend.objects.filter(id__in=ids[start : start + 400]))
-    items = [
-        Item(
-            id=row.id,
-            position=order[row.id],
-            source=row.source,
-            title=row.title,
-            url=row.url,
-            summary=row.summary,
-            when=row.published or row.first_seen,  # undated feeds: first seen is the best bound
-            engagement=max(0, row.engagement),
-            tokens=title_tokens(row.title),
+    items = []
+    for row in rows:
+        when, flag = item_time(row.published, row.first_seen)
+        items.append(
+            Item(
+                id=row.id,
+                position=order[row.id],
+                source=row.source,
+                title=row.title,
+                url=row.url,
+                summary=row.summary,
+                when=when,
+                engagement=max(0, row.engagement),
+                tokens=title_tokens(row.title),
+                flag=flag,
+            )
         )
-        for row in rows
-    ]
     items.sort(key=lambda i: i.position)
     if len(items) > MAX_TRENDS:
         keep = set(i.id for i in sorted(items, key=lambda i: (i.when, -i.position), reverse=True)[:MAX_TRENDS])
         items = [i for i in items if i.id in keep]
     return items
+
+
+def item_time(published: datetime | None, fetched: datetime) -> tuple[datetime, str | None]:
+    """When an item happened, as far as it can be believed: (time, flag or None).
+
+    ``fetched`` is when the item was first fetched (``first_seen``): an undated story is at least
+    that old, and one dated beyond it (plus a tolerance for skewed clocks) was not written yet.
+    """
+    if published is None:
+        return fetched, FLAG_UNDATED
+    if published > fetched + FUTURE_TOLERANCE:
+        return fetched, FLAG_FUTURE
+    return published, None
 
 
 def reference_time(ctx: StageContext, items: list[Item]) -> datetime:
@@ -468,7 +351,8 @@ def reference_time(ctx: StageContext, items: list[Item]) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if ctx.stage_settings.get("reference") == "now":
         return timezone.now()
-    return max(i.when for i in items)
+    trusted = [i.when for i in items if i.flag is None]
+    return max(trusted or [i.when for i in items])
 
 
 def merge(items: list[Item]) -> list[Candidate]:
@@ -533,9 +417,11 @@ def score_all(
         members = candidate.members
         # The lead (title, link) is the best-engaged member, with a summary if possible.
         candidate.lead = min(members, key=lambda m: (-round(m.norm_engagement, 6), not m.summary, m.position))
-        newest = max(m.when for m in members)
+        newest = candidate.newest
         age_hours = max(0.0, (reference - newest).total_seconds() / 3600.0)
         recency = 0.5 ** (age_hours / half_life)
+        if all(m.flag for m in members if m.when == newest):
+            recency *= UNTRUSTED_RECENCY  # its newest time is a fetch time, not a date anyone wrote
         engagement = max(m.norm_engagement for m in members)
         hits = 0.0
         matched: list[str] = []
@@ -685,7 +571,7 @@ def topic_keywords(candidate: Candidate, limit: int = 8) -> list[str]:
         for word in _COMPOUND.findall(text):
             parts = fold(word).split("-")
             if not all(p.isalpha() for p in parts) or (
-                len(parts) == 1 and (parts[0] in STOPWORDS or len(parts[0]) < 3)
+                len(parts) == 1 and (parts[0] in TITLE_NOISE or len(parts[0]) < 3)
             ):
                 continue
             key = "-".join(_stem(p) for p in parts)

@@ -1,11 +1,14 @@
-"""Stage: trend_collection. Read the theme's feeds and upsert what they hold as ``Trend`` rows.
+"""Stage: trend_collection. Read the theme's sources and upsert what they hold as ``Trend`` rows.
 
 Why it is shaped this way:
 
-* Each source is read on its own (``stages.providers.feeds``). One broken source must not cost the
-  job the others: its error is recorded in the output and the stage goes on. Only when *every*
-  source fails does the stage fail - transient if any failure was transient (a retry may help),
-  else permanent.
+* Each source is read on its own (``stages.feeds``). A source that yields garbage is that
+  source's error, never the stage's: a bad entry in the theme, an unreachable URL, a body that is
+  no feed, even an unexpected exception while parsing is caught for that source, recorded in
+  ``output.sources[].error`` with its kind, and the others go on. Bad items inside a good feed are
+  skipped and counted by reason (``skipped``). Only when *every* source fails does the stage fail
+  (``stages.chain.all_failed``: transient if any failure was transient, else permanent), naming
+  each source's reason. A feed that is readable but holds no items is not a failure.
 * Rows are upserted on the unique (source, external_id), in bulk, so re-running the stage (a
   retry, a resumed job, the next job of the theme) never duplicates a story; a re-read refreshes
   title, engagement and ``last_seen`` and keeps ``first_seen``.
@@ -13,19 +16,24 @@ Why it is shaped this way:
   held at its last full read (their rows are looked up and their ``last_seen`` touched), so
   analysis sees the same stories. If those rows are missing, the feed is read again in full.
 
-Sources (``theme.sources``): ``{"name", "url"}`` / ``{"name", "path"}`` feeds (RSS, Atom, Reddit
-listing JSON, HN JSON), or API kinds ``{"name", "kind": "reddit", "subreddit", "listing", "limit"}``,
-``{"name", "kind": "hackernews", "limit"}``, ``{"name", "kind": "google_trends", "geo"}`` (see
-``stages.providers.feeds``). Every HTTP read is conditional (ETag / Last-Modified).
+Sources (``theme.sources``): ``{"name", "url"}`` / ``{"name", "path"}`` feeds (RSS, Atom, RDF,
+JSON Feed, Reddit listing JSON, HN JSON), or API kinds ``{"name", "kind": "reddit", "subreddit",
+"listing", "limit"}``, ``{"name", "kind": "hackernews", "limit"}``, ``{"name", "kind":
+"google_trends", "geo"}`` (see ``stages.feeds``). Every HTTP read is conditional (ETag /
+Last-Modified) and guarded (``stages.egress``).
 
 Settings (``theme.settings["trend_collection"]``): ``provider`` ("feeds", the default; "offline"
 is accepted as its alias - bundled files are local work), ``timeout`` seconds per HTTP read (10).
 
 Output::
 
-    {"sources": [{"name", "kind", "items", "new", "updated", "error", "not_modified", "location"}],
+    {"sources": [{"name", "kind", "items", "new", "updated", "skipped", "skip_reasons", "error",
+                  "error_kind", "not_modified", "location", "notes"}],
      "trend_ids": [int, ...],  # every story the sources hold now, source order, no repeats
-     "count": int}
+     "count": int, "failed_sources": int}
+
+``error_kind`` is ``transient`` / ``permanent``, or ``unexpected`` for an exception no parser
+foresaw (logged with its traceback; the stage treats it as permanent for that source).
 """
 
 from __future__ import annotations
@@ -34,45 +42,75 @@ import json
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import DataError, transaction
 from django.utils import timezone
 
 from jobs.models import Trend
-from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageError, StageResult, TransientStageError
-from stages.providers.feeds import FeedItem, FeedProvider, FeedReader, FeedSource
+from stages.base import ArtifactSpec, PermanentStageError, StageAborted, StageContext, StageError, StageResult
+from stages.chain import Registry, all_failed
+from stages.feeds import FeedItem, FeedProvider, FeedSource
 
-PROVIDERS = ("feeds", "offline")
+PROVIDERS = Registry(
+    "trend_collection",
+    {"feeds": "stages.trend_collection.feed_reader"},
+    default="feeds",
+    method="read",
+    aliases={"offline": "feeds"},
+)
 _CHUNK = 400  # keeps IN (...) lists under every database's parameter limit
 _UPDATE_FIELDS = ["title", "url", "summary", "published", "engagement", "raw", "last_seen"]
 
 
-def run(ctx: StageContext) -> StageResult:
-    sources = load_sources(ctx.theme)
+class UnexpectedSourceError(PermanentStageError):
+    """An exception no parser foresaw, caught for its source so the others go on."""
+
+    kind = "unexpected"
+
+
+def feed_reader(ctx: StageContext) -> FeedProvider:
+    """The default provider: ``stages.feeds.FeedReader`` with the stage's ``timeout``."""
+    from stages.feeds import FeedReader
+
     settings = ctx.stage_settings
-    provider_name = str(settings.get("provider") or "feeds")
-    if provider_name not in PROVIDERS:
-        raise PermanentStageError(
-            f"trend_collection provider {provider_name!r} is unknown",
-            hint=f"set theme.settings.trend_collection.provider to one of: {', '.join(PROVIDERS)}",
-        )
     try:
         timeout = float(settings.get("timeout", 10))
     except (TypeError, ValueError):
         raise PermanentStageError(f"trend_collection timeout {settings.get('timeout')!r} is not a number") from None
     if not 0 < timeout <= 120:
         raise PermanentStageError(f"trend_collection timeout {timeout:g}s must be between 0 and 120 seconds")
-    with FeedReader(timeout=timeout) as reader:
+    return FeedReader(timeout=timeout)
+
+
+def run(ctx: StageContext) -> StageResult:
+    sources = load_sources(ctx.theme)
+    names = PROVIDERS.names(ctx)
+    if len(names) != 1:
+        raise PermanentStageError(
+            "trend_collection reads with one provider", hint='set theme.settings.trend_collection.provider to "feeds"'
+        )
+    reader = PROVIDERS.resolve(ctx, names[0])
+    try:
         return collect(ctx, sources, reader)
+    finally:
+        close = getattr(reader, "close", None)
+        if callable(close):
+            close()
 
 
 def load_sources(theme: dict[str, Any]) -> list[FeedSource]:
+    """The theme's sources; an entry that is wrong becomes a source that fails with its reason."""
     raw = theme.get("sources") or []
     if not isinstance(raw, list) or not raw:
         raise PermanentStageError(
             f"theme {theme.get('slug') or theme.get('name') or '?'} has no sources",
             hint='add feeds to the theme, e.g. [{"name": "hn", "url": "https://hnrss.org/frontpage"}]',
         )
-    sources = [FeedSource.from_config(item, i) for i, item in enumerate(raw)]
+    sources = []
+    for i, item in enumerate(raw):
+        try:
+            sources.append(FeedSource.from_config(item, i))
+        except StageError as exc:
+            sources.append(FeedSource.failed(item, i, exc))
     seen: set[str] = set()
     for source in sources:
         if source.name in seen:
@@ -84,6 +122,62 @@ def load_sources(theme: dict[str, Any]) -> list[FeedSource]:
     return sources
 
 
+def _report(source: FeedSource) -> dict[str, Any]:
+    return {
+        "name": source.name,
+        "kind": source.guessed_kind(),
+        "items": 0,
+        "new": 0,
+        "updated": 0,
+        "skipped": 0,
+        "skip_reasons": {},
+        "error": None,
+        "error_kind": None,
+        "not_modified": False,
+        "location": source.location,
+        "notes": [],
+    }
+
+
+def _read_one(ctx: StageContext, source: FeedSource, reader: FeedProvider, report: dict[str, Any]) -> list[int]:
+    """Read and store one source; returns its trend ids. Every failure is a ``StageError``."""
+    try:
+        read = reader.read(source)
+        report["kind"] = read.kind
+        seen_at = timezone.now()
+        if read.not_modified:
+            ids = touch_known(source.name, read.known_external_ids, seen_at)
+            if ids is not None:
+                report["not_modified"] = True
+                ctx.logger.info("source %s not modified (304); %d known stories", source.name, len(ids))
+                return ids
+            read = reader.read(source, conditional=False)  # the cache names rows this database lacks
+            report["kind"] = read.kind
+        report.update(
+            skipped=read.skipped.total, skip_reasons=dict(read.skipped.most_common(10)), notes=read.notes[:10]
+        )
+        if not read.items and read.skipped:
+            raise PermanentStageError(
+                f"source {source.name}: no usable item, {read.skipped.total} skipped: {read.skipped.summary()}",
+                hint="the feed's entries are malformed; check the URL/file",
+            )
+        if not read.items and not read.entries:
+            report["notes"].append("the feed holds no items")
+        ids, new, updated = upsert_items(source.name, read.items, seen_at)
+        report.update(items=len(read.items), new=new, updated=updated)
+        return ids
+    except (StageError, StageAborted):
+        raise
+    except DataError as exc:  # a value the database refused: this source's data, not the database
+        raise PermanentStageError(f"source {source.name}: the database refused an item ({exc})") from None
+    except Exception as exc:
+        ctx.logger.exception("source %s: unexpected error while reading it", source.name)
+        raise UnexpectedSourceError(
+            f"source {source.name}: unexpected {type(exc).__name__} while reading it: {str(exc)[:200]}",
+            hint="this is a bug in reading this kind of feed; the other sources were read; the log has the traceback",
+        ) from None
+
+
 def collect(ctx: StageContext, sources: list[FeedSource], reader: FeedProvider) -> StageResult:
     """Read every source, upsert its items, and report per source (the testable core)."""
     total = len(sources)
@@ -93,36 +187,14 @@ def collect(ctx: StageContext, sources: list[FeedSource], reader: FeedProvider) 
     listed: list[dict[str, Any]] = []
     for index, source in enumerate(sources):
         ctx.progress(index / total, f"Reading {source.name} ({index + 1}/{total})")
-        report: dict[str, Any] = {
-            "name": source.name,
-            "kind": source.guessed_kind(),
-            "items": 0,
-            "new": 0,
-            "updated": 0,
-            "error": None,
-            "not_modified": False,
-            "location": source.location,
-        }
+        report = _report(source)
         reports.append(report)
         try:
-            read = reader.read(source)
-            report["kind"] = read.kind
-            seen_at = timezone.now()
-            if read.not_modified:
-                ids = touch_known(source.name, read.known_external_ids, seen_at)
-                if ids is None:  # the cache names rows this database lacks: read in full
-                    read = reader.read(source, conditional=False)
-                    report["kind"] = read.kind
-                else:
-                    report["not_modified"] = True
-                    ctx.logger.info("source %s not modified (304); %d known stories", source.name, len(ids))
-            if not report["not_modified"]:
-                ids, new, updated = upsert_items(source.name, read.items, seen_at)
-                report.update(items=len(read.items), new=new, updated=updated)
+            ids = _read_one(ctx, source, reader, report)
         except StageError as exc:
             failures.append(exc)
-            report["error"] = exc.message
-            ctx.logger.warning("source %s failed: %s", source.name, exc.message)
+            report.update(error=exc.message, error_kind=exc.kind)
+            ctx.logger.warning("source %s failed (%s): %s", source.name, exc.kind, exc.message)
             ctx.progress((index + 1) / total, f"{source.name}: failed ({exc.kind})")
             continue
         for trend_id in ids:
@@ -130,23 +202,24 @@ def collect(ctx: StageContext, sources: list[FeedSource], reader: FeedProvider) 
                 trend_ids.append(trend_id)
         listed.append({"source": source.name, "trend_ids": ids})
         done = "not modified" if report["not_modified"] else f"{report['items']} items, {report['new']} new"
+        if report["skipped"]:
+            done += f", {report['skipped']} skipped"
         ctx.progress((index + 1) / total, f"{source.name}: {done}")
 
     if len(failures) == total:
         detail = "; ".join(f"{r['name']}: {r['error']}" for r in reports)
-        retry_after = max((f.retry_after or 0.0 for f in failures), default=0.0) or None
-        if any(not f.permanent for f in failures):
-            raise TransientStageError(
-                f"all {total} sources failed - {detail}",
-                hint="the feeds could not be reached; the stage retries with backoff",
-                retry_after=retry_after,
-            )
-        raise PermanentStageError(
+        raise all_failed(
             f"all {total} sources failed - {detail}",
-            hint=failures[0].hint or "check the theme's sources",
+            failures,
+            hint="the feeds could not be reached; the stage retries with backoff"
+            if any(not f.permanent for f in failures)
+            else failures[0].hint or "check the theme's sources",
         )
 
-    output = {"sources": reports, "trend_ids": trend_ids, "count": len(trend_ids)}
+    output = {"sources": reports, "trend_ids": trend_ids, "count": len(trend_ids), "failed_sources": len(failures)}
+    if failures:
+        names = ", ".join(r["name"] for r in reports if r["error"])
+        ctx.progress(1.0, f"{len(trend_ids)} stories; {len(failures)} of {total} sources failed ({names})")
     _write_listing(ctx, output, listed)
     return StageResult(
         output=output, artifacts=[ArtifactSpec("collection.json", "json", "Collected stories by source")]

@@ -14,11 +14,13 @@ from a words-per-second estimate. Steps:
    them (eSpeak NG) or by characters within the sentence (Piper).
 4. Write ``voice.wav`` (mono 16-bit at the engine's rate) and return the contract output.
 
-Providers: ``theme.settings["voiceover"]["providers"]`` is a fallback chain, e.g. ``["elevenlabs",
-"openai", "offline"]`` (``stages.providers.cloud_tts`` for the network ones; "offline", "piper" or
-"espeak-ng" for the local engines). Each speaks the whole script; one that fails hands over to the
-next, and the output names who spoke (``engine``, ``provider``) and why the others did not
-(``provider_failures``). Without ``providers`` the offline choice below is unchanged.
+Providers (``PROVIDERS``): ``theme.settings["voiceover"]["providers"]`` is a fallback chain, e.g.
+``["elevenlabs", "openai", "offline"]`` (``stages.providers.cloud_tts`` for the network ones;
+"offline", "piper" or "espeak-ng" for the local engines, ``stages.providers.tts``). Each speaks the
+whole script; one that fails hands over to the next, and the output names who spoke (``engine``,
+``provider``) and why the others did not (``provider_failures``). Without ``providers`` the offline
+choice (``engine``, the theme's voice) is unchanged and ``provider`` names the engine. Sentences
+are split by ``stages.text.split_sentences``, the splitter the script writer counts with.
 """
 
 from __future__ import annotations
@@ -35,9 +37,26 @@ from typing import Any
 import numpy as np
 
 from stages.base import ArtifactSpec, PermanentStageError, StageAborted, StageContext, StageError, StageResult
-from stages.providers.chain import provider_names, run_chain
-from stages.providers.cloud_tts import NETWORK_ENGINES, make_network_provider
-from stages.providers.tts import Speech, VoiceConfigError, VoiceProvider, make_provider
+from stages.chain import Registry, run_chain
+from stages.providers.tts import Speech, VoiceProvider
+from stages.text import split_sentences
+
+__all__ = ["PROVIDERS", "VoiceProvider", "run", "split_sentences"]
+
+# The voiceover's providers (``VoiceProvider``: ``synthesize(sentence) -> Speech``), local and networked.
+PROVIDERS = Registry(
+    "voiceover",
+    {
+        "offline": "stages.providers.tts.offline_voice",  # Piper if its voice is installed, else eSpeak NG
+        "piper": "stages.providers.tts.piper_voice",
+        "espeak-ng": "stages.providers.tts.espeak_voice",
+        "elevenlabs": "stages.providers.cloud_tts.ElevenLabsProvider",
+        "openai": "stages.providers.cloud_tts.OpenAISpeechProvider",
+    },
+    default="offline",
+    method="synthesize",
+    aliases={"espeak": "espeak-ng", "auto": "offline", "default": "offline"},
+)
 
 AUDIO_NAME = "voice.wav"
 LEAD_IN = 0.10  # seconds of silence before the first word
@@ -80,13 +99,6 @@ _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?%])")
 _PAUSE_BEFORE_STOP = re.compile(r"[,;:]+\s*(?=[.!?])")
 _REPEATED_PAUSE = re.compile(r"([,;:])(?:\s*[,;:])+")
 _KEEP_CATEGORIES = ("L", "N", "P", "Zs", "Sm", "Sc")
-# Words whose trailing period does not end a sentence.
-_ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "inc", "ltd", "co", "corp",
-    "no", "fig", "approx", "e.g", "i.e", "u.s", "u.k", "u.n", "e.u", "jan", "feb", "mar", "apr",
-    "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
-}  # fmt: skip
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s)")
 
 
 def normalise_text(text: str) -> str:
@@ -115,25 +127,6 @@ def normalise_text(text: str) -> str:
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     text = _REPEATED_PAUSE.sub(r"\1", _PAUSE_BEFORE_STOP.sub("", text))
     return text.strip(" ,;:")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split normalised text at ., ! and ? unless the period ends a known abbreviation or an initial."""
-    sentences: list[str] = []
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        following = text[match.end() :].lstrip()[:1]
-        if following.islower():
-            continue  # "Wait... what?" or "3 p.m. today": the sentence goes on
-        before = text[start : match.start()].split()
-        last = before[-1].lower().rstrip(".") if before else ""
-        single_period = match.group(0).startswith(".") and len(match.group(0).rstrip("\"')]")) == 1
-        if single_period and (last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
-            continue
-        sentences.append(text[start : match.end()].strip())
-        start = match.end()
-    sentences.append(text[start:].strip())
-    return [s for s in sentences if any(ch.isalnum() for ch in s)]
 
 
 @dataclass
@@ -280,26 +273,6 @@ def _segments(ctx: StageContext) -> list[dict[str, Any]]:
     return segments
 
 
-def provider_for(ctx: StageContext, name: str | None = None) -> VoiceProvider:
-    """The provider called ``name`` in the chain; ``None`` is the offline choice from the settings."""
-    if name in NETWORK_ENGINES:
-        return make_network_provider(ctx, name)
-    settings = ctx.stage_settings
-    if name is not None and settings.get("providers"):
-        # In a chain "offline" means the usual offline choice; "piper"/"espeak-ng" force that engine.
-        settings = {k: v for k, v in settings.items() if k not in ("provider", "providers")}
-        if name not in ("offline", "auto", "default"):
-            settings["engine"] = name
-    try:
-        return make_provider(settings, str(ctx.theme.get("voice") or ""))
-    except VoiceConfigError as exc:
-        raise PermanentStageError(
-            f"voiceover engine/voice setting is unusable: {exc}",
-            hint='set theme.voice or theme.settings["voiceover"]["engine"] to "piper" or "espeak-ng", '
-            'and providers to names among "elevenlabs", "openai", "offline"',
-        ) from exc
-
-
 def run(ctx: StageContext) -> StageResult:
     ctx.progress(0.0, "preparing narration")
     segments = _segments(ctx)
@@ -310,17 +283,15 @@ def run(ctx: StageContext) -> StageResult:
             "script_generation narration is empty: no segment has words to speak",
             hint="check the script (segments[].narration) and re-run script_generation",
         )
-    if not ctx.stage_settings.get("providers"):
-        # No chain configured: the single (usually offline) provider, its own errors unwrapped.
-        names = provider_names(ctx, "offline")
-        name = names[0] if len(names) == 1 and names[0] in NETWORK_ENGINES else None
-        result = speak(ctx, provider_for(ctx, name), plan, total)
-        result.output.update(provider=name or result.output["engine"], provider_failures=[])
-        return result
     result, report = run_chain(
-        ctx, provider_names(ctx, "offline"), lambda name: speak(ctx, provider_for(ctx, name), plan, total)
+        ctx, PROVIDERS.names(ctx), lambda name: speak(ctx, PROVIDERS.resolve(ctx, name), plan, total)
     )
-    result.output.update(provider=report["provider"], provider_failures=report["failures"])
+    provider = report["provider"]
+    if not ctx.stage_settings.get("providers") and PROVIDERS.providers.get(
+        PROVIDERS.canonical(provider), ""
+    ).startswith("stages.providers.tts."):
+        provider = result.output["engine"]  # no chain: the offline engine that spoke is the provider
+    result.output.update(provider=provider, provider_failures=report["failures"])
     return result
 
 

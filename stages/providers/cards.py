@@ -20,7 +20,7 @@ import random
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import Any, Protocol
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
@@ -57,16 +57,6 @@ WHITE = (255, 255, 255)
 _BG_SCALE = 2  # the background is drawn at half size and scaled up: soft shapes, 4x fewer pixels
 
 
-class SceneRenderer(Protocol):
-    """Draws one card per segment; ``style`` describes the look for later stages."""
-
-    name: str
-
-    def render(self, spec: CardSpec, *, with_text: bool = True) -> Card: ...
-
-    def style(self, seed: str) -> dict[str, Any]: ...
-
-
 @dataclass(frozen=True)
 class CardSpec:
     headline: str
@@ -84,6 +74,7 @@ class Card:
     image: Image.Image
     boxes: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # what was drawn over the background
     headline: str = ""  # the headline as drawn (glyphs the font lacks removed)
+    meta: dict[str, Any] = field(default_factory=dict)  # what the scene record says about it (source, credit...)
 
 
 @dataclass(frozen=True)
@@ -268,6 +259,9 @@ class CardRenderer:
     """The offline renderer: gradient + shapes background, headline card on top. ~0.1 s a card."""
 
     name = "cards"
+
+    def __init__(self, ctx: Any = None) -> None:
+        """Stateless: the registry builds it with the stage context, which it does not need."""
 
     def style(self, seed: str) -> dict[str, Any]:
         return {

@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import numpy as np
 
 from stages.base import PermanentStageError, StageContext
-from stages.providers import http
-from stages.providers.http import provider_setting, setting_path
-from stages.providers.llm import float_setting, key_required, make_client
+from stages.http import HttpProvider, float_setting, setting_path
+from stages.payload import as_dict, as_float, as_list
+from stages.providers.llm import key_required
 from stages.providers.tts import Speech, WordTiming
 
 ELEVENLABS = "elevenlabs"
 OPENAI = "openai"
-NETWORK_ENGINES = (ELEVENLABS, OPENAI)
 DEFAULT_TIMEOUT = 60.0
 SILENCE = 300  # int16 peak below which a clip is silence (the stage trims with the same threshold)
 MIN_SECONDS = 0.15
@@ -155,17 +155,23 @@ def check_audio(samples: np.ndarray, rate: int, text: str, provider: str) -> Non
 
 def alignment_words(text: str, alignment: Any) -> list[WordTiming]:
     """Word starts from ElevenLabs' character alignment (``characters`` and
-    ``character_start_times_seconds``); [] when it is missing or does not match the text."""
-    if not isinstance(alignment, dict):
+    ``character_start_times_seconds``); [] when it is missing, malformed (wrong types, times that
+    are not finite, go backwards or are absurd, far more entries than the text has characters) or
+    does not match the text."""
+    mapping = as_dict(alignment)
+    if mapping is None:
         return []
-    chars, starts = alignment.get("characters"), alignment.get("character_start_times_seconds")
-    if not isinstance(chars, list) or not isinstance(starts, list) or len(chars) != len(starts) or not chars:
+    chars, starts = as_list(mapping.get("characters")), as_list(mapping.get("character_start_times_seconds"))
+    if not chars or starts is None or len(chars) != len(starts) or len(chars) > 4 * len(text) + 64:
         return []
     times: dict[int, float] = {}  # text offset -> start time, matching non-space characters in order
     pos = 0
+    previous = 0.0
     for ch, start in zip(chars, starts, strict=False):
-        if not isinstance(ch, str) or isinstance(start, bool) or not isinstance(start, (int, float)):
+        moment = as_float(start) if not isinstance(start, str) else None
+        if not isinstance(ch, str) or len(ch) > 8 or moment is None or not 0 <= moment < 3600 or moment < previous:
             return []
+        previous = moment
         for c in ch:
             if c.isspace():
                 continue
@@ -173,7 +179,7 @@ def alignment_words(text: str, alignment: Any) -> list[WordTiming]:
                 pos += 1
             if pos >= len(text) or text[pos].casefold() != c.casefold():
                 return []
-            times.setdefault(pos, float(start))
+            times.setdefault(pos, moment)
             pos += 1
     words = []
     for match in re.finditer(r"\S+", text):
@@ -182,29 +188,54 @@ def alignment_words(text: str, alignment: Any) -> list[WordTiming]:
     return words
 
 
+def elevenlabs_answer(answer: Any) -> tuple[bytes, Any]:
+    """(audio bytes, alignment) of a ``/with-timestamps`` answer; ``PermanentStageError`` when the
+    answer has no decodable ``audio_base64``. The alignment is checked later (``alignment_words``)."""
+    hint = "check base_url: it must be the ElevenLabs API (or a compatible one)"
+    mapping = as_dict(answer)
+    encoded = mapping.get("audio_base64") if mapping is not None else None
+    if not isinstance(encoded, str) or not encoded:
+        raise PermanentStageError(f"{ELEVENLABS}: the answer has no audio_base64", hint=hint)
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise PermanentStageError(f"{ELEVENLABS}: audio_base64 is not valid base64", hint=hint) from None
+    return data, mapping.get("alignment") or mapping.get("normalized_alignment")
+
+
 # -- providers -----------------------------------------------------------------------------------
-class ElevenLabsProvider:
+class ElevenLabsProvider(HttpProvider):
     """``POST {base_url}/v1/text-to-speech/{voice_id}/with-timestamps`` (JSON: base64 audio plus
     per-character timings).
 
     Settings (``theme.settings["voiceover"]["elevenlabs"]``, env fallback): ``api_key``
-    (ELEVENLABS_API_KEY, required), ``voice_id`` (ELEVENLABS_VOICE_ID), ``model_id``
-    (ELEVENLABS_MODEL_ID), ``base_url`` (ELEVENLABS_BASE_URL), ``output_format`` (pcm_22050 default;
-    pcm_16000/24000/44100 or mp3_44100_128 also work), ``voice_settings`` (dict), ``language_code``,
-    ``timeout`` (seconds).
+    (ELEVENLABS_API_KEY, required; the environment's key goes only to api.elevenlabs.io, the
+    ELEVENLABS_BASE_URL host or TRENDREEL_PROVIDER_HOSTS), ``voice_id`` (ELEVENLABS_VOICE_ID),
+    ``model_id`` (ELEVENLABS_MODEL_ID), ``base_url`` (ELEVENLABS_BASE_URL), ``output_format``
+    (pcm_22050 default; pcm_16000/24000/44100 or mp3_44100_128 also work), ``voice_settings``
+    (dict), ``language_code``, ``timeout`` (seconds).
     """
 
-    engine = ELEVENLABS
+    name = engine = ELEVENLABS
 
     def __init__(self, ctx: StageContext, *, client: httpx.Client | None = None) -> None:
-        self.ctx = ctx
-        self.base_url = str(
-            provider_setting(ctx, ELEVENLABS, "base_url", "ELEVENLABS_BASE_URL", default=ELEVENLABS_BASE_URL)
-        ).rstrip("/")
-        self.api_key = str(provider_setting(ctx, ELEVENLABS, "api_key", "ELEVENLABS_API_KEY", required=True))
-        self.voice = str(provider_setting(ctx, ELEVENLABS, "voice_id", "ELEVENLABS_VOICE_ID", default=ELEVENLABS_VOICE))
-        self.model = str(provider_setting(ctx, ELEVENLABS, "model_id", "ELEVENLABS_MODEL_ID", default=ELEVENLABS_MODEL))
-        self.output_format = str(provider_setting(ctx, ELEVENLABS, "output_format", default=ELEVENLABS_FORMAT))
+        super().__init__(ctx)
+        self.base_url = _base_url(
+            ctx,
+            ELEVENLABS,
+            self.setting("base_url", "ELEVENLABS_BASE_URL", default=ELEVENLABS_BASE_URL),
+            "ELEVENLABS_BASE_URL",
+        )
+        self.api_key = self.secret(
+            "api_key",
+            "ELEVENLABS_API_KEY",
+            url=self.base_url,
+            hosts=[ELEVENLABS_BASE_URL, os.environ.get("ELEVENLABS_BASE_URL")],
+            required=True,
+        )
+        self.voice = str(self.setting("voice_id", "ELEVENLABS_VOICE_ID", default=ELEVENLABS_VOICE))
+        self.model = str(self.setting("model_id", "ELEVENLABS_MODEL_ID", default=ELEVENLABS_MODEL))
+        self.output_format = str(self.setting("output_format", default=ELEVENLABS_FORMAT))
         match = _FORMAT.match(self.output_format)
         if not match:
             raise PermanentStageError(
@@ -212,8 +243,8 @@ class ElevenLabsProvider:
                 hint=f"set {setting_path(ctx, ELEVENLABS, 'output_format')} to e.g. pcm_22050 or mp3_44100_128",
             )
         self.kind, self.sample_rate = match.group(1), int(match.group(2))
-        self.voice_settings = provider_setting(ctx, ELEVENLABS, "voice_settings")
-        self.language_code = provider_setting(ctx, ELEVENLABS, "language_code")
+        self.voice_settings = self.setting("voice_settings")
+        self.language_code = self.setting("language_code")
         self.timeout = float_setting(ctx, ELEVENLABS, "timeout", DEFAULT_TIMEOUT)
         self.client = client
         self.hint_setting = f'theme.settings["{ctx.stage}"]["{ELEVENLABS}"]: api_key (ELEVENLABS_API_KEY), voice_id (ELEVENLABS_VOICE_ID), model_id'
@@ -237,31 +268,18 @@ class ElevenLabsProvider:
             body["voice_settings"] = self.voice_settings
         if self.language_code:
             body["language_code"] = str(self.language_code)
-        client = self.client or make_client(self.timeout)
+        client = self.client or self.new_client(self.timeout)
         try:
-            response = http.request(
-                self.ctx, "POST", f"{self.base_url}/v1/text-to-speech/{quote(self.voice, safe='')}/with-timestamps",
-                provider=ELEVENLABS, hint_setting=self.hint_setting, secrets=[self.api_key], client=client,
-                params={"output_format": self.output_format}, json=body,
-                headers={"xi-api-key": self.api_key, "Accept": "application/json"},
+            response = self.request(
+                "POST", f"{self.base_url}/v1/text-to-speech/{quote(self.voice, safe='')}/with-timestamps",
+                client=client, params={"output_format": self.output_format}, json=body,
+                headers={"xi-api-key": self.api_key or "", "Accept": "application/json"},
             )  # fmt: skip
         finally:
             if self.client is None:
                 client.close()
         hint = "check base_url: it must be the ElevenLabs API (or a compatible one)"
-        try:
-            answer = response.json()
-        except ValueError:
-            raise PermanentStageError(
-                f"{ELEVENLABS}: the answer is not JSON ({len(response.content)} bytes)", hint=hint
-            ) from None
-        encoded = answer.get("audio_base64") if isinstance(answer, dict) else None
-        if not isinstance(encoded, str) or not encoded:
-            raise PermanentStageError(f"{ELEVENLABS}: the answer has no audio_base64", hint=hint)
-        try:
-            data = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise PermanentStageError(f"{ELEVENLABS}: audio_base64 is not valid base64", hint=hint) from None
+        data, alignment = elevenlabs_answer(self.json(response, hint=hint))
         try:
             samples = self._decode(data)
         except NotAudio as exc:
@@ -269,7 +287,7 @@ class ElevenLabsProvider:
                 f"{ELEVENLABS} returned audio that cannot be decoded ({self.output_format}): {exc}", hint=hint
             ) from None
         check_audio(samples, self.sample_rate, text, ELEVENLABS)
-        words = alignment_words(text, answer.get("alignment") or answer.get("normalized_alignment"))
+        words = alignment_words(text, alignment)
         if not words:
             self.ctx.logger.warning(
                 "%s: no usable alignment for %r; captions timed by characters", ELEVENLABS, text[:60]
@@ -277,29 +295,48 @@ class ElevenLabsProvider:
         return Speech(samples=samples, sample_rate=self.sample_rate, words=words)
 
 
-class OpenAISpeechProvider:
+class OpenAISpeechProvider(HttpProvider):
     """``POST {base_url}/audio/speech`` with ``response_format: "wav"``; no timings.
 
     Settings (``theme.settings["voiceover"]["openai"]``, env fallback): ``base_url``
-    (OPENAI_BASE_URL), ``api_key`` (OPENAI_API_KEY; required for api.openai.com / openrouter.ai only),
-    ``model`` (TRENDREEL_TTS_MODEL, default gpt-4o-mini-tts; tts-1 / tts-1-hd work too), ``voice``
-    (TRENDREEL_TTS_VOICE, default alloy), ``instructions`` (gpt-4o-mini-tts only), ``speed``,
-    ``sample_rate`` (24000), ``timeout`` (seconds).
+    (OPENAI_BASE_URL), ``api_key`` (OPENAI_API_KEY; required for api.openai.com / openrouter.ai only;
+    the environment's key goes only to api.openai.com, the OPENAI_BASE_URL host or
+    TRENDREEL_PROVIDER_HOSTS), ``model`` (TRENDREEL_TTS_MODEL, default gpt-4o-mini-tts; tts-1 /
+    tts-1-hd work too), ``voice`` (TRENDREEL_TTS_VOICE, default alloy), ``instructions``
+    (gpt-4o-mini-tts only), ``speed``, ``sample_rate`` (24000), ``timeout`` (seconds).
     """
 
-    engine = OPENAI
+    name = engine = OPENAI
 
     def __init__(self, ctx: StageContext, *, client: httpx.Client | None = None) -> None:
-        self.ctx = ctx
-        self.base_url = str(
-            provider_setting(ctx, OPENAI, "base_url", "OPENAI_BASE_URL", default=OPENAI_BASE_URL)
-        ).rstrip("/")
-        self.api_key = provider_setting(ctx, OPENAI, "api_key", "OPENAI_API_KEY", required=key_required(self.base_url))
-        self.model = str(provider_setting(ctx, OPENAI, "model", "TRENDREEL_TTS_MODEL", default=OPENAI_MODEL))
-        self.voice = str(provider_setting(ctx, OPENAI, "voice", "TRENDREEL_TTS_VOICE", default=OPENAI_VOICE))
-        self.instructions = provider_setting(ctx, OPENAI, "instructions")
-        self.speed = provider_setting(ctx, OPENAI, "speed")
-        self.sample_rate = int(float_setting(ctx, OPENAI, "sample_rate", OPENAI_RATE))
+        super().__init__(ctx)
+        self.base_url = _base_url(
+            ctx, OPENAI, self.setting("base_url", "OPENAI_BASE_URL", default=OPENAI_BASE_URL), "OPENAI_BASE_URL"
+        )
+        self.api_key = self.secret(
+            "api_key",
+            "OPENAI_API_KEY",
+            url=self.base_url,
+            hosts=[OPENAI_BASE_URL, os.environ.get("OPENAI_BASE_URL")],
+            required=key_required(self.base_url),
+        )
+        self.model = str(self.setting("model", "TRENDREEL_TTS_MODEL", default=OPENAI_MODEL))
+        self.voice = str(self.setting("voice", "TRENDREEL_TTS_VOICE", default=OPENAI_VOICE))
+        self.instructions = self.setting("instructions")
+        speed = self.setting("speed")
+        self.speed = as_float(speed, low=0.25, high=4.0) if speed is not None else None
+        if speed is not None and self.speed is None:
+            raise PermanentStageError(
+                f"{OPENAI}: speed must be a number, got {str(speed)[:40]!r}",
+                hint=f"fix {setting_path(ctx, OPENAI, 'speed')}",
+            )
+        rate = float_setting(ctx, OPENAI, "sample_rate", OPENAI_RATE)
+        if not 8000 <= rate <= 96000:
+            raise PermanentStageError(
+                f"{OPENAI}: sample_rate {rate:g} is not 8000-96000",
+                hint=f"fix {setting_path(ctx, OPENAI, 'sample_rate')}",
+            )
+        self.sample_rate = int(rate)
         self.timeout = float_setting(ctx, OPENAI, "timeout", DEFAULT_TIMEOUT)
         self.client = client
         self.hint_setting = f'theme.settings["{ctx.stage}"]["{OPENAI}"]: api_key (OPENAI_API_KEY), model, voice, base_url (OPENAI_BASE_URL)'
@@ -309,14 +346,11 @@ class OpenAISpeechProvider:
         if self.instructions:
             body["instructions"] = str(self.instructions)
         if self.speed is not None:
-            body["speed"] = float(self.speed)
+            body["speed"] = self.speed
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        client = self.client or make_client(self.timeout)
+        client = self.client or self.new_client(self.timeout)
         try:
-            response = http.request(
-                self.ctx, "POST", f"{self.base_url}/audio/speech", provider=OPENAI, hint_setting=self.hint_setting,
-                secrets=[self.api_key], client=client, json=body, headers=headers,
-            )  # fmt: skip
+            response = self.request("POST", f"{self.base_url}/audio/speech", client=client, json=body, headers=headers)
         finally:
             if self.client is None:
                 client.close()
@@ -338,9 +372,11 @@ class OpenAISpeechProvider:
         return Speech(samples=samples, sample_rate=self.sample_rate)
 
 
-def make_network_provider(ctx: StageContext, name: str) -> ElevenLabsProvider | OpenAISpeechProvider:
-    if name == ELEVENLABS:
-        return ElevenLabsProvider(ctx)
-    if name == OPENAI:
-        return OpenAISpeechProvider(ctx)
-    raise PermanentStageError(f"voiceover provider {name!r} is not a network provider")
+def _base_url(ctx: StageContext, provider: str, value: Any, env: str) -> str:
+    url = str(value).strip().rstrip("/")
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise PermanentStageError(
+            f"{provider}: base_url {url[:80]!r} is not http(s)",
+            hint=f"fix {setting_path(ctx, provider, 'base_url', env)}",
+        )
+    return url

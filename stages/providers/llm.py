@@ -16,18 +16,17 @@ only for hosted APIs (api.openai.com, openrouter.ai); a local server needs none.
 
 from __future__ import annotations
 
-import json
+import os
 import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from stages.base import PermanentStageError, StageContext
-from stages.providers import http
-from stages.providers.http import provider_setting, setting_path
-from stages.providers.writer import (
+from stages.http import HttpProvider, float_setting, provider_setting, setting_path
+from stages.payload import MAX_DEPTH, PayloadError, as_dict, as_float, as_list, loads
+from stages.scripts import (
     HEADLINE_MAX_CHARS,
     HEADLINE_MAX_WORDS,
     HOOK_MAX_WORDS,
@@ -37,15 +36,13 @@ from stages.providers.writer import (
     OPERATOR_HOOK_MAX_WORDS,
     TITLE_MAX_CHARS,
     WORDS_PER_SECOND,
-    clean_text,
     clean_title,
-    count_words,
     hashtag,
     headline_from,
     parse_notes,
-    shorten,
-    strip_emoji,
+    validate_script,
 )
+from stages.text import clean_text, count_words, shorten, strip_emoji
 
 PROVIDER = "openai"
 PROMPT_VERSION = "script-llm-2025.1"
@@ -64,27 +61,17 @@ def key_required(base_url: str) -> bool:
     return any(host == h or host.endswith("." + h) for h in KEY_REQUIRED_HOSTS)
 
 
-def float_setting(ctx: StageContext, provider: str, name: str, default: float) -> float:
-    raw = provider_setting(ctx, provider, name, default=default)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
+def _number_setting(ctx: StageContext, name: str, *, low: float, high: float) -> float | None:
+    raw = provider_setting(ctx, PROVIDER, name)
+    if raw is None:
+        return None
+    value = as_float(raw)
+    if value is None or not low <= value <= high:
         raise PermanentStageError(
-            f"{provider}: {name} must be a number, got {raw!r}", hint=f"fix {setting_path(ctx, provider, name)}"
-        ) from None
-    if value <= 0:
-        raise PermanentStageError(
-            f"{provider}: {name} must be positive", hint=f"fix {setting_path(ctx, provider, name)}"
+            f"{PROVIDER}: {name} must be a number from {low:g} to {high:g}, got {str(raw)[:40]!r}",
+            hint=f"fix {setting_path(ctx, PROVIDER, name)}",
         )
     return value
-
-
-def make_client(timeout: float) -> httpx.Client:
-    return httpx.Client(
-        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
-        headers={"User-Agent": http.USER_AGENT},
-        follow_redirects=True,
-    )
 
 
 # -- prompt --------------------------------------------------------------------------------------
@@ -205,24 +192,31 @@ class InvalidAnswer(Exception):
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S | re.I)
 
 
+MAX_ANSWER_CHARS = 200_000  # ~150 words of script are a few kB; a model that sends more is broken
+
+
 def parse_json(content: str) -> Any:
-    """The JSON object in a model's answer; tolerates a markdown fence or chatter around it."""
+    """The JSON object in a model's answer; tolerates a markdown fence or chatter around it.
+
+    Read through ``stages.payload.loads``: a huge, deeply nested or NaN-laden answer is an invalid
+    answer (worth the repair round), never an exception the stage did not expect.
+    """
+    if len(content) > MAX_ANSWER_CHARS:
+        raise InvalidAnswer(f"the answer is {len(content)} characters long; a script is a few thousand")
     text = content.strip()
     fenced = _FENCE.match(text)
     if fenced:
         text = fenced.group(1)
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return loads(text, max_bytes=MAX_ANSWER_CHARS, max_depth=MAX_DEPTH)
+    except PayloadError as exc:
         first, last = text.find("{"), text.rfind("}")
-        if 0 <= first < last:
+        if 0 <= first < last and (first, last) != (0, len(text) - 1):
             try:
-                return json.loads(text[first : last + 1])
-            except json.JSONDecodeError:
+                return loads(text[first : last + 1], max_bytes=MAX_ANSWER_CHARS, max_depth=MAX_DEPTH)
+            except PayloadError:
                 pass
-        raise InvalidAnswer(
-            f"the answer is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
+        raise InvalidAnswer(f"the answer is {str(exc).replace('the document', 'it')}") from None
 
 
 def _text(value: Any) -> Any:
@@ -289,53 +283,62 @@ def fit_headlines(script: dict[str, Any]) -> list[str]:
 
 def _content(body: Any) -> tuple[str, str]:
     """(content, finish_reason) of a chat-completions answer; a wrong shape is a permanent error."""
-    try:
-        choice = body["choices"][0]
-        message = choice["message"]
-    except (KeyError, IndexError, TypeError):
+    choices = as_list(as_dict(body).get("choices")) if as_dict(body) is not None else None
+    choice = as_dict(choices[0]) if choices else None
+    message = as_dict(choice.get("message")) if choice is not None else None
+    if message is None:
         raise PermanentStageError(
             f"{PROVIDER}: the answer has no choices[0].message (not a chat-completions response)",
             hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
-        ) from None
-    if isinstance(message, dict) and message.get("refusal"):
-        raise PermanentStageError(
-            f"{PROVIDER}: the model refused: {str(message['refusal'])[:300]}", hint="check the topic and operator notes"
         )
-    content = message.get("content") if isinstance(message, dict) else None
+    refusal = message.get("refusal")
+    if refusal:
+        shown = refusal if isinstance(refusal, str) else type(refusal).__name__
+        raise PermanentStageError(
+            f"{PROVIDER}: the model refused: {clean_text(shown)[:300]}", hint="check the topic and operator notes"
+        )
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": "..."}]
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     if not isinstance(content, str):
         content = ""
-    return content, str(choice.get("finish_reason") or "")
+    finish = choice.get("finish_reason")
+    return content, finish if isinstance(finish, str) else ""
 
 
 # -- writer --------------------------------------------------------------------------------------
-class OpenAIWriter:
-    """A ``ScriptWriter`` backed by a chat-completions endpoint; ``validate`` is the stage's contract check."""
+class OpenAIWriter(HttpProvider):
+    """A ``ScriptWriter`` backed by a chat-completions endpoint; its scripts are checked with the
+    contract's ``validate_script`` (a failing one costs one repair round)."""
 
     name = PROVIDER
+    prompt_version = PROMPT_VERSION
 
-    def __init__(
-        self, ctx: StageContext, validate: Callable[[Any], None], *, client: httpx.Client | None = None
-    ) -> None:
-        self.ctx = ctx
-        self.validate = validate
-        self.base_url = str(
-            provider_setting(ctx, PROVIDER, "base_url", "OPENAI_BASE_URL", default=DEFAULT_BASE_URL)
-        ).rstrip("/")
+    def __init__(self, ctx: StageContext, *, client: httpx.Client | None = None) -> None:
+        super().__init__(ctx)
+        self.base_url = str(self.setting("base_url", "OPENAI_BASE_URL", default=DEFAULT_BASE_URL)).rstrip("/")
+        if urlsplit(self.base_url).scheme not in ("http", "https"):
+            raise PermanentStageError(
+                f"{PROVIDER}: base_url {self.base_url[:80]!r} is not http(s)",
+                hint=f"fix {setting_path(ctx, PROVIDER, 'base_url', 'OPENAI_BASE_URL')}",
+            )
         hosted_openai = (urlsplit(self.base_url).hostname or "").lower() == "api.openai.com"
         self.model = str(
-            provider_setting(
-                ctx, PROVIDER, "model", "TRENDREEL_LLM_MODEL", required=not hosted_openai, default=DEFAULT_OPENAI_MODEL
-            )
+            self.setting("model", "TRENDREEL_LLM_MODEL", required=not hosted_openai, default=DEFAULT_OPENAI_MODEL)
         )
-        self.api_key = provider_setting(
-            ctx, PROVIDER, "api_key", "OPENAI_API_KEY", required=key_required(self.base_url)
+        # OPENAI_API_KEY goes to api.openai.com, to OPENAI_BASE_URL's host, or TRENDREEL_PROVIDER_HOSTS.
+        self.api_key = self.secret(
+            "api_key",
+            "OPENAI_API_KEY",
+            url=self.base_url,
+            hosts=[DEFAULT_BASE_URL, os.environ.get("OPENAI_BASE_URL")],
+            required=key_required(self.base_url),
         )
         self.timeout = float_setting(ctx, PROVIDER, "timeout", DEFAULT_TIMEOUT)
-        self.temperature = provider_setting(ctx, PROVIDER, "temperature")
-        self.max_tokens = provider_setting(ctx, PROVIDER, "max_tokens")
-        mode = provider_setting(
-            ctx, PROVIDER, "response_format", default="json_schema" if hosted_openai else "json_object"
-        )
+        self.temperature = _number_setting(ctx, "temperature", low=0.0, high=2.0)
+        max_tokens = _number_setting(ctx, "max_tokens", low=1, high=1_000_000)
+        self.max_tokens = int(max_tokens) if max_tokens is not None else None
+        mode = self.setting("response_format", default="json_schema" if hosted_openai else "json_object")
         if mode not in ("json_schema", "json_object", "none"):
             raise PermanentStageError(
                 f"{PROVIDER}: response_format {mode!r} is unknown",
@@ -368,17 +371,16 @@ class OpenAIWriter:
         if response_format:
             body["response_format"] = response_format
         if self.temperature is not None:
-            body["temperature"] = float(self.temperature)
+            body["temperature"] = self.temperature
         if self.max_tokens is not None:
-            body["max_tokens"] = int(self.max_tokens)
+            body["max_tokens"] = self.max_tokens
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        client = self.client or make_client(self.timeout)
+        client = self.client or self.new_client(self.timeout)
         try:
             try:
-                response = http.request(
-                    self.ctx, "POST", f"{self.base_url}/chat/completions", provider=PROVIDER, hint_setting=self.hint_setting,
-                    secrets=[self.api_key], client=client, json=body, headers=headers,
-                )  # fmt: skip
+                response = self.request(
+                    "POST", f"{self.base_url}/chat/completions", client=client, json=body, headers=headers
+                )
             except PermanentStageError as exc:
                 # A server that does not know json_schema says so with a 400: fall back to json_object.
                 if (
@@ -393,13 +395,7 @@ class OpenAIWriter:
         finally:
             if self.client is None:
                 client.close()
-        try:
-            data = response.json()
-        except ValueError:
-            raise PermanentStageError(
-                f"{PROVIDER}: the answer is not JSON (HTTP {response.status_code}, {len(response.content)} bytes)",
-                hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
-            ) from None
+        data = self.json(response, hint="check that base_url points at an OpenAI-compatible /v1 endpoint")
         return _content(data)
 
     def _script(self, content: str, finish: str, *, target: int, wps: float) -> dict[str, Any]:
@@ -421,7 +417,7 @@ class OpenAIWriter:
                 ", ".join(fitted),
             )
         try:
-            self.validate(script)
+            validate_script(script)
         except PermanentStageError as exc:
             raise InvalidAnswer(exc.message) from None
         return script

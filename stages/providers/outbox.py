@@ -22,51 +22,26 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 from django.conf import settings
 
-from stages.base import PermanentStageError, TransientStageError
-
-VIDEO_NAME = "video.mp4"
-METADATA_NAME = "metadata.json"
-
-
-@dataclass
-class Package:
-    job_id: int
-    video: Path
-    thumbnail: Path | None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Delivery:
-    location: str  # the job's folder (absolute)
-    video: str  # absolute path of the delivered video
-    metadata: str  # absolute path of the metadata JSON
-    external_id: str
-    reused: bool  # the same files were already there (an earlier attempt crashed after writing)
-
-
-class Publisher(Protocol):
-    destination: str
-
-    def deliver(self, package: Package) -> Delivery: ...
+from stages.base import PermanentStageError, StageContext, TransientStageError
+from stages.publish import METADATA_NAME, VIDEO_NAME, Delivery, Package
 
 
 class OutboxPublisher:
-    destination = "outbox"
+    """The ``outbox`` destination (``stages.publish.Publisher``)."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    name = destination = "outbox"
+
+    def __init__(self, ctx: StageContext | None = None, *, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else Path(settings.OUTBOX_DIR)
 
     def folder(self, job_id: int) -> Path:
         return self.root / str(int(job_id))
 
-    def deliver(self, package: Package) -> Delivery:
+    def deliver(self, package: Package, ctx: StageContext | None = None) -> Delivery:
         folder = self.folder(package.job_id)
         video_path = folder / VIDEO_NAME
         metadata_path = folder / METADATA_NAME
@@ -74,11 +49,9 @@ class OutboxPublisher:
             folder.mkdir(parents=True, exist_ok=True)
             digest = sha256_file(package.video)
             delivery = Delivery(
-                location=str(folder),
-                video=str(video_path),
-                metadata=str(metadata_path),
                 external_id=str(package.job_id),
-                reused=False,
+                location=str(folder),
+                meta={"video": str(video_path), "metadata": str(metadata_path)},
             )
             if self._already_there(package.job_id, digest, video_path, metadata_path):
                 delivery.reused = True

@@ -14,9 +14,13 @@ Settings (``theme.settings["scene_generation"]["pexels"]``, all optional but the
 
 Why it is shaped this way:
 
-* Searches go through ``stages.providers.http.request`` (429/5xx/timeouts transient with short
-  in-call retries, 401/403 permanent with a hint naming the key's settings, the key never in a
-  message). The key is sent only to the API host: downloads use a client without it.
+* Searches go through ``stages.http`` (``PexelsSource`` is an ``HttpProvider``: 429/5xx/timeouts
+  transient with short in-call retries, 401/403 permanent with a hint naming the key's settings,
+  the key never in a message). The key is sent only to the API host: downloads use a client
+  without it; ``PEXELS_API_KEY`` from the environment goes only to api.pexels.com (or hosts in
+  ``TRENDREEL_PROVIDER_HOSTS``).
+* The search answer is read for what it is: a hit without a usable id or files, a photographer
+  that is not text, sizes of ``1e999`` are skipped or clamped, never an exception.
 * From each hit the file closest to 1080x1920 is chosen (portrait first, "hd" preferred, nothing
   over ``max_mb``); it is streamed to a ``.part`` file, **probed** (Pillow ``verify`` + decode for
   photos; ``stages.media.probe`` for videos: a video stream, a sane duration and size), and only
@@ -46,8 +50,11 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 from django.conf import settings
 
+from stages import egress
 from stages.base import PermanentStageError, StageContext, StageError, TransientStageError
-from stages.providers import http
+from stages.http import HttpProvider, masked, new_client
+from stages.payload import as_dict, as_float, as_http_url, as_int, as_list
+from stages.text import STOPWORDS, plain_text
 
 PROVIDER = "pexels"
 ENV_KEY = "PEXELS_API_KEY"
@@ -57,49 +64,7 @@ MEDIA = ("photos", "videos")
 ORIENTATIONS = ("portrait", "landscape", "square")
 MIN_SIDE = 240  # a file smaller than this is no scene
 MAX_VIDEO_SECONDS = 600.0
-_STOP = {
-    "a",
-    "an",
-    "and",
-    "are",
-    "as",
-    "at",
-    "be",
-    "by",
-    "for",
-    "from",
-    "has",
-    "have",
-    "how",
-    "in",
-    "into",
-    "is",
-    "it",
-    "its",
-    "just",
-    "more",
-    "new",
-    "now",
-    "of",
-    "on",
-    "or",
-    "our",
-    "so",
-    "that",
-    "the",
-    "this",
-    "to",
-    "was",
-    "what",
-    "why",
-    "will",
-    "with",
-    "you",
-    "your",
-    "follow",
-    "like",
-    "stories",
-}
+_STOP = STOPWORDS | {"follow", "like", "stories"}  # plus words of our own calls to action
 _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
 
 
@@ -161,11 +126,13 @@ def query_for(headline: str, keywords: list[str], *, max_words: int = 6) -> str:
     return " ".join(words)[:100].strip()
 
 
-class PexelsSource:
+class PexelsSource(HttpProvider):
     """Pexels search + download for one stage run (holds its HTTP clients; ``close`` them)."""
 
+    name = PROVIDER
+
     def __init__(self, ctx: StageContext, conf: dict[str, Any] | None = None, *, cache_dir: Path | None = None) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         conf = conf if conf is not None else (ctx.stage_settings.get(PROVIDER) or {})
         if not isinstance(conf, dict):
             raise PermanentStageError(
@@ -173,17 +140,23 @@ class PexelsSource:
             )
         conf = dict(conf)
         self.hint_setting = f'theme.settings["{ctx.stage}"]["pexels"]["api_key"] or {ENV_KEY}'
-        key = conf.get("api_key") or os.environ.get(ENV_KEY)
-        if not key:
-            raise PermanentStageError(
-                "pexels: no API key", hint=f"set {self.hint_setting} (free key: https://www.pexels.com/api/)"
-            )
-        self.key = str(key)
         self.base = str(conf.get("base_url") or DEFAULT_BASE).rstrip("/")
         if urlsplit(self.base).scheme not in ("http", "https"):
             raise PermanentStageError(
-                f"pexels: base_url {self.base!r} is not http(s)", hint="leave it out for the real API"
+                f"pexels: base_url {self.base[:80]!r} is not http(s)", hint="leave it out for the real API"
             )
+        if conf.get("api_key"):
+            secret = egress.Secret(value=str(conf["api_key"]), setting=self.hint_setting)
+        elif os.environ.get(ENV_KEY):
+            secret = egress.bind(os.environ[ENV_KEY], ENV_KEY, DEFAULT_BASE)
+            if not secret.allows(self.base):
+                raise secret.refusal(self.base, PROVIDER)
+        else:
+            raise PermanentStageError(
+                "pexels: no API key", hint=f"set {self.hint_setting} (free key: https://www.pexels.com/api/)"
+            )
+        self.secrets.append(secret)
+        self.key = secret.value
         self.media = str(conf.get("media") or "photos").lower()
         if self.media in ("photo", "video"):
             self.media += "s"
@@ -203,10 +176,11 @@ class PexelsSource:
         except (TypeError, ValueError) as exc:
             raise PermanentStageError(f"pexels: per_page/max_mb/timeout/attempts must be numbers ({exc})") from None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(settings.MEDIA_ROOT) / "cache" / "pexels"
-        limits = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+        if not 0 < timeout < 3600 or not 0 < self.download_seconds < 86400:
+            raise PermanentStageError("pexels: timeout/download_timeout must be positive numbers of seconds")
         # The key goes only to the API; file downloads (a CDN) get a client without it.
-        self.api = httpx.Client(timeout=limits, headers={"User-Agent": http.USER_AGENT}, follow_redirects=True)
-        self.files = httpx.Client(timeout=limits, headers={"User-Agent": http.USER_AGENT}, follow_redirects=True)
+        self.api = self.new_client(timeout)
+        self.files = new_client(timeout, provider=PROVIDER)
         self.downloads = 0  # files actually fetched (not served from the cache)
 
     def close(self) -> None:
@@ -223,35 +197,24 @@ class PexelsSource:
     def search(self, query: str) -> list[Hit]:
         path = "/videos/search" if self.media == "videos" else "/v1/search"
         params = {"query": query, "orientation": self.orientation, "per_page": self.per_page}
-        response = http.request(
-            self.ctx,
+        response = self.request(
             "GET",
             f"{self.base}{path}?{urlencode(params)}",
-            provider=PROVIDER,
-            hint_setting=self.hint_setting,
-            secrets=[self.key],
             client=self.api,
             attempts=self.attempts,
             headers={"Authorization": self.key},
+            max_bytes=4 * 1024 * 1024,
         )
+        hint = f"check {self.base} is the Pexels API (pexels base_url)"
         try:
-            data = response.json()
-        except ValueError:
+            data = self.json(response, hint=hint)
+        except PermanentStageError:
             raise PermanentStageError(
                 f"pexels answered HTTP {response.status_code} with a body that is not JSON: "
-                f"{http.masked(' '.join(response.text.split())[:120], [self.key])}",
-                hint=f"check {self.base} is the Pexels API (pexels base_url)",
+                f"{masked(' '.join(response.text.split())[:120], [self.key])}",
+                hint=hint,
             ) from None
-        key = "videos" if self.media == "videos" else "photos"
-        records = data.get(key) if isinstance(data, dict) else None
-        if not isinstance(records, list):
-            raise PermanentStageError(
-                f"pexels search answered JSON without a {key!r} list",
-                hint=f"check {self.base} is the Pexels API (pexels base_url)",
-            )
-        parse = _video_hit if self.media == "videos" else _photo_hit
-        hits = [h for h in (parse(r, self.max_bytes) for r in records if isinstance(r, dict)) if h and h.files]
-        return hits
+        return parse_search(data, self.media, self.max_bytes, hint=hint)
 
     # -- download --------------------------------------------------------------------------------
     def fetch(self, hit: Hit) -> Fetched:
@@ -413,15 +376,36 @@ def probe_video(path: Path, ctx: StageContext | None = None) -> tuple[int, int, 
 
 
 # -- response parsing ----------------------------------------------------------------------------
+def parse_search(data: Any, media: str, max_bytes: int, *, hint: str = "") -> list[Hit]:
+    """The usable hits of a search answer (at most 80); ``PermanentStageError`` when it has no list."""
+    key = "videos" if media == "videos" else "photos"
+    records = as_list(data.get(key)) if isinstance(data, dict) else None
+    if records is None:
+        raise PermanentStageError(f"pexels search answered JSON without a {key!r} list", hint=hint)
+    parse = _video_hit if media == "videos" else _photo_hit
+    return [h for h in (parse(r, max_bytes) for r in records[:80] if isinstance(r, dict)) if h and h.files]
+
+
+def _hit_id(value: Any) -> int | str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return value
+    if isinstance(value, str) and 0 < len(value.strip()) <= 64:
+        return value.strip()
+    return None
+
+
 def _user(record: dict[str, Any]) -> tuple[str, str]:
-    user = record.get("user") if isinstance(record.get("user"), dict) else {}
-    name = record.get("photographer") or user.get("name") or ""
-    url = record.get("photographer_url") or user.get("url") or ""
-    return str(name)[:200], _http_url(url)
+    user = as_dict(record.get("user")) or {}
+    name = plain_text(record.get("photographer"), 200) or plain_text(user.get("name"), 200)
+    url = _http_url(record.get("photographer_url")) or _http_url(user.get("url"))
+    return name, url
 
 
 def _photo_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
-    src = record.get("src") if isinstance(record.get("src"), dict) else {}
+    hit_id = _hit_id(record.get("id"))
+    if hit_id is None:
+        return None
+    src = as_dict(record.get("src")) or {}
     files: list[dict[str, Any]] = []
     original = _http_url(src.get("original"))
     if original:
@@ -438,41 +422,39 @@ def _photo_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
         url = _http_url(src.get(name))
         if url and all(f["url"] != url for f in files):
             files.append({"url": url, "width": None, "height": None})
-    if record.get("id") in (None, ""):
-        return None
     author, author_url = _user(record)
     return Hit(
-        id=record["id"],
+        id=hit_id,
         media="photo",
         page_url=_http_url(record.get("url")),
         author=author,
         author_url=author_url,
         files=files,
-        alt=str(record.get("alt") or "")[:300],
+        alt=plain_text(record.get("alt"), 300),
     )
 
 
 def _video_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
-    if record.get("id") in (None, ""):
+    hit_id = _hit_id(record.get("id"))
+    if hit_id is None:
         return None
     files = []
-    for f in record.get("video_files") or []:
+    for f in (as_list(record.get("video_files")) or [])[:50]:
         if not isinstance(f, dict):
             continue
         url = _http_url(f.get("link"))
-        kind = str(f.get("file_type") or "")
+        kind = f.get("file_type") if isinstance(f.get("file_type"), str) else ""
         if not url or (kind and kind != "video/mp4"):
             continue
-        size = f.get("size")
-        if isinstance(size, (int, float)) and size > max_bytes:
+        size = as_float(f.get("size"))
+        if size is not None and size > max_bytes:
             continue
-        files.append(
-            {"url": url, "width": _int(f.get("width")), "height": _int(f.get("height")), "quality": f.get("quality")}
-        )
+        quality = f.get("quality") if isinstance(f.get("quality"), str) else None
+        files.append({"url": url, "width": _int(f.get("width")), "height": _int(f.get("height")), "quality": quality})
     files.sort(key=_video_rank)
     author, author_url = _user(record)
     return Hit(
-        id=record["id"],
+        id=hit_id,
         media="video",
         page_url=_http_url(record.get("url")),
         author=author,
@@ -496,15 +478,11 @@ def _photo_ext(url: str) -> str:
 
 
 def _http_url(value: Any) -> str:
-    url = str(value or "").strip()
-    return url if urlsplit(url).scheme in ("http", "https") and len(url) <= 2000 else ""
+    return as_http_url(value)
 
 
 def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return as_int(value, low=0, high=100_000)
 
 
 def _short(url: str) -> str:

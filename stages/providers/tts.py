@@ -192,3 +192,35 @@ def make_provider(settings: dict[str, Any], theme_voice: str = "") -> VoiceProvi
         return EspeakProvider(str(voice or DEFAULT_ESPEAK_VOICE), rate_wpm=int(settings.get("rate", 175)))
     except ValueError as exc:
         raise VoiceConfigError(str(exc)) from exc
+
+
+# -- the voiceover registry's offline entries ----------------------------------------------------
+def _offline(ctx: Any, engine: str | None) -> VoiceProvider:
+    """The offline provider for a stage run: ``theme.settings["voiceover"]`` minus the chain keys,
+    with ``engine`` forced when the chain names one ("piper", "espeak-ng")."""
+    from stages.base import PermanentStageError
+
+    settings = {k: v for k, v in ctx.stage_settings.items() if k not in ("provider", "providers")}
+    if engine:
+        settings["engine"] = engine
+    try:
+        return make_provider(settings, str(ctx.theme.get("voice") or ""))
+    except VoiceConfigError as exc:
+        raise PermanentStageError(
+            f"voiceover engine/voice setting is unusable: {exc}",
+            hint='set theme.voice or theme.settings["voiceover"]["engine"] to "piper" or "espeak-ng", '
+            'and providers to names among "elevenlabs", "openai", "offline"',
+        ) from exc
+
+
+def offline_voice(ctx: Any) -> VoiceProvider:
+    """ "offline": the engine the settings or the theme's voice imply, else Piper, else eSpeak NG."""
+    return _offline(ctx, None)
+
+
+def piper_voice(ctx: Any) -> VoiceProvider:
+    return _offline(ctx, PIPER)
+
+
+def espeak_voice(ctx: Any) -> VoiceProvider:
+    return _offline(ctx, ESPEAK)

@@ -3,7 +3,9 @@
 Settings (``theme.settings["publish"]["webhook"]``, env vars as fallback):
 
 * ``url`` (``TRENDREEL_WEBHOOK_URL``, required) – where to POST;
-* ``secret`` (``TRENDREEL_WEBHOOK_SECRET``, required) – HMAC key for the signature;
+* ``secret`` (``TRENDREEL_WEBHOOK_SECRET``, required) – HMAC key for the signature. The
+  environment's secret signs only requests to ``TRENDREEL_WEBHOOK_URL``'s host (or hosts in
+  ``TRENDREEL_PROVIDER_HOSTS``): a theme that points the webhook elsewhere needs its own secret;
 * ``video_url`` (optional) – a template such as ``"https://cdn.example/outbox/{job_id}/video.mp4"``
   for receivers that fetch the file over HTTP; the payload always carries the local path too;
 * ``timeout`` (optional, seconds, default 20).
@@ -23,15 +25,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from stages import http
 from stages.base import PermanentStageError, StageContext
-from stages.providers import http
-from stages.providers.outbox import Package, sha256_file
+from stages.payload import as_float
+from stages.providers.outbox import sha256_file
+from stages.publish import Delivery, Package
+from stages.text import plain_text
 
 NAME = "webhook"
 SIGNATURE_HEADER = "X-Trendreel-Signature"
@@ -54,28 +59,35 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-@dataclass
-class WebhookDelivery:
-    delivery_id: str
-    status_code: int
-    url: str  # masked: scheme + host + path, no query string (may carry a token)
-    response_excerpt: str
+class WebhookPublisher(http.HttpProvider):
+    """The ``webhook`` destination (``stages.publish.Publisher``)."""
 
-
-class WebhookPublisher:
-    destination = NAME
+    name = destination = NAME
+    hint_setting = (
+        'theme.settings["publish"]["webhook"] url and secret, or TRENDREEL_WEBHOOK_URL / TRENDREEL_WEBHOOK_SECRET'
+    )
 
     def __init__(self, ctx: StageContext) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.url = str(provider_setting(ctx, NAME, "url", "TRENDREEL_WEBHOOK_URL"))
-        self.secret = str(provider_setting(ctx, NAME, "secret", "TRENDREEL_WEBHOOK_SECRET"))
         if not self.url.startswith(("http://", "https://")):
             raise PermanentStageError(
                 "webhook: url must start with http:// or https://",
                 hint='check theme.settings["publish"]["webhook"]["url"] or TRENDREEL_WEBHOOK_URL',
             )
+        secret = self.secret(
+            "secret",
+            "TRENDREEL_WEBHOOK_SECRET",
+            url=self.url,
+            hosts=[os.environ.get("TRENDREEL_WEBHOOK_URL")],
+            required=True,
+        )
+        self.signing_key = str(secret)
         self.video_url = provider_setting(ctx, NAME, "video_url", None, required=False, default="")
-        self.timeout = float(provider_setting(ctx, NAME, "timeout", None, required=False, default=20.0))
+        timeout = as_float(provider_setting(ctx, NAME, "timeout", None, required=False, default=20.0))
+        if timeout is None or not 0 < timeout <= 600:
+            raise PermanentStageError("webhook: timeout must be a number of seconds up to 600", hint=self.hint_setting)
+        self.timeout = timeout
 
     def payload(self, package: Package, earlier: dict[str, dict[str, Any]]) -> dict[str, Any]:
         meta = package.metadata
@@ -119,32 +131,25 @@ class WebhookPublisher:
         }
 
     def deliver(
-        self, package: Package, earlier: dict[str, dict[str, Any]] | None = None, *, client: httpx.Client | None = None
-    ) -> WebhookDelivery:
-        payload = self.payload(package, earlier or {})
+        self, package: Package, ctx: StageContext | None = None, *, client: httpx.Client | None = None
+    ) -> Delivery:
+        payload = self.payload(package, package.published)
         body = json.dumps(payload, ensure_ascii=False, sort_keys=True).encode("utf-8")
         did = payload["delivery_id"]
         own = client is None
-        client = client or httpx.Client(
-            timeout=httpx.Timeout(self.timeout, connect=min(5.0, self.timeout)),
-            headers={"User-Agent": http.USER_AGENT},
-            follow_redirects=False,
-        )
+        client = client or self.new_client(self.timeout, follow_redirects=False)
         try:
-            response = http.request(
-                self.ctx,
+            response = self.request(
                 "POST",
                 self.url,
-                provider="webhook",
-                hint_setting='theme.settings["publish"]["webhook"] url and secret, or TRENDREEL_WEBHOOK_URL / TRENDREEL_WEBHOOK_SECRET',
-                secrets=[self.secret],
                 client=client,
                 content=body,
                 headers={
                     "Content-Type": "application/json; charset=utf-8",
-                    SIGNATURE_HEADER: sign(self.secret, body),
+                    SIGNATURE_HEADER: sign(self.signing_key, body),
                     DELIVERY_HEADER: did,
                 },
+                max_bytes=256 * 1024,
             )
         finally:
             if own:
@@ -155,8 +160,23 @@ class WebhookPublisher:
                 f"webhook answered HTTP {response.status_code} (not 2xx) at {shown}",
                 hint='the webhook URL redirects or is not a receiver; check theme.settings["publish"]["webhook"]["url"]',
             )
-        excerpt = http.masked(" ".join(response.text.split())[:200], [self.secret]) if response.content else ""
-        return WebhookDelivery(delivery_id=did, status_code=response.status_code, url=shown, response_excerpt=excerpt)
+        excerpt = ""
+        if response.content:  # the receiver's words, as text: shown in the console, never parsed
+            excerpt = http.masked(
+                plain_text(response.content[:4096].decode("utf-8", "replace"), 200), self.secret_values
+            )
+        return Delivery(
+            external_id=did,
+            location=shown,
+            meta={"delivery_id": did, "status_code": response.status_code, "url": shown, "response": excerpt},
+        )
+
+
+def response_excerpt(content: bytes, secrets: list[str]) -> str:
+    """The receiver's answer as one short line of text for the console (never parsed, never trusted)."""
+    if not content:
+        return ""
+    return http.masked(plain_text(content[:4096].decode("utf-8", "replace"), 200), secrets)
 
 
 def _safe_url(url: str) -> str:

@@ -2,6 +2,10 @@
 
 Settings (``theme.settings["publish"]["youtube"]``, env vars as fallback):
 
+Credentials from the environment are sent only to Google's endpoints (www.googleapis.com,
+oauth2.googleapis.com) or hosts in ``TRENDREEL_PROVIDER_HOSTS``; a theme that moves ``base_url`` or
+``token_url`` elsewhere needs its own.
+
 * ``access_token`` (``YOUTUBE_ACCESS_TOKEN``) – an OAuth 2.0 token with the
   ``youtube.upload`` scope; **or** ``refresh_token`` + ``client_id`` + ``client_secret``
   (``YOUTUBE_REFRESH_TOKEN``, ``YOUTUBE_CLIENT_ID``, ``YOUTUBE_CLIENT_SECRET``), exchanged at
@@ -47,14 +51,16 @@ from typing import Any, Protocol
 
 import httpx
 
+from stages import egress, http
 from stages.base import PermanentStageError, StageContext, TransientStageError
-from stages.providers import http
-from stages.providers.outbox import Package
-from stages.providers.webhook import provider_setting
+from stages.payload import PayloadError, as_dict, as_int, as_list, loads
+from stages.publish import Delivery, Package
+from stages.text import plain_text
 
 NAME = "youtube"
 DEFAULT_BASE_URL = "https://www.googleapis.com"
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
+GOOGLE_HOSTS = (DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, "https://youtube.googleapis.com")
 DEFAULT_CHUNK = 8 * 1024 * 1024
 MAX_RECOVERIES = 3
 PRIVACY = ("private", "unlisted", "public")
@@ -110,17 +116,19 @@ class _SessionGone(Exception):
 
 
 def _reason(response: httpx.Response) -> str:
+    """Google's error reason (``quotaExceeded``...) from an error answer; "" when there is none."""
     try:
-        data = response.json()
-    except ValueError:
+        data = loads(response.content[: 256 * 1024])
+    except PayloadError:
         return ""
-    error = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(error, dict):
+    error = as_dict(data.get("error")) if isinstance(data, dict) else None
+    if error is None:
         return ""
-    for item in error.get("errors") or []:
-        if isinstance(item, dict) and item.get("reason"):
-            return str(item["reason"])
-    return str(error.get("status") or "")
+    for item in as_list(error.get("errors")) or []:
+        reason = item.get("reason") if isinstance(item, dict) else None
+        if isinstance(reason, str) and reason:
+            return plain_text(reason, 100)
+    return plain_text(error.get("status"), 100)
 
 
 def _classify(response: httpx.Response) -> None:
@@ -129,6 +137,9 @@ def _classify(response: httpx.Response) -> None:
     if response.request.method == "PUT" and status in (404, 410):
         raise _SessionGone()
     if status in (403, 429):
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > 256 * 1024:
+            return  # not one of Google's error answers: the generic mapping says 403/429
         response.read()
         reason = _reason(response)
         if reason in QUOTA_REASONS:
@@ -179,34 +190,39 @@ def build_body(metadata: dict[str, Any], *, privacy: str, category_id: str) -> d
     }
 
 
-class YouTubePublisher:
-    destination = NAME
+class YouTubePublisher(http.HttpProvider):
+    """The ``youtube`` destination (``stages.publish.Publisher``)."""
+
+    name = destination = NAME
 
     def __init__(self, ctx: StageContext) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
+        self.token_url = str(self.setting("token_url", default=DEFAULT_TOKEN_URL))
+        self.base_url = str(self.setting("base_url", default=DEFAULT_BASE_URL)).rstrip("/")
+        for what, url in (("token_url", self.token_url), ("base_url", self.base_url)):
+            if not url.startswith(("http://", "https://")):
+                raise PermanentStageError(
+                    f"youtube: {what} {url[:80]!r} is not http(s)",
+                    hint=f'leave theme.settings["publish"]["youtube"]["{what}"] out',
+                )
 
-        def opt(name: str, env: str | None = None, default: Any = None) -> Any:
-            return provider_setting(ctx, NAME, name, env, required=False, default=default)
+        def credential(name: str, env: str, url: str) -> str | None:
+            return self.secret(name, env, url=url, hosts=GOOGLE_HOSTS, refuse=True)
 
-        self.access_token = opt("access_token", "YOUTUBE_ACCESS_TOKEN")
-        self.refresh_token = opt("refresh_token", "YOUTUBE_REFRESH_TOKEN")
-        self.client_id = opt("client_id", "YOUTUBE_CLIENT_ID")
-        self.client_secret = opt("client_secret", "YOUTUBE_CLIENT_SECRET")
-        self.token_url = str(opt("token_url", None, DEFAULT_TOKEN_URL))
-        self.base_url = str(opt("base_url", None, DEFAULT_BASE_URL)).rstrip("/")
-        self.privacy = str(opt("privacy", None, "private"))
-        self.category_id = str(opt("category_id", None, "28"))
-        self.timeout = float(opt("timeout", None, 60.0))
-        self.max_wait = float(opt("max_wait", None, 5.0))
-        try:
-            self.chunk_bytes = int(opt("chunk_bytes", None, DEFAULT_CHUNK))
-        except (TypeError, ValueError):
-            self.chunk_bytes = 0
+        self.access_token = credential("access_token", "YOUTUBE_ACCESS_TOKEN", self.base_url)
+        self.refresh_token = credential("refresh_token", "YOUTUBE_REFRESH_TOKEN", self.token_url)
+        self.client_id = credential("client_id", "YOUTUBE_CLIENT_ID", self.token_url)
+        self.client_secret = credential("client_secret", "YOUTUBE_CLIENT_SECRET", self.token_url)
+        self.privacy = str(self.setting("privacy", default="private"))
+        self.category_id = str(self.setting("category_id", default="28"))
+        self.timeout = http.float_setting(ctx, NAME, "timeout", 60.0)
+        self.max_wait = http.float_setting(ctx, NAME, "max_wait", 5.0)
+        self.chunk_bytes = as_int(self.setting("chunk_bytes", default=DEFAULT_CHUNK), low=0, high=2**40, default=0) or 0
         if self.chunk_bytes <= 0:
             raise PermanentStageError("youtube: chunk_bytes must be a positive integer", hint="e.g. 8388608 (8 MiB)")
         if self.privacy not in PRIVACY:
             raise PermanentStageError(
-                f"youtube: privacy {self.privacy!r} is not one of {', '.join(PRIVACY)}",
+                f"youtube: privacy {self.privacy[:40]!r} is not one of {', '.join(PRIVACY)}",
                 hint='set theme.settings["publish"]["youtube"]["privacy"]',
             )
         self.refreshable = bool(self.refresh_token and self.client_id and self.client_secret)
@@ -220,36 +236,23 @@ class YouTubePublisher:
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
-    def secrets(self) -> list[str | None]:
-        return [self.access_token, self.refresh_token, self.client_secret, self._token, self._session]
+    def secret_values(self) -> list[str]:
+        """Everything scrubbed from messages: the credentials, the refreshed token, the session URI."""
+        return [*super().secret_values, *(v for v in (self._token, self._session) if v)]
 
     def _client(self) -> httpx.Client:
-        return httpx.Client(
-            timeout=httpx.Timeout(self.timeout, connect=min(5.0, self.timeout)),
-            headers={"User-Agent": http.USER_AGENT},
-            follow_redirects=False,  # 308 here means "Resume Incomplete", not a redirect
-            event_hooks={"response": [_classify]},
-        )
+        # 308 here means "Resume Incomplete", not a redirect
+        return self.new_client(self.timeout, follow_redirects=False, event_hooks={"response": [_classify]})
 
     def _call(
         self, client: httpx.Client, method: str, url: str, *, hint: str = TOKEN_HINT, **kwargs: Any
     ) -> httpx.Response:
-        return http.request(
-            self.ctx,
-            method,
-            url,
-            provider="youtube",
-            hint_setting=hint,
-            secrets=self.secrets,
-            client=client,
-            max_wait=self.max_wait,
-            **kwargs,
-        )
+        return self.request(method, url, client=client, hint_setting=hint, max_wait=self.max_wait, **kwargs)
 
     def _json(self, response: httpx.Response, what: str, hint: str) -> dict[str, Any]:
         try:
-            data = response.json()
-        except ValueError:
+            data = self.json(response, what, hint)
+        except PermanentStageError:
             data = None
         if not isinstance(data, dict):
             raise PermanentStageError(f"youtube: {what} was not a JSON object", hint=hint)
@@ -278,6 +281,11 @@ class YouTubePublisher:
                     "youtube: the token endpoint returned no access_token", hint=f"check {REFRESH_HINT}"
                 )
             self._token = token
+            bound = next((c for c in self.secrets if c.value == self.refresh_token and c.hosts is not None), None)
+            if bound is not None:  # a token made from the environment's refresh token stays on Google's hosts too
+                self.secrets.append(
+                    egress.bind(token, "the access token refreshed with YOUTUBE_REFRESH_TOKEN", *GOOGLE_HOSTS)
+                )
         else:
             self._token = str(self.access_token)
         return self._token
@@ -437,17 +445,33 @@ class YouTubePublisher:
 
     def _finish(self, resource: dict[str, Any], size: int, *, resumed: bool) -> YouTubeUpload:
         video_id = resource.get("id")
-        if not isinstance(video_id, str) or not video_id:
+        if not isinstance(video_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", video_id):
             raise PermanentStageError(
                 "youtube: the finished upload's answer has no video id",
                 hint="look in YouTube Studio before re-running (a re-run asks the same session and never uploads twice)",
             )
-        status = resource.get("status") if isinstance(resource.get("status"), dict) else {}
+        status = as_dict(resource.get("status")) or {}
         return YouTubeUpload(
             video_id=video_id,
             url=f"https://www.youtube.com/watch?v={video_id}",
-            privacy=str(status.get("privacyStatus") or self.privacy),
-            upload_status=str(status.get("uploadStatus") or ""),
+            privacy=plain_text(status.get("privacyStatus"), 20) or self.privacy,
+            upload_status=plain_text(status.get("uploadStatus"), 40),
             resumed=resumed,
             bytes=size,
+        )
+
+    def deliver(self, package: Package, ctx: StageContext) -> Delivery:
+        """The resumable upload, its session kept in the job's Publication row between attempts."""
+        upload = self.upload(package, package.session_store(NAME), progress=ctx.progress)
+        return Delivery(
+            external_id=upload.video_id,
+            location=upload.url,
+            meta={
+                "video_id": upload.video_id,
+                "url": upload.url,
+                "privacy": upload.privacy,
+                "upload_status": upload.upload_status,
+                "resumed": upload.resumed,
+                "bytes": upload.bytes,
+            },
         )

@@ -327,8 +327,9 @@ def test_a_missing_key_names_both_places(tmp_path):
     assert srv.requests == []
 
 
-def test_the_key_can_come_from_the_environment(tmp_path, monkeypatch):
+def test_the_key_can_come_from_the_environment(tmp_path, monkeypatch, settings):
     monkeypatch.setenv("PEXELS_API_KEY", "pk-from-env-999")
+    settings.TRENDREEL_PROVIDER_HOSTS = ["127.0.0.1"]  # the environment's key may go to this (test) host
     with FakeServer() as srv:
         srv.route("GET", SEARCH, Reply(200, json={"photos": []}))
         out = scene_generation.run(ctx_for(tmp_path, srv, api_key="")).output
@@ -336,6 +337,18 @@ def test_the_key_can_come_from_the_environment(tmp_path, monkeypatch):
     # No hit for a segment is not an API failure: every segment still asks, and falls to a card.
     assert len(out["provider_failures"]) == 6 and all("has no photos" in f["error"] for f in out["provider_failures"])
     assert [s["source"] for s in out["scenes"]] == ["card"] * 6
+
+
+def test_the_environments_key_never_goes_to_a_host_the_theme_chose(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEXELS_API_KEY", "pk-from-env-999")
+    with FakeServer() as srv:
+        srv.route("GET", SEARCH, Reply(200, json={"photos": []}))
+        out = scene_generation.run(ctx_for(tmp_path, srv, api_key="")).output
+    assert srv.requests == []
+    assert [s["source"] for s in out["scenes"]] == ["card"] * 6
+    [failure] = out["provider_failures"]
+    assert "PEXELS_API_KEY from the environment is only sent to api.pexels.com" in failure["error"]
+    assert "TRENDREEL_PROVIDER_HOSTS" in failure["hint"]
 
 
 def test_a_timeout_is_transient(tmp_path):

@@ -7,9 +7,9 @@ import time
 import httpx
 import pytest
 
+from stages import http
 from stages.base import PermanentStageError, TransientStageError
-from stages.providers import http
-from stages.providers.chain import provider_names, run_chain
+from stages.chain import Registry, run_chain
 from stages.tests.fakeserver import FakeServer, Reply
 from stages.tests.helpers import make_context
 
@@ -78,7 +78,8 @@ def test_the_chain_moves_on_and_records_who_produced(tmp_path):
             raise PermanentStageError("b has no key", hint="set B_KEY")
         return "from c"
 
-    result, report = run_chain(ctx, provider_names(ctx, "offline"), attempt)
+    registry = Registry("voiceover", {n: f"x.{n}" for n in "abc"}, default="a", method="speak")
+    result, report = run_chain(ctx, registry.names(ctx), attempt)
     assert result == "from c"
     assert report["provider"] == "c"
     assert [f["provider"] for f in report["failures"]] == ["a", "b"]

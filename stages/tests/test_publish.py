@@ -15,7 +15,8 @@ from jobs.tests.factories import approved
 from stages import publish
 from stages.base import PermanentStageError, TransientStageError
 from stages.providers import outbox
-from stages.providers.outbox import OutboxPublisher, Package
+from stages.providers.outbox import OutboxPublisher
+from stages.publish import Package
 from stages.tests.helpers import make_context
 
 TOPIC = {

@@ -16,7 +16,7 @@ from stages.providers.cards import (
     has_glyph,
     renderable,
 )
-from stages.providers.writer import TemplateWriter
+from stages.providers.template import TemplateWriter
 from stages.tests.helpers import make_context
 
 TOPIC = {

@@ -8,19 +8,12 @@ import pytest
 
 from stages import script_generation
 from stages.base import PermanentStageError
-from stages.providers.writer import (
-    CTAS,
-    HOOK_MAX_WORDS,
-    HOOKS,
-    OPENERS,
-    TemplateWriter,
-    count_words,
-    is_emoji,
-    parse_notes,
-)
-from stages.providers.writer import WORDS_PER_SECOND as WPS
+from stages.providers.template import CTAS, HOOKS, OPENERS, TemplateWriter
 from stages.script_generation import validate_script
+from stages.scripts import HOOK_MAX_WORDS, parse_notes
+from stages.scripts import WORDS_PER_SECOND as WPS
 from stages.tests.helpers import make_context
+from stages.text import count_words, is_emoji
 
 TOPIC = {
     "trend_id": 7,

@@ -346,3 +346,84 @@ def test_it_keeps_hyphenated_words_together_in_keywords_and_hashtags(tmp_path):
     topic = analyse(tmp_path, [story], theme={"keywords": ["python"], "name": "Tech pulse"})["topic"]
     assert topic["keywords"][:2] == ["python", "free-threaded"]
     assert topic["hashtags"][:2] == ["#Python", "#FreeThreaded"]
+
+
+# -- dates that cannot be trusted ----------------------------------------------------------------
+def fetched(title: str, *, published: datetime | None, seen: datetime, source: str = "wire", engagement: int = 50):
+    n = next(_ids)
+    return Trend.objects.create(
+        source=source,
+        external_id=f"{source}-{n}",
+        title=title,
+        url=f"https://{source}.example/story-{n}",
+        published=published,
+        engagement=engagement,
+        first_seen=seen,
+        last_seen=seen,
+    )
+
+
+@pytest.mark.django_db
+def test_a_date_far_in_the_future_is_clamped_and_does_not_become_now(tmp_path):
+    seen = NEWEST + timedelta(hours=2)  # fetched two hours after the newest real story
+    stories = [
+        fetched("Chip maker doubles output at its new plant", published=NEWEST, seen=seen),
+        fetched("City opens a second tram line downtown", published=NEWEST - timedelta(hours=3), seen=seen),
+        fetched("Mystery gadget promises to end all gadgets", published=datetime(9999, 12, 31, tzinfo=UTC), seen=seen),
+    ]
+    out = analyse(tmp_path, stories, theme={"keywords": []})
+    assert datetime.fromisoformat(out["reference_time"]) == NEWEST  # the trusted newest date, not 9999
+    by_title = {c["title"]: c for c in out["candidates"]}
+    future = by_title["Mystery gadget promises to end all gadgets"]
+    assert future["flags"] == ["future date clamped to the fetch time"]
+    assert future["components"]["recency"] <= 0.5
+    assert by_title["Chip maker doubles output at its new plant"]["components"]["recency"] == 1.0
+    assert by_title["City opens a second tram line downtown"]["components"]["recency"] > 0.9  # not 0
+    assert out["topic"]["title"] == "Chip maker doubles output at its new plant"
+
+
+@pytest.mark.django_db
+def test_a_date_a_little_ahead_is_a_clock_skew_not_a_lie(tmp_path):
+    seen = NEWEST
+    stories = [
+        fetched("Skewed clock story about rockets", published=NEWEST + timedelta(minutes=20), seen=seen),
+        fetched("Older story about trains", published=NEWEST - timedelta(hours=30), seen=seen),
+    ]
+    out = analyse(tmp_path, stories, theme={"keywords": []})
+    first = out["candidates"][0]
+    assert first["title"] == "Skewed clock story about rockets" and "flags" not in first
+
+
+@pytest.mark.django_db
+def test_undated_items_get_the_fetch_time_with_a_penalty_never_the_top_score(tmp_path):
+    seen = NEWEST + timedelta(minutes=30)
+    stories = [
+        # The undated story is the most engaged one: with full recency it used to win.
+        fetched("Undated story about a robot chef", published=None, seen=seen, engagement=500, source="blog"),
+        fetched("Dated story about a battery record", published=NEWEST, seen=seen, engagement=400),
+        fetched("Dated story about a bridge repair", published=NEWEST - timedelta(hours=6), seen=seen, engagement=10),
+    ]
+    out = analyse(tmp_path, stories, theme={"keywords": []})
+    assert datetime.fromisoformat(out["reference_time"]) == NEWEST
+    by_title = {c["title"]: c for c in out["candidates"]}
+    undated = by_title["Undated story about a robot chef"]
+    assert undated["flags"] == ["undated: fetch time used"]
+    assert (
+        undated["components"]["recency"]
+        <= 0.5
+        < by_title["Dated story about a battery record"]["components"]["recency"]
+    )
+    assert out["topic"]["title"] == "Dated story about a battery record"
+    assert out["candidates"][0]["title"] != "Undated story about a robot chef"
+
+
+@pytest.mark.django_db
+def test_a_set_without_any_trusted_date_measures_from_the_fetch(tmp_path):
+    seen = NEWEST
+    stories = [
+        fetched("Undated one about satellites", published=None, seen=seen),
+        fetched("Future one about satellites and moons", published=NEWEST + timedelta(days=400), seen=seen),
+    ]
+    out = analyse(tmp_path, stories, theme={"keywords": []})
+    assert datetime.fromisoformat(out["reference_time"]) == seen
+    assert all(c["components"]["recency"] <= 0.5 for c in out["candidates"])

@@ -17,7 +17,7 @@ from jobs.models import Trend
 from stages import trend_collection
 from stages.base import PermanentStageError, TransientStageError
 from stages.demo import DEMO_THEME
-from stages.providers.feeds import FeedSource, parse_feed
+from stages.feeds import FeedSource, parse_feed
 from stages.tests.helpers import make_context
 
 FEEDS = Path(trend_collection.__file__).resolve().parent / "assets" / "feeds"
@@ -54,6 +54,7 @@ def write_feed(path: Path, *items: str) -> Path:
 def _feed_cache(settings, tmp_path):
     """Validators (ETags) live under VAR_DIR: one per test, so tests never see each other's."""
     settings.VAR_DIR = tmp_path / "var"
+    settings.TRENDREEL_SOURCE_DIRS = [tmp_path]  # the tests' own feed files
 
 
 def collect(tmp_path: Path, sources: list[dict], **kwargs):
@@ -184,9 +185,13 @@ def test_it_upserts_on_rerun_without_duplicates(tmp_path):
         "items": 3,
         "new": 2,
         "updated": 0,
+        "skipped": 0,
+        "skip_reasons": {},
         "error": None,
+        "error_kind": None,
         "not_modified": False,
         "location": None,
+        "notes": [],
     }
     assert Trend.objects.count() == 2
     before = Trend.objects.get(external_id="g-1")
@@ -522,3 +527,49 @@ def test_it_keeps_credentials_out_of_messages_and_outputs(tmp_path, server):
     assert "s3cr3t" not in json.dumps(result.output)
     cache_files = list((tmp_path / "var" / "feed-cache").iterdir())
     assert len(cache_files) == 1 and "s3cr3t" not in cache_files[0].read_text(encoding="utf-8")
+
+
+class ExplodingReader:
+    """A reader that fails in a way no parser foresaw for one source (a bug, say), else reads."""
+
+    def __init__(self, inner, victim: str) -> None:
+        self.inner, self.victim = inner, victim
+
+    def read(self, source, *, conditional=True):
+        if source.name == self.victim:
+            raise KeyError("entries")
+        return self.inner.read(source, conditional=conditional)
+
+
+@pytest.mark.django_db
+def test_an_unexpected_error_in_one_source_is_that_sources_error(tmp_path):
+    from stages.feeds import FeedReader
+
+    ctx = make_context(tmp_path, "trend_collection")
+    sources = trend_collection.load_sources({"sources": DEMO_THEME["sources"][:2]})
+    result = trend_collection.collect(ctx, sources, ExplodingReader(FeedReader(), "thecircuit"))
+    circuit, devtools = result.output["sources"]
+    assert circuit["error_kind"] == "unexpected" and "unexpected KeyError" in circuit["error"]
+    assert devtools["error"] is None and devtools["items"] == 9
+    assert result.output["failed_sources"] == 1
+
+    with pytest.raises(PermanentStageError, match=r"all 1 sources failed - thecircuit: .*unexpected KeyError"):
+        trend_collection.collect(ctx, sources[:1], ExplodingReader(FeedReader(), "thecircuit"))
+
+
+@pytest.mark.django_db
+def test_a_bad_source_entry_is_that_sources_error(tmp_path):
+    result, _, _ = collect(
+        tmp_path,
+        [
+            {"name": "typo", "url": "ftp://example.org/feed.xml"},
+            {"name": "badkind", "path": "feeds/technews.xml", "kind": "podcast"},
+            "just a string",
+            {"name": "circuit", "path": "feeds/technews.xml"},
+        ],
+    )
+    typo, badkind, string, circuit = result.output["sources"]
+    assert "unsupported scheme 'ftp'" in typo["error"] and typo["error_kind"] == "permanent"
+    assert "unknown kind 'podcast'" in badkind["error"]
+    assert string["name"] == "#3" and "is not an object" in string["error"]
+    assert circuit["items"] == 10 and result.output["failed_sources"] == 3

@@ -12,7 +12,8 @@ import pytest
 from jobs.models import Trend
 from stages import trend_collection
 from stages.base import PermanentStageError, TransientStageError
-from stages.providers.feeds import FeedSource, parse_traffic
+from stages.feeds import FeedSource
+from stages.providers.google_trends import parse_traffic
 from stages.tests.fakeserver import FakeServer, Reply
 from stages.tests.helpers import make_context
 
@@ -107,6 +108,7 @@ HN_ITEMS = {
 @pytest.fixture(autouse=True)
 def _feed_cache(settings, tmp_path):
     settings.VAR_DIR = tmp_path / "var"
+    settings.TRENDREEL_SOURCE_DIRS = [tmp_path]  # the tests' own feed files
 
 
 def collect(tmp_path: Path, sources: list[dict], timeout: float | None = None):

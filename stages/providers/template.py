@@ -1,412 +1,49 @@
-"""Script writers: turn the analysed topic into a short narrated script for a vertical video.
+"""The offline script writer: deterministic templates filled from the analysed topic.
 
-The offline ``TemplateWriter`` is a real writer, not a stub: it builds a hook, 3-6 beats and a call
-to action from the topic (title, summary sentences, angle, related coverage, keywords), picks its
-templates deterministically from a hash of the topic title (same topic, same script), sizes the
-narration to the theme's target length with a words-per-second budget and applies the operator's
-"request changes" notes as explicit directives.
-
-Text rules, decided once here so every writer behaves alike:
-
-* narration and on-screen headlines carry no emoji (TTS reads them as "grinning face", and the
-  card font has no glyphs for them) and no URLs; accents and other scripts are kept;
-* the title keeps emoji (platform titles show them) but is cut to 100 characters;
-* hashtags are ``#`` + letters/digits/underscore only (emoji break a tag on every platform);
-* the description keeps the original wording, emoji included, and lists the source links.
+``TemplateWriter`` is a real writer, not a stub: it builds a hook, 3-6 beats and a call to action
+from the topic (title, summary sentences, angle, related coverage, keywords), picks its templates
+deterministically from a hash of the topic title (same topic, same script), sizes the narration to
+the theme's target length with a words-per-second budget and applies the operator's "request
+changes" notes as explicit directives (``stages.scripts.parse_notes``). The text rules it follows
+are the contract's (``stages.scripts``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
 import random
 import re
-import unicodedata
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
-from typing import Any, Protocol
+from typing import Any
 
-WORDS_PER_SECOND = 2.9  # measured: Piper joe-medium speaks 2.7-2.8 words/s with our pauses (77 words -> 27.8 s); aim just over the target
-HOOK_MAX_WORDS = 6  # the hook must land in the first ~2 seconds
-OPERATOR_HOOK_MAX_WORDS = 8  # an operator's own hook may run a little longer (~3 s), no more
-HEADLINE_MAX_WORDS = 7
-HEADLINE_MAX_CHARS = 40
-TITLE_MAX_CHARS = 100  # YouTube's limit; the strictest of the platforms we publish to
-DESCRIPTION_MAX_CHARS = 2000
-MIN_BEATS, MAX_BEATS = 3, 6
-HASHTAGS_DEFAULT, HASHTAGS_MORE = 5, 10
-INPUT_MAX_CHARS = 20_000  # a feed's summary can be a whole article; nothing past this is read
-LENGTH_STEP = 0.75  # one "shorter" note = 75 % of the length; "longer" divides by it
-LENGTH_FACTOR_RANGE = (0.5, 1.5)
-TONES = ("neutral", "casual", "serious")
-MIN_TARGET_SECONDS = 15  # a hook, three beats and a call to action do not fit in less
+from stages.base import StageContext
+from stages.scripts import (
+    HASHTAGS_DEFAULT,
+    HASHTAGS_MORE,
+    HOOK_MAX_WORDS,
+    MAX_BEATS,
+    MIN_BEATS,
+    MIN_TARGET_SECONDS,
+    OPERATOR_HOOK_MAX_WORDS,
+    TITLE_MAX_CHARS,
+    TONES,
+    WORDS_PER_SECOND,
+    avoid_pattern,
+    clean_title,
+    hashtag,
+    headline_from,
+    parse_notes,
+    scrub,
+    topic_seed,
+)
+from stages.text import STOPWORDS, as_sentence, clean_text, count_words, shorten, split_sentences, strip_emoji
 
-
-class ScriptWriter(Protocol):
-    """Writes a script dict in the script_generation output shape (see ``stages.script_generation``)."""
-
-    name: str
-
-    def write(self, topic: dict[str, Any], theme: dict[str, Any], notes: list[str]) -> dict[str, Any]: ...
-
-
-# --- text helpers ---------------------------------------------------------------------------
-
-_URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_SPACE_RE = re.compile(r"[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
-_BLOCK_TAGS = {"p", "br", "li", "div", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "blockquote", "pre", "ul", "ol"}
-_ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "inc", "ltd", "co", "corp",
-    "e.g", "i.e", "u.s", "u.k", "no", "fig", "approx", "jan", "feb", "mar", "apr", "jun", "jul",
-    "aug", "sep", "sept", "oct", "nov", "dec", "mio", "mrd", "nr", "ca", "bzw",
-}  # fmt: skip
-STOPWORDS = {
-    "a", "an", "the", "and", "or", "but", "nor", "so", "yet", "of", "to", "in", "on", "at", "by",
-    "for", "with", "from", "into", "onto", "over", "under", "about", "as", "than", "that", "which",
-    "who", "whom", "whose", "this", "these", "those", "is", "are", "was", "were", "be", "been", "its",
-    "their", "his", "her", "our", "your", "my", "via", "after", "before", "while", "when", "if",
-    "because", "amid", "per", "has", "have", "had", "will", "would", "can", "could", "not", "it",
-    "they", "we", "you", "he", "she", "i", "how", "why", "what", "where", "new", "says", "just",
-}  # fmt: skip
-_TITLE_PREFIX_RE = re.compile(r"^\s*(?:show|ask|tell|launch)\s+hn\s*[:\-–—]\s*", re.IGNORECASE)
-_TITLE_SUFFIX_RE = re.compile(r"\s*(?:\[(?:video|pdf|audio)\]|\((?:19|20)\d\d\))\s*$", re.IGNORECASE)
+DESCRIPTION_MAX_CHARS = 2000  # the template's own lead + sources; the contract allows more
 # Feed furniture that is not part of the story ("The post X appeared first on Y", "Read more").
 _BOILERPLATE_RE = re.compile(
     r"^\W*(?:read more|continue reading|click here|comments?\b|subscribe|sign up|source:|image:|photo:)"
     r"|appeared first on|\bcomments?\s*$|all rights reserved",
     re.IGNORECASE,
 )
-_EMOJI_EXTRA = {"\u200d", "\ufe0e", "\ufe0f", "\u20e3"}  # ZWJ, variation selectors, keycap
-
-
-class _TextExtractor(HTMLParser):
-    """Collects the text of an HTML fragment; block tags become line breaks (sentence boundaries)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in {"script", "style"}:
-            self._skip += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in {"script", "style"}:
-            self._skip = max(0, self._skip - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
-def clean_text(raw: Any, *, keep_lines: bool = False) -> str:
-    """Plain text from a feed field: HTML removed, entities decoded, URLs dropped, spaces collapsed.
-
-    Bounded work: at most ``INPUT_MAX_CHARS`` are read, whatever the feed sent.
-    """
-    if not isinstance(raw, str) or not raw:
-        return ""
-    text = raw[:INPUT_MAX_CHARS]
-    if "<" in text and ">" in text:
-        parser = _TextExtractor()
-        try:
-            parser.feed(text)
-            parser.close()
-            text = "".join(parser.parts)
-        except (AssertionError, ValueError):  # html.parser gives up on some malformed markup ("<![x")
-            text = re.sub(r"<[^>]*>", " ", text)
-    text = html.unescape(text)
-    text = unicodedata.normalize("NFC", text)
-    text = _URL_RE.sub("", text)
-    text = "".join(
-        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in {"Cc", "Cf"} or ch in _EMOJI_EXTRA
-    )
-    text = _SPACE_RE.sub(" ", text)
-    text = re.sub(r"\(\s*\)|\[\s*\]", "", text)  # brackets that only held a link
-    lines = [line.strip() for line in text.split("\n")]
-    if keep_lines:
-        return "\n".join(line for line in lines if line)
-    return " ".join(line for line in lines if line)
-
-
-def is_emoji(ch: str) -> bool:
-    """Pictographs, dingbats, flags, skin tones and the joiners that glue emoji sequences together."""
-    if ch in _EMOJI_EXTRA:
-        return True
-    cp = ord(ch)
-    if 0x1F3FB <= cp <= 0x1F3FF or 0xE0020 <= cp <= 0xE007F:  # skin tones, tag sequences
-        return True
-    return unicodedata.category(ch) in {"So", "Cs", "Co", "Cn"}
-
-
-def strip_emoji(text: str) -> str:
-    """``text`` without emoji, tidied so no double spaces or orphan punctuation remain."""
-    if not text:
-        return ""
-    out = "".join(ch for ch in text if not is_emoji(ch))
-    return tidy(out)
-
-
-def tidy(text: str) -> str:
-    """Collapse spaces and fix the punctuation that removing words or emoji leaves behind."""
-    text = _SPACE_RE.sub(" ", text)
-    text = re.sub(r"\s+([,.;:!?…])", r"\1", text)
-    text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)
-    text = re.sub(r"[,;:]\s*([.!?…])", r"\1", text)
-    text = re.sub(r"^[\s,;:.\-–—]+", "", text)
-    return text.strip()
-
-
-def count_words(text: str) -> int:
-    """Spoken words: whitespace tokens that contain a letter or digit (a lone dash is not a word)."""
-    return sum(1 for token in text.split() if any(ch.isalnum() for ch in token))
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of plain text; line breaks always end a sentence; common abbreviations do not."""
-    sentences: list[str] = []
-    for line in text.split("\n"):
-        pieces = re.split(r"(?<=[.!?…])[\"”’)\]]?\s+", line.strip())
-        buffer = ""
-        for piece in pieces:
-            if not piece:
-                continue
-            buffer = f"{buffer} {piece}".strip() if buffer else piece
-            last = buffer.rsplit(" ", 1)[-1].rstrip(".").lower()
-            if last in _ABBREVIATIONS or re.fullmatch(r"[a-z]", last):
-                continue
-            sentences.append(buffer)
-            buffer = ""
-        if buffer:
-            sentences.append(buffer)
-    return [s.strip() for s in sentences if count_words(s) >= 1]
-
-
-def _hard_cut(token: str, max_chars: int) -> str:
-    return token[: max(1, max_chars - 1)] + "…"
-
-
-def shorten(text: str, max_words: int, max_chars: int | None = None) -> str:
-    """Cut ``text`` at a word boundary to fit, preferring a clause break and never ending on "and".
-
-    Returns the text unchanged when it fits. A single token longer than ``max_chars`` (a 2,000
-    character title without spaces) is cut hard with an ellipsis.
-    """
-    tokens = text.split()
-    joined = " ".join(tokens)
-    if count_words(joined) <= max_words and (max_chars is None or len(joined) <= max_chars):
-        return joined
-    cut: list[str] = []
-    words = 0
-    for token in tokens:
-        counted = 1 if any(ch.isalnum() for ch in token) else 0
-        if words + counted > max_words:
-            break
-        if max_chars is not None and len(" ".join([*cut, token])) > max_chars:
-            break
-        cut.append(token)
-        words += counted
-    if not cut:
-        return _hard_cut(tokens[0], max_chars or 40) if tokens else ""
-    # Prefer ending at a clause boundary when it keeps most of the words.
-    for i in range(len(cut) - 1, max(0, int(len(cut) * 0.5)) - 1, -1):
-        if cut[i].endswith((",", ";", ":")) or (i + 1 < len(cut) and cut[i + 1] in {"-", "–", "—"}):
-            cut = cut[: i + 1]
-            break
-    while len(cut) > 1 and (
-        cut[-1].lower().strip(",;:.-–—\"'“”") in STOPWORDS or not any(c.isalnum() for c in cut[-1])
-    ):
-        cut.pop()
-    return " ".join(cut).rstrip(",;:-–— ")
-
-
-def as_sentence(text: str) -> str:
-    """Capitalised, ending in terminal punctuation, so TTS pauses where a reader would."""
-    text = text.strip().rstrip(",;:-–— ")
-    if not text:
-        return ""
-    if text[0].islower():
-        text = text[0].upper() + text[1:]
-    if not text.endswith((".", "!", "?", "…", '."', '!"', '?"', ".”", "!”", "?”")):
-        text += "."
-    return text
-
-
-_BREAK_WORDS = {
-    "with", "and", "for", "to", "in", "on", "at", "by", "from", "while", "as", "after", "amid",
-    "that", "which", "but", "because", "despite", "over", "into", "via", "than", "when", "where",
-}  # fmt: skip
-
-
-def headline_from(text: str) -> str:
-    """On-screen card text: at most 7 words / 40 characters, no emoji, no closing full stop.
-
-    A sentence that does not fit is cut before a joining word ("…launches | with a built-in…"),
-    which reads like a headline, and loses a leading article.
-    """
-    text = strip_emoji(clean_text(text))
-    fits = shorten(text, HEADLINE_MAX_WORDS, HEADLINE_MAX_CHARS)
-    if fits != " ".join(text.split()):
-        tokens = text.split()
-        kept = fits.split()
-        for j in range(min(len(kept), len(tokens) - 1), 2, -1):
-            if tokens[j].lower().strip(",;:") in _BREAK_WORDS:
-                fits = " ".join(tokens[:j])
-                break
-        first, _, rest = fits.partition(" ")
-        if first.lower() in {"the", "a", "an"} and count_words(rest) >= 2:
-            fits = rest[:1].upper() + rest[1:]
-    fits = fits.rstrip(".,;:-–— ")
-    return fits[:1].upper() + fits[1:]
-
-
-def clean_title(raw: Any) -> str:
-    """The topic title without forum prefixes ("Show HN:") or "[video]"/"(2023)" suffixes."""
-    text = clean_text(raw)
-    text = _TITLE_PREFIX_RE.sub("", text)
-    return _TITLE_SUFFIX_RE.sub("", text).strip()
-
-
-def hashtag(raw: str) -> str:
-    """``#CamelCase`` from a keyword or tag; empty when nothing taggable is left (emoji only)."""
-    text = strip_emoji(clean_text(raw)).lstrip("#")
-    parts = re.findall(r"\w+", text)
-    if not parts:
-        return ""
-    if len(parts) == 1:
-        word = parts[0]
-        return "#" + (word if any(c.isupper() for c in word) else word[:1].upper() + word[1:])
-    return "#" + "".join(p if any(c.isupper() for c in p) else p[:1].upper() + p[1:] for p in parts)
-
-
-def topic_seed(title: str) -> int:
-    """A stable seed for a topic: every choice a writer or renderer makes hangs off it."""
-    return int.from_bytes(hashlib.sha256(title.strip().lower().encode("utf-8")).digest()[:8], "big")
-
-
-# --- operator notes -------------------------------------------------------------------------
-
-_KEY_RE = re.compile(r"^\s*(hook|title|cta|call to action|tone)\s*[:=]\s*(.+?)\s*$", re.IGNORECASE)
-_SHORTER_RE = re.compile(r"\b(shorter|too long|more concise|tighter|tighten|trim it|cut it down)\b", re.IGNORECASE)
-_LONGER_RE = re.compile(r"\b(longer|too short|more detail|expand it)\b", re.IGNORECASE)
-_NO_TAGS_RE = re.compile(r"\b(?:no|without|drop|remove)\s+(?:the\s+|any\s+)?hash\s?tags?\b", re.IGNORECASE)
-_MORE_TAGS_RE = re.compile(r"\bmore\s+hash\s?tags?\b", re.IGNORECASE)
-_TONE_RE = re.compile(
-    r"\b(?:more\s+|be\s+|make\s+it\s+|sound\s+)(casual|serious)\b|\b(casual|serious)\s+tone\b", re.IGNORECASE
-)
-_AVOID_RE = re.compile(
-    r"\b(?:avoid|don'?t\s+say|do\s+not\s+say|never\s+say)\s+(?:the\s+words?\s+)?"
-    r"(?:\"([^\"]+)\"|“([^”]+)”|'([^']+)'|‘([^’]+)’|([\w’'-]+))",
-    re.IGNORECASE,
-)
-
-
-@dataclass
-class Directives:
-    """What the operator's notes ask for, after reading all of them oldest first (latest wins)."""
-
-    length_factor: float = 1.0
-    hashtags: str = "default"  # default | none | more
-    hook: str | None = None
-    title: str | None = None
-    cta: str | None = None
-    tone: str | None = None
-    avoid: list[str] = field(default_factory=list)
-    understood: list[str] = field(default_factory=list)
-    not_understood: list[str] = field(default_factory=list)
-
-
-def parse_notes(notes: list[str]) -> Directives:
-    """Read "request changes" notes into directives.
-
-    One directive per line or per ``;``-separated clause. ``hook:``/``title:``/``cta:``/``tone:``
-    take the rest of the clause verbatim; the other directives are found anywhere in a clause
-    ("please make it shorter, no hashtags"). Repeated "shorter" notes compound: each review round
-    asks for shorter than the last.
-    """
-    d = Directives()
-    lo, hi = LENGTH_FACTOR_RANGE
-    for note in notes:
-        if not isinstance(note, str):
-            continue
-        for clause in re.split(r"[\n;]+", note):
-            clause = clause.strip()
-            if not clause:
-                continue
-            matched = False
-            key = _KEY_RE.match(clause)
-            if key:
-                name, value = key.group(1).lower(), key.group(2).strip().strip("\"“”'‘’")
-                if name == "tone":
-                    tone = value.lower().split()[0] if value else ""
-                    if tone in TONES:
-                        d.tone = tone
-                        matched = True
-                elif value:
-                    setattr(d, "cta" if name == "call to action" else name, value)
-                    matched = True
-                if matched:
-                    d.understood.append(clause)
-                else:
-                    d.not_understood.append(clause)
-                continue
-            if _SHORTER_RE.search(clause):
-                d.length_factor = max(lo, d.length_factor * LENGTH_STEP)
-                matched = True
-            if _LONGER_RE.search(clause):
-                d.length_factor = min(hi, d.length_factor / LENGTH_STEP)
-                matched = True
-            if _NO_TAGS_RE.search(clause):
-                d.hashtags = "none"
-                matched = True
-            elif _MORE_TAGS_RE.search(clause):
-                d.hashtags = "more"
-                matched = True
-            tone = _TONE_RE.search(clause)
-            if tone:
-                d.tone = (tone.group(1) or tone.group(2)).lower()
-                matched = True
-            for m in _AVOID_RE.finditer(clause):
-                word = next(g for g in m.groups() if g).strip()
-                if word and word.lower() not in {w.lower() for w in d.avoid}:
-                    d.avoid.append(word)
-                matched = True
-            (d.understood if matched else d.not_understood).append(clause)
-    return d
-
-
-def _avoid_pattern(words: list[str]) -> re.Pattern[str] | None:
-    if not words:
-        return None
-    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?:['’]s)?(?!\w)", re.IGNORECASE)
-
-
-def scrub(text: str, pattern: re.Pattern[str] | None) -> tuple[str, int]:
-    """Remove avoided words from prose (URLs untouched); returns the text and how many went."""
-    if pattern is None or not text:
-        return text, 0
-    total = 0
-    parts = re.split(r"((?:https?://|www\.)\S+)", text)
-    for i in range(0, len(parts), 2):  # even indexes are prose, odd ones are URLs
-        lines = []
-        for line in parts[i].split("\n"):
-            new, n = pattern.subn("", line)
-            total += n
-            if n:  # tidy the middle, keep the edges that join this prose to its URLs
-                lead, core, trail = re.match(r"^(\s*)(.*?)(\s*)$", new, re.DOTALL).groups()
-                lead = lead if i > 0 else ""
-                trail = trail if i < len(parts) - 1 else ""
-                new = lead + tidy(core) + trail if core.strip() else lead + trail
-                new = re.sub(r" {2,}", " ", new)
-            lines.append(new)
-        parts[i] = "\n".join(lines)
-    return "".join(parts), total
 
 
 # --- templates ------------------------------------------------------------------------------
@@ -618,7 +255,9 @@ class TemplateWriter:
 
     name = "template"
 
-    def __init__(self, *, words_per_second: float | None = None, tone: str | None = None) -> None:
+    def __init__(
+        self, ctx: StageContext | None = None, *, words_per_second: float | None = None, tone: str | None = None
+    ) -> None:
         self.words_per_second = words_per_second
         self.tone = tone
 
@@ -630,7 +269,7 @@ class TemplateWriter:
         directives = parse_notes(list(notes or []))
         tone = directives.tone or self.tone or settings.get("tone") or "neutral"
         tone = tone if tone in TONES else "neutral"
-        avoid = _avoid_pattern(directives.avoid)
+        avoid = avoid_pattern(directives.avoid)
         applied: list[str] = []
 
         raw_title = clean_title(topic.get("title"))
