@@ -73,7 +73,7 @@ PG_BENCH_DB = "trendreel_bench"  # dedicated; dropped and re-created by every ru
 REDIS_URL = "redis://127.0.0.1:6379/13"
 TARGET_P50_MS = {"orm": 30.0, "redis": 15.0}
 TARGET_TPS = 150.0
-TARGET_RATIO = 2.0
+TARGET_RATIO = 1.5
 CLK = os.sysconf("SC_CLK_TCK")
 MAIN_PID = os.getpid()
 RUN_ID = uuid.uuid4().hex[:8]
@@ -97,7 +97,9 @@ LOAD_POLICY = {
     k: {"time_limit": 60, "max_attempts": 3, "backoff_base": 0.05, "backoff_cap": 0.5} for k in WORKER_STAGES
 }
 CHAOS_POLICY = {
-    k: {"time_limit": 30, "max_attempts": 8, "backoff_base": 0.05, "backoff_cap": 0.5} for k in WORKER_STAGES
+    k: {"time_limit": 30, "max_attempts": 8, "backoff_base": 0.05, "backoff_cap": 0.5}
+    | ({"cluster": "render"} if k == "composition" else {})
+    for k in WORKER_STAGES
 }
 
 
@@ -261,6 +263,7 @@ def worker_env(
 
 def use_broker(broker: str, queue: str) -> None:
     """Point this process's django-q2 (enqueue from start_job/review_job, baselines) at a broker."""
+    from django.conf import settings
     from django_q.conf import Conf
 
     if broker == "redis":
@@ -268,6 +271,7 @@ def use_broker(broker: str, queue: str) -> None:
     else:
         Conf.ORM, Conf.REDIS, Conf.BROKER_CLASS = "default", None, "jobs.broker.FifoORM"
     Conf.CLUSTER_NAME = queue
+    settings.TRENDREEL_QUEUE_BASE = queue  # the default cluster's queue: where routing pushes
 
 
 def purge_queue(broker: str, queue: str) -> None:
@@ -307,6 +311,16 @@ def handoffs_ms(job_ids: list[int]) -> list[float]:
     return out
 
 
+@functools.cache
+def reviewer():
+    """The bench's reviewer (approving needs a user with jobs.review_job)."""
+    from django.contrib.auth.models import Permission, User
+
+    user, _ = User.objects.get_or_create(username="bench-reviewer")
+    user.user_permissions.add(Permission.objects.get(codename="review_job"))
+    return User.objects.get(pk=user.pk)
+
+
 def drive(job_ids: list[int], deadline: float, poll: float, on_tick=None) -> set[int]:
     """Approve jobs as soon as they wait for review; return the jobs still active at the deadline."""
     from jobs import orchestrator
@@ -317,7 +331,7 @@ def drive(job_ids: list[int], deadline: float, poll: float, on_tick=None) -> set
         for pk, status in Job.objects.filter(pk__in=pending).values_list("pk", "status"):
             if status == Job.Status.AWAITING_REVIEW:
                 with _suppress():
-                    orchestrator.review_job(pk, "approve")
+                    orchestrator.review_job(pk, "approve", user=reviewer())
             elif status in Job.FINISHED:
                 pending.discard(pk)
         if on_tick:
@@ -367,25 +381,27 @@ OURS = (
 )
 
 
-def cpu_snapshot(cluster: Cluster | None) -> dict[str, float]:
+def cpu_snapshot(cluster: Cluster | list[Cluster] | None) -> dict[str, float]:
     """CPU seconds so far by role; "postgres" = the bench database's backends + background
     processes + exited backends (reaped by the postmaster); other databases' backends are foreign."""
     from django.conf import settings
 
     dbname = settings.DATABASES["default"]["NAME"]
     procs = all_procs()
-    sentinel = cluster.sentinel_pid() if cluster else None
+    clusters = cluster if isinstance(cluster, list) else [cluster] if cluster else []
+    sentinels = {c.sentinel_pid(): c for c in clusters}
+    mains = {c.pid for c in clusters}
     out: dict[str, float] = defaultdict(float)
     for pid, (comm, ppid, cpu, reaped) in procs.items():
-        if cluster and pid == cluster.pid:
+        if pid in mains:
             out["sweeper loop (worker cmd)"] += cpu
-        elif sentinel and pid == sentinel:
+        elif pid in sentinels and pid is not None:
             out["sentinel"] += cpu
             out["workers"] += reaped  # workers that died/recycled during the phase
-        elif sentinel and ppid == sentinel:
+        elif ppid in sentinels and ppid is not None:
             # pusher and monitor are the sentinel's children at start that never ran a stage;
             # any other child is a worker (reincarnated and recycled ones included)
-            out["pusher+monitor" if pid in cluster.aux_pids else "workers"] += cpu
+            out["pusher+monitor" if pid in sentinels[ppid].aux_pids else "workers"] += cpu
         elif pid == MAIN_PID:
             out["bench (approvals, polling)"] += cpu
         elif comm == "postgres":
@@ -409,7 +425,7 @@ def cpu_snapshot(cluster: Cluster | None) -> dict[str, float]:
 class Meter:
     """CPU by role over a phase, plus what other processes on the machine used meanwhile."""
 
-    def __init__(self, cluster: Cluster | None) -> None:
+    def __init__(self, cluster: Cluster | list[Cluster] | None) -> None:
         self.cluster = cluster
         self.t0 = time.monotonic()
         self.before = cpu_snapshot(cluster)
@@ -805,13 +821,15 @@ def phase_profile(theme, broker: str, queue: str, jobs: int, cprofile_jobs: int 
     use_broker(broker, dead_queue)
     prof = Profiler()
     conn = db.connections["default"]
+    from jobs.orchestrator import lifecycle, runner, watchdog
+
     patches = [
-        (orchestrator, "_context", "context: python + fs"),
-        (orchestrator._Watchdog, "start", "watchdog thread start"),
-        (orchestrator._Watchdog, "finish", "watchdog thread stop/join"),
-        (orchestrator, "_record_success", "record: python + fs rename"),
-        (orchestrator, "_lock_job", "record: lock job"),
-        (orchestrator, "_new_run", "advance: new run"),
+        (runner, "_context", "context: python + fs"),
+        (watchdog.Watchdog, "start", "watchdog thread start"),
+        (watchdog.Watchdog, "finish", "watchdog thread stop/join"),
+        (runner, "_record", "record: python + fs rename"),
+        (lifecycle, "lock_job", "record: lock job"),
+        (lifecycle, "new_run", "advance: new run"),
         (q_tasks, "async_task", "enqueue: async_task (sign + push)"),
     ]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
@@ -877,7 +895,7 @@ def _inline_runs(theme, jobs: int):
         for _ in range(40):
             status = Job.objects.values_list("status", flat=True).get(pk=job_id)
             if status == Job.Status.AWAITING_REVIEW:
-                orchestrator.review_job(job_id, "approve")
+                orchestrator.review_job(job_id, "approve", user=reviewer())
                 continue
             if status in Job.FINISHED:
                 break
@@ -923,18 +941,24 @@ def _cprofile_pass(theme, jobs: int) -> str:
 
 
 def phase_chaos(
-    theme, cluster: Cluster, n: int, deadline_s: float, kill_every: float, seed: int, kill_target: str = "running"
+    theme,
+    clusters: list[Cluster],
+    n: int,
+    deadline_s: float,
+    kill_every: float,
+    seed: int,
+    kill_target: str = "running",
 ) -> dict:
     from django.conf import settings
     from django.db.models import Count, Q
 
     from jobs.models import Job, StageRun
 
-    settings.TRENDREEL_STAGE_POLICY = CHAOS_POLICY  # what _push reads after an approval here
+    settings.TRENDREEL_STAGE_POLICY = CHAOS_POLICY  # what routing reads after an approval here
     rng = random.Random(seed)
     kills: list[tuple[float, int, int]] = []
     skipped = [0]
-    meter = Meter(cluster)
+    meter = Meter(clusters)
     ids, t0 = start_jobs(theme, n, params={"chaos": {"seed": seed, "rate": 0.2, "sleep_min": 0.02, "sleep_max": 0.2}})
     next_kill = [time.monotonic() + kill_every]
 
@@ -942,9 +966,8 @@ def phase_chaos(
         if time.monotonic() < next_kill[0]:
             return
         next_kill[0] += kill_every
-        sentinel = cluster.sentinel_pid()
         procs = all_procs()
-        kids = set(children_of(sentinel, procs)) if sentinel else set()
+        kids = {k for c in clusters for k in children_of(c.sentinel_pid() or -1, procs)}
         if kill_target == "any":
             # any worker process of the cluster, busy or idle (idle = blocked in the task queue)
             known = sorted(worker_pids() & kids)
@@ -1018,8 +1041,9 @@ def phase_chaos(
             stuck.append(pk)
     diagnosis = ""
     if stuck:
-        sentinel = cluster.sentinel_pid()
-        waits = {pid: wchan(pid) for pid in children_of(sentinel or -1) if pid not in cluster.aux_pids}
+        waits = {
+            pid: wchan(pid) for c in clusters for pid in children_of(c.sentinel_pid() or -1) if pid not in c.aux_pids
+        }
         queued = StageRun.objects.filter(job_id__in=stuck, status=StageRun.Status.QUEUED).count()
         diagnosis = f"stuck jobs' queued runs: {queued}; workers' kernel wait: " + ", ".join(
             f"{p}:{w}" for p, w in sorted(waits.items())
@@ -1065,6 +1089,7 @@ def phase_chaos(
         "kill_outcomes": dict(hit),
         "cpu": cpu,
         "diagnosis": diagnosis,
+        "ids": ids,
     }
 
 
@@ -1116,27 +1141,57 @@ def run_broker(args, broker: str, common_env: dict, theme, workdir: Path) -> dic
 
 
 def run_chaos(args, broker: str, common_env: dict, theme, workdir: Path) -> dict:
+    """The deployment shape: three ``manage.py worker`` processes on one database and broker, two
+    for the default cluster and one for the render cluster (composition is routed to it), each
+    with its own sweeper loop; a worker process of any of them is SIGKILLed every few seconds."""
     queue = f"trendreel-bench-{RUN_ID}-{broker}-chaos"
     CLEANUPS.append(lambda: purge_queue(broker, queue))
+    CLEANUPS.append(lambda: purge_queue(broker, f"{queue}-render"))
     use_broker(broker, queue)
     extra = {"TRENDREEL_HEARTBEAT_SECONDS": "0.2", "TRENDREEL_STALE_SECONDS": "2", "TRENDREEL_SWEEP_SECONDS": "0.2"}
     say(
-        f"chaos/{broker}: {args.jobs} jobs, 20% transient errors, a worker SIGKILLed every {args.kill_every:g} s, deadline {args.chaos_deadline:g} s"
+        f"chaos/{broker}: {args.jobs} jobs on 3 workers (2 default + 1 render), 20% transient errors, "
+        f"a worker process SIGKILLed every {args.kill_every:g} s, deadline {args.chaos_deadline:g} s"
     )
-    cluster = Cluster(
-        f"{broker}-chaos",
-        worker_env(common_env, queue=queue, broker=broker, functions=CHAOS_FUNCTIONS, policy=CHAOS_POLICY, extra=extra),
-        workdir,
-    )
+    clusters = [
+        Cluster(
+            f"{broker}-chaos-{name}",
+            worker_env(
+                common_env,
+                queue=queue,
+                broker=broker,
+                functions=CHAOS_FUNCTIONS,
+                policy=CHAOS_POLICY,
+                extra={**extra, **({"TRENDREEL_CLUSTER": "render"} if name == "render" else {})},
+            ),
+            workdir,
+        )
+        for name in ("default-a", "default-b", "render")
+    ]
     try:
-        cluster.wait_ready()
-        phase_alone(theme, 1)  # warm-up (chaos stages: may retry), tells workers from pusher/monitor
-        cluster.learn_aux()
-        res = phase_chaos(theme, cluster, args.jobs, args.chaos_deadline, args.kill_every, args.seed, args.kill_target)
+        for cluster in clusters:
+            cluster.wait_ready()
+        phase_alone(theme, 2)  # warm-up (chaos stages: may retry), tells workers from pusher/monitor
+        for cluster in clusters:
+            cluster.learn_aux()
+        res = phase_chaos(theme, clusters, args.jobs, args.chaos_deadline, args.kill_every, args.seed, args.kill_target)
+        res["render_only"] = _renders_on(res["ids"])
     finally:
-        cluster.stop()
+        for cluster in clusters:
+            cluster.stop()
     res["broker"] = broker
     return res
+
+
+def _renders_on(ids: list[int]) -> bool:
+    """Every composition ran on the render cluster, and nothing else did (succeeded attempts)."""
+    from jobs.models import StageRun
+
+    rows = StageRun.objects.filter(job_id__in=ids, status=StageRun.Status.SUCCEEDED).exclude(stage=GATE)
+    outputs = list(rows.values_list("stage", "output"))
+    return bool(outputs) and all(
+        (stage == "composition") == ((out or {}).get("cluster") == "render") for stage, out in outputs
+    )
 
 
 def run_idle_kill(args, broker: str, common_env: dict, theme, workdir: Path) -> dict:
@@ -1381,7 +1436,7 @@ def report(
     if chaos:
         w("")
         table_head(
-            f"Chaos: {args.jobs} jobs, 20% transient, kill every {args.kill_every:g} s",
+            f"Chaos: {args.jobs} jobs, 3 workers (2 default + render), 20% transient, kill every {args.kill_every:g} s",
             [c["broker"] for c in chaos],
             "must be",
         )
@@ -1403,6 +1458,11 @@ def report(
             [f"{len(c['incomplete'])} {verdict(not c['incomplete'])}" for c in chaos],
             "0",
         )
+        row(
+            "compositions ran on the render worker only",
+            [verdict(c["render_only"]) for c in chaos],
+            "PASS",
+        )
         row("workers SIGKILLed (ticks with none running)", [f"{len(c['kills'])} ({c['kill_skipped']})" for c in chaos])
         row("crashes detected by the sweeper", [str(c["crashed"]) for c in chaos])
         row(
@@ -1420,8 +1480,8 @@ def report(
         for c in chaos:
             checks.append(
                 (
-                    f"chaos {c['broker']}: no stuck job, no stage succeeded twice",
-                    not (c["stuck"] or c["dups"] or c["incomplete"]),
+                    f"chaos {c['broker']}: no stuck job, no stage succeeded twice, renders on the render worker",
+                    not (c["stuck"] or c["dups"] or c["incomplete"]) and c["render_only"],
                 )
             )
             for pk, stage, msg in c["failed_why"]:
@@ -1610,7 +1670,7 @@ def main() -> int:
         lines, _ = report(args, info, results, chaos, idle_kills)
         print("\n".join(lines), flush=True)
         say(f"bench took {time.monotonic() - t_start:.0f} s")
-        failed = [c for c in chaos if c["stuck"] or c["dups"] or c["incomplete"]]
+        failed = [c for c in chaos if c["stuck"] or c["dups"] or c["incomplete"] or not c["render_only"]]
         if failed:
             print(f"CHAOS INVARIANT FAILED for: {', '.join(c['broker'] for c in failed)}", flush=True)
             return 1

@@ -7,12 +7,14 @@ Registered in the worker through ``TRENDREEL_STAGE_FUNCTIONS`` (the worker is st
 * ``chaos``: sleeps a little (so a SIGKILL lands inside a running stage) and raises
   ``TransientStageError`` on about ``rate`` of its calls. The draw is seeded per
   ``(seed, job, stage, attempt)``, so the same job id fails the same attempts in any process.
+  Its output names the cluster (``TRENDREEL_CLUSTER``) whose worker ran it.
 * ``hop``: the "bare handoff" baseline: a django-q2 task that stamps when it started and
   enqueues the next hop, with no database bookkeeping at all.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -38,7 +40,7 @@ def chaos(ctx: StageContext) -> dict:
         time.sleep(0.01)
     if rng.random() < float(cfg["rate"]):
         raise TransientStageError(f"chaos: {ctx.stage} attempt {ctx.attempt} failed on purpose")
-    return {"attempt": ctx.attempt}
+    return {"attempt": ctx.attempt, "cluster": os.environ.get("TRENDREEL_CLUSTER", "")}
 
 
 def hop(log_path: str, chain: int, index: int, hops: int, sent: float, txn: bool = False) -> None:

@@ -47,6 +47,7 @@ from console.models import ApiToken
 from console.secrets import MASK, is_secret_name, mask_secrets, scrub  # noqa: F401
 from jobs import orchestrator
 from jobs.models import Job, ReviewDecision, StageRun, Theme
+from jobs.orchestrator.sweeper import SCHEDULE_NAME as SWEEP_SCHEDULE
 from stages import pipeline
 
 log = logging.getLogger("trendreel.api")
@@ -223,6 +224,11 @@ def _unauthenticated(request: HttpRequest, exc: AuthenticationError):
 @api.exception_handler(orchestrator.InvalidState)
 def _invalid_state(request: HttpRequest, exc: orchestrator.InvalidState):
     return _error(request, 409, str(exc))
+
+
+@api.exception_handler(PermissionError)  # the orchestrator's own check (a review needs a reviewer)
+def _not_permitted(request: HttpRequest, exc: PermissionError):
+    return _error(request, 403, str(exc))
 
 
 @api.exception_handler(ValueError)  # orchestrator.UnknownStage included
@@ -737,7 +743,7 @@ def _check_broker() -> tuple[dict, int | None]:
     try:
         from django_q.brokers.orm import ORM
 
-        broker = orchestrator._broker()
+        broker = orchestrator.broker()
         if isinstance(broker, ORM):
             # ORM.ping() is always True: ask the queue table instead
             queued = broker.queue_size()
@@ -761,7 +767,7 @@ def _check_workers(queued: int | None) -> dict:
     try:
         from django_q.status import Stat
 
-        stats = Stat.get_all(orchestrator._broker())
+        stats = Stat.get_all(orchestrator.broker())
         clusters = len(stats)
         seen = [s.timestamp for s in stats if getattr(s, "timestamp", None)]
         if seen:
@@ -773,9 +779,10 @@ def _check_workers(queued: int | None) -> dict:
 
         beats = StageRun.objects.aggregate(h=Max("heartbeat_at"), s=Max("started_at"))
         candidates = [(t, "stage heartbeat") for t in (beats["h"], beats["s"]) if t]
-        sweep = Schedule.objects.filter(name="trendreel-sweep").values_list("next_run", "minutes").first()
-        if sweep and sweep[0] and sweep[0] - timedelta(minutes=sweep[1] or 1) < now:
-            # next_run moves forward each time a cluster's scheduler runs the sweep
+        sweep = Schedule.objects.filter(name=SWEEP_SCHEDULE).values_list("next_run", "minutes", "task").first()
+        if sweep and sweep[0] and sweep[2] and sweep[0] - timedelta(minutes=sweep[1] or 1) < now:
+            # next_run moves forward (and ``task`` is set) each time a cluster's scheduler runs the
+            # sweep; ``migrate`` creates the schedule, so its existence alone proves nothing
             candidates.append((sweep[0] - timedelta(minutes=sweep[1] or 1), "sweep schedule"))
         if candidates:
             last_seen, evidence = max(candidates, key=lambda c: c[0])

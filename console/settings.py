@@ -14,6 +14,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from jobs.queues import CLUSTER_NAME, queue_name
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("TRENDREEL_VAR_DIR", BASE_DIR / "var"))
 
@@ -153,6 +155,9 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     # ORM-broker poll; with CONN_MAX_AGE=0 each of those opened a new PostgreSQL session
     # (3.6 per stage transition, 70/s from an idle cluster; see bench/RESULTS.md).
     _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 300, minimum=0)
+    # No statement waits for a row lock forever: a record step stuck behind a lock fails (and is
+    # retried) instead of heartbeating forever; nothing here legitimately waits this long.
+    _db["OPTIONS"]["options"] = f"-c lock_timeout={env_int('DB_LOCK_TIMEOUT', 20, minimum=1) * 1000}"
 elif not _db["ENGINE"]:
     raise ImproperlyConfigured(f"DATABASE_URL scheme is not supported: {DATABASE_URL.split(':', 1)[0]}")
 DATABASES = {"default": _db}
@@ -284,9 +289,15 @@ Q_CLUSTER: dict[str, Any] = {
     "poll": _poll,
     "label": "Task queue",
 }
-if env_str("TRENDREEL_QUEUE_NAME"):
-    # the broker list / queue key; clusters sharing a PREFIX ("name") can read each other's tasks
-    Q_CLUSTER["cluster_name"] = env_str("TRENDREEL_QUEUE_NAME")
+# Clusters: a stage whose policy names a cluster (TRENDREEL_STAGE_POLICY, e.g. {"composition":
+# {"cluster": "render"}}) is pushed to that cluster's queue, read only by workers started with
+# TRENDREEL_CLUSTER (or `manage.py worker --cluster`) set to it; the default cluster ("") runs the
+# rest. TRENDREEL_QUEUE_NAME is the default queue's name (the base of the others).
+TRENDREEL_CLUSTER = env_str("TRENDREEL_CLUSTER", "")
+if TRENDREEL_CLUSTER and not CLUSTER_NAME.fullmatch(TRENDREEL_CLUSTER):
+    raise ImproperlyConfigured(f"TRENDREEL_CLUSTER must be lowercase letters, digits, - or _: {TRENDREEL_CLUSTER!r}")
+TRENDREEL_QUEUE_BASE = env_str("TRENDREEL_QUEUE_NAME", Q_CLUSTER["name"])
+Q_CLUSTER["cluster_name"] = queue_name(TRENDREEL_QUEUE_BASE, TRENDREEL_CLUSTER)
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
     # One cache for every web process (the API request budget, the dashboard's stage stats);

@@ -312,7 +312,7 @@ def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
         )
         messages.success(request, f"Job {job.pk}: {ReviewDecision.Decision(decision).label.lower()}.")
         return redirect("console:job_detail", pk=job.pk)
-    except (orchestrator.InvalidState, ValueError) as exc:
+    except (orchestrator.InvalidState, PermissionError, ValueError) as exc:
         messages.error(request, str(exc))
         return redirect("console:review", pk=job.pk)
 

@@ -24,7 +24,7 @@ def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
         try:
             fn(pk)
             done.append(str(pk))
-        except (orchestrator.InvalidState, ValueError) as exc:
+        except (orchestrator.InvalidState, PermissionError, ValueError) as exc:
             refused.append(str(exc))
     if done:
         modeladmin.message_user(request, f"{verb}: job {', '.join(done)}", messages.SUCCESS)
@@ -136,7 +136,6 @@ class JobAdmin(admin.ModelAdmin):
     readonly_fields = [
         "status",
         "current_stage",
-        "cancel_requested",
         "started",
         "finished",
         "updated",

@@ -1,6 +1,22 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _sweep_schedule(sender, using="default", **kwargs) -> None:
+    """Every deployment migrates, so every deployment gets the sweeper's django-q2 schedule, which
+    any plain ``qcluster`` runs (``manage.py worker`` runs a sweeper loop as well)."""
+    if using != "default":
+        return
+    from jobs.orchestrator.sweeper import ensure_schedule
+
+    ensure_schedule()
 
 
 class JobsConfig(AppConfig):
     name = "jobs"
     verbose_name = "Pipeline"
+
+    def ready(self) -> None:
+        post_migrate.connect(_sweep_schedule, sender=self, dispatch_uid="trendreel-sweep-schedule")

@@ -30,6 +30,15 @@ def get_theme(slug: str) -> Theme:
         raise CommandError(f"no theme {slug!r} (themes: {known})", returncode=2) from None
 
 
+def get_user(username: str):
+    from django.contrib.auth import get_user_model
+
+    try:
+        return get_user_model().objects.get(username=username)
+    except get_user_model().DoesNotExist:
+        raise CommandError(f"no user {username!r}", returncode=2) from None
+
+
 def check_stage(stage: str | None) -> str | None:
     if stage is not None and stage not in pipeline.STAGE_KEYS:
         raise CommandError(f"unknown stage {stage!r}; stages are: {', '.join(pipeline.STAGE_KEYS)}", returncode=2)
@@ -40,7 +49,7 @@ def act(fn: Callable, *args, **kwargs):
     """Call an orchestrator action; a state conflict or bad value is a one-line error (exit 1)."""
     try:
         return fn(*args, **kwargs)
-    except orchestrator.InvalidState as exc:
+    except (orchestrator.InvalidState, PermissionError) as exc:
         raise CommandError(str(exc), returncode=1) from None
     except orchestrator.UnknownStage as exc:
         raise CommandError(str(exc), returncode=2) from None

@@ -147,7 +147,6 @@ class Job(models.Model):
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
     updated = models.DateTimeField(default=timezone.now)
-    cancel_requested = models.BooleanField(default=False)
     error_stage = models.CharField(max_length=40, blank=True, default="")
     error_kind = models.CharField(max_length=20, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
@@ -229,7 +228,10 @@ class StageRun(models.Model):
     superseded_at = models.DateTimeField(
         null=True, blank=True, help_text="Set when an operator re-ran an earlier stage."
     )
-    worker = models.CharField(max_length=200, blank=True, default="")
+    worker = models.CharField(max_length=200, blank=True, default="", help_text="host:pid of the claiming worker.")
+    # child processes the attempt started, as recorded by its watchdog ({"pid", "start", "boot"}):
+    # the sweeper kills them, on their own host, when the worker died without them
+    processes = models.JSONField(default=_list, blank=True)
 
     class Meta:
         ordering = ["job_id", "queued_at", "id"]
@@ -297,6 +299,8 @@ class ReviewDecision(models.Model):
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="reviews")
     stage_run = models.ForeignKey(StageRun, on_delete=models.SET_NULL, null=True, related_name="+")
+    # the checkpoint the reviewer saw (composition): an approval covers that one alone
+    composition_run = models.ForeignKey(StageRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     decision = models.CharField(max_length=20, choices=Decision.choices)
     from_stage = models.CharField(max_length=40, choices=STAGE_CHOICES, blank=True, default="")
     notes = models.TextField(blank=True, default="")

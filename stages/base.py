@@ -14,11 +14,13 @@ group.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -114,6 +116,11 @@ class AbortSignal:
         with self._lock:
             self._groups.discard(pgid)
 
+    def groups(self) -> frozenset[int]:
+        """The process groups running now (the watchdog records them for the sweeper)."""
+        with self._lock:
+            return frozenset(self._groups)
+
     def abort(self, reason: str) -> None:
         with self._lock:
             if self.reason is None:
@@ -126,6 +133,66 @@ class AbortSignal:
 def kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+# --- children die with their worker ---------------------------------------------------------
+# A child runs in a process group of its own (cancel and time limits kill the group), so it is
+# also outside its worker's: when the worker is SIGKILLed or OOM-killed, nothing would stop it, and
+# the retry would compete with the orphan for the same cores. The kernel's parent-death signal
+# (prctl PR_SET_PDEATHSIG) kills it with its parent; the sweeper, which marks the attempt crashed,
+# kills any recorded group that survived (a grandchild in the group, a non-Linux host).
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+    _prctl = None
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """``preexec_fn`` for a child: SIGKILL when ``parent`` dies (async-signal-safe calls only)."""
+
+    def setup() -> None:
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return setup
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_identity(pid: int) -> dict[str, Any] | None:
+    """What tells process ``pid`` apart from a later process given the same pid: its start time
+    (clock ticks since boot) and the boot. None when it is gone or /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return {"pid": pid, "start": int(fields[19]), "boot": _boot_id()}
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def kill_recorded(processes: list[dict[str, Any]]) -> list[int]:
+    """Kill the process groups of ``processes`` (``process_identity`` records) that are still the
+    same processes on this host; returns the groups killed. A recycled pid is left alone."""
+    killed = []
+    for record in processes or []:
+        try:
+            pid = int(record["pid"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        now = process_identity(pid)
+        if now is not None and now["start"] == record.get("start") and now["boot"] == record.get("boot"):
+            kill_group(pid)
+            killed.append(pid)
+    return killed
 
 
 def _no_progress(fraction: float, message: str) -> None:
@@ -208,6 +275,7 @@ class StageContext:
             cwd=cwd,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with(os.getpid()),
         )
         self.abort.register(proc.pid)
         tail: list[str] = []

@@ -17,7 +17,7 @@ from django.utils.module_loading import import_string
 
 @dataclass(frozen=True)
 class StagePolicy:
-    time_limit: float  # seconds; past it the attempt is stopped (child processes killed)
+    time_limit: float  # seconds; past it the attempt is stopped (child processes killed); 0: no limit
     max_attempts: int  # automatic attempts per operator action (crashes count)
     backoff_base: float  # seconds; retry n waits random(0, min(cap, base * 2**n)) (full jitter)
     backoff_cap: float
@@ -46,6 +46,9 @@ STAGES: tuple[StageSpec, ...] = (
 
 STAGE_KEYS: tuple[str, ...] = tuple(s.key for s in STAGES)
 STAGE_CHOICES: list[tuple[str, str]] = [(s.key, s.label) for s in STAGES]
+# The human gate, and the stage whose checkpoint it reviews (an approval binds to that checkpoint).
+GATE: str = next(s.key for s in STAGES if s.gate)
+REVIEWED: str = STAGE_KEYS[STAGE_KEYS.index(GATE) - 1]
 _BY_KEY = {s.key: s for s in STAGES}
 _POLICY_FIELDS = {f.name for f in fields(StagePolicy)}
 
@@ -90,5 +93,22 @@ def load(key: str):
         raise ImproperlyConfigured(f"stage {key}: cannot import {path}: {exc}") from exc
 
 
+def after_gate(key: str) -> bool:
+    """Stages that act on what a reviewer approved (publish): they need the approval to run."""
+    return index(key) > index(GATE)
+
+
+def stages_of_cluster(cluster: str | None) -> tuple[str, ...]:
+    """The stages a worker of ``cluster`` (None: the default cluster) runs; the gate runs nowhere."""
+    return tuple(k for k in STAGE_KEYS if k != GATE and (spec(k).policy.cluster or None) == (cluster or None))
+
+
+def clusters() -> tuple[str | None, ...]:
+    """Every cluster some stage is routed to (None: the default cluster)."""
+    return tuple(dict.fromkeys(spec(k).policy.cluster or None for k in STAGE_KEYS if k != GATE))
+
+
 def max_time_limit() -> float:
-    return max(spec(k).policy.time_limit for k in STAGE_KEYS)
+    """The longest stage time limit; ``inf`` when some stage has none (``time_limit: 0``)."""
+    limits = [spec(k).policy.time_limit for k in STAGE_KEYS if k != GATE]
+    return float("inf") if any(limit <= 0 for limit in limits) else max(limits)

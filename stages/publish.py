@@ -44,6 +44,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from jobs.models import Publication
+from jobs.orchestrator import gate
 from stages.base import (
     ArtifactSpec,
     PermanentStageError,
@@ -120,6 +121,11 @@ def is_done(publication: Publication | None) -> bool:
 
 
 def run(ctx: StageContext) -> StageResult:
+    # The review gate, checked again where the effect happens: the orchestrator refuses to start
+    # publish without an approval of the current composition, and so does the stage itself.
+    refused = gate.problem(ctx.job_id)
+    if refused is not None:
+        raise PermanentStageError(refused, hint="review the job again; publish runs after an approval")
     names = destination_names(ctx)
     rows = {p.destination: p for p in Publication.objects.filter(job_id=ctx.job_id, destination__in=names)}
     pending = [n for n in names if not is_done(rows.get(n))]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -62,12 +63,17 @@ def database_url() -> str:
 
 
 class Worker:
-    """A real worker process (``manage.py worker`` = django-q2 cluster + sweeper, or ``qcluster``)."""
+    """A real worker process (``manage.py worker`` = django-q2 cluster + sweeper, or ``qcluster``).
 
-    def __init__(self, command: str, env: dict[str, str], log: Path) -> None:
+    With ``skew`` the process's clock (``django.utils.timezone.now``) runs that many seconds off,
+    as on a host whose clock drifted (``jobs/tests/skewclock.py``).
+    """
+
+    def __init__(self, command: str, env: dict[str, str], log: Path, skew: float | None = None) -> None:
         self.log = log
+        prefix = ["-m", "jobs.tests.skewclock", str(skew)] if skew is not None else [str(ROOT / "manage.py")]
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), command],
+            [sys.executable, *prefix, *command.split()],
             cwd=ROOT,
             env=env,
             stdout=log.open("wb"),
@@ -92,12 +98,19 @@ class Worker:
 def start_worker(engine, transactional_db, tmp_path):
     workers: list[Worker] = []
 
-    def start(command: str = "worker", policy: dict | None = None, extra_env: dict | None = None) -> Worker:
+    def start(
+        command: str = "worker",
+        policy: dict | None = None,
+        extra_env: dict | None = None,
+        functions: dict | None = None,
+        skew: float | None = None,
+    ) -> Worker:
+        """``functions``: stage function overrides (default: the test stages; ``{}``: the real ones)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "TRENDREEL_STAGE"))}
         env.update(
             DATABASE_URL=database_url(),
             MEDIA_ROOT=str(engine.MEDIA_ROOT),
-            TRENDREEL_STAGE_FUNCTIONS=json.dumps(TEST_FUNCTIONS),
+            TRENDREEL_STAGE_FUNCTIONS=json.dumps(TEST_FUNCTIONS if functions is None else functions),
             TRENDREEL_STAGE_POLICY=json.dumps(policy or engine.TRENDREEL_STAGE_POLICY),
             TRENDREEL_HEARTBEAT_SECONDS="0.1",
             TRENDREEL_STALE_SECONDS="1.5",
@@ -108,7 +121,7 @@ def start_worker(engine, transactional_db, tmp_path):
         if django_settings.REDIS_URL:
             env["REDIS_URL"] = django_settings.REDIS_URL
         env.update(extra_env or {})
-        worker = Worker(command, env, tmp_path / f"worker-{len(workers)}.log")
+        worker = Worker(command, env, tmp_path / f"worker-{len(workers)}.log", skew=skew)
         workers.append(worker)
         return worker
 
@@ -130,3 +143,42 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.05, what: str =
 
 def job_status(job_id: int) -> str:
     return Job.objects.values_list("status", flat=True).get(pk=job_id)
+
+
+def pidfd(pid: int) -> int | None:
+    """A handle on process ``pid`` that stays valid if the pid is reused; None if it is gone.
+
+    Waiting on it is race-free: no /proc file can vanish between a check and a read.
+    """
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+def exited(fd: int | None, timeout: float = 0.0) -> bool:
+    """The process behind ``fd`` has exited (a zombie counts), waiting up to ``timeout`` seconds."""
+    if fd is None:
+        return True
+    readable, _, _ = select.select([fd], [], [], timeout)
+    return bool(readable)
+
+
+def gone(pid: int) -> bool:
+    """Process ``pid`` no longer runs (exited, or an unreaped zombie): one syscall, no race."""
+    fd = pidfd(pid)
+    try:
+        return exited(fd)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+@pytest.fixture
+def reviewer(transactional_db):
+    """A user who may review (approve, reject, request changes)."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user("reviewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="review_job"))
+    return User.objects.get(pk=user.pk)

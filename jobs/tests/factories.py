@@ -59,3 +59,26 @@ def populate(jobs: int = 10_000, runs_per_job: int = 8) -> Job:
             t += took
     StageRun.objects.bulk_create(runs, batch_size=5000)
     return Job.objects.order_by("-created").first()
+
+
+def approved(job: Job) -> Job:
+    """Give ``job`` what publish needs: a composition checkpoint and a reviewer's approval of it."""
+    from django.contrib.auth.models import Permission, User
+
+    from jobs.models import ReviewDecision
+
+    now = timezone.now()
+    composition = StageRun.objects.create(
+        job=job, stage=pipeline.REVIEWED, status=RS.SUCCEEDED, started_at=now, finished_at=now, output={}
+    )
+    reviewer, created = User.objects.get_or_create(username="factory-reviewer")
+    if created:
+        reviewer.user_permissions.add(Permission.objects.get(codename="review_job"))
+    ReviewDecision.objects.create(
+        job=job,
+        composition_run=composition,
+        decision=ReviewDecision.Decision.APPROVE,
+        decided_by=reviewer,
+        decided_at=now + timedelta(microseconds=1),
+    )
+    return job

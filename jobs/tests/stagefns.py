@@ -7,7 +7,9 @@ repeats). Every call appends ``stage attempt pid`` to ``params["call_log"]``.
 Actions: ``ok``, ``transient``, ``permanent``, ``unexpected``, ``sleep:S`` (sleeps S seconds in
 steps, reporting progress), ``child:S`` (runs ``sleep S`` as a child process, writing its pid to
 ``params["pid_file"]``), ``spin:S`` (busy Python loop that never checks cancel), ``kill`` (SIGKILLs
-its own worker process), ``retry_after:S`` (transient with a Retry-After), ``enospc`` (the disk is full).
+its own worker process), ``retry_after:S`` (transient with a Retry-After), ``enospc`` (the disk is full),
+``badoutput`` (returns an output that is not JSON), ``dupartifact`` (names one file twice as an artifact).
+Outputs carry ``cluster``: the ``TRENDREEL_CLUSTER`` of the process that ran the stage.
 """
 
 from __future__ import annotations
@@ -61,10 +63,19 @@ def run(ctx: StageContext) -> StageResult:
     if name == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     (ctx.work_dir / "out.json").write_text(f'{{"stage": "{ctx.stage}", "attempt": {ctx.attempt}}}')
-    return StageResult(
-        output={"stage": ctx.stage, "attempt": ctx.attempt, "notes": ctx.review_notes, "seen": sorted(ctx.upstream)},
-        artifacts=[ArtifactSpec("out.json", "json")],
-    )
+    output = {
+        "stage": ctx.stage,
+        "attempt": ctx.attempt,
+        "notes": ctx.review_notes,
+        "seen": sorted(ctx.upstream),
+        "cluster": os.environ.get("TRENDREEL_CLUSTER", ""),
+    }
+    artifacts = [ArtifactSpec("out.json", "json")]
+    if name == "badoutput":
+        output["tags"] = {"a", "b"}  # a set: not JSON
+    if name == "dupartifact":
+        artifacts.append(ArtifactSpec("out.json", "json", label="again"))
+    return StageResult(output=output, artifacts=artifacts)
 
 
 def calls(log: Path) -> list[tuple[str, int]]:

@@ -12,15 +12,17 @@ from django_q.models import OrmQ
 
 from jobs import orchestrator
 from jobs.models import Job, StageRun
-from jobs.tests.conftest import job_status, params, wait_for
+from jobs.tests.conftest import exited, gone, job_status, params, pidfd, wait_for
 from jobs.tests.stagefns import calls
-from jobs.tests.test_orchestrator import BEFORE_REVIEW, pid_alive
+from jobs.tests.test_orchestrator import BEFORE_REVIEW
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 RS = StageRun.Status
 
 
-def test_it_runs_a_job_through_a_real_qcluster_to_review_and_completion(start_worker, theme, call_log, tmp_path):
+def test_it_runs_a_job_through_a_real_qcluster_to_review_and_completion(
+    start_worker, theme, call_log, tmp_path, reviewer
+):
     worker = start_worker("qcluster")
     job = orchestrator.start_job(theme, params=params(call_log, tmp_path))
     wait_for(
@@ -30,7 +32,7 @@ def test_it_runs_a_job_through_a_real_qcluster_to_review_and_completion(start_wo
     pids = {run.worker.rsplit(":", 1)[1] for run in job.runs.exclude(worker="")}
     assert str(os.getpid()) not in pids  # ran in the cluster's worker processes, not here
 
-    orchestrator.review_job(job.pk, "approve")
+    orchestrator.review_job(job.pk, "approve", user=reviewer)
     wait_for(lambda: job_status(job.pk) == Job.Status.COMPLETED, timeout=30, what="completed", log=worker.log)
     assert [s for s, _ in calls(call_log)][-1] == "publish"
     assert not job.runs.exclude(status=RS.SUCCEEDED).exists()
@@ -52,7 +54,7 @@ def test_a_killed_worker_s_stage_is_run_again_and_the_job_finishes(start_worker,
     )
     runs = list(job.runs.filter(stage="script_generation").order_by("attempt"))
     assert [(r.status, r.error_kind) for r in runs] == [(RS.CRASHED, "crashed"), (RS.SUCCEEDED, "")]
-    assert not pid_alive(pid)
+    assert gone(pid)
     # exactly one succeeded attempt per stage
     for stage in BEFORE_REVIEW:
         assert job.runs.filter(stage=stage, status=RS.SUCCEEDED).count() == 1
@@ -81,11 +83,10 @@ def test_cancel_stops_a_running_stage_and_its_child_within_two_seconds(start_wor
     wait_for(
         lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=60, what="child started", log=worker.log
     )
-    child = int(pid_file.read_text())
-    t0 = time.monotonic()
+    child = pidfd(int(pid_file.read_text()))
+    assert not exited(child)
     orchestrator.cancel_job(job.pk)
-    wait_for(lambda: not pid_alive(child), timeout=2, interval=0.02, what="child killed")
-    assert time.monotonic() - t0 < 2
+    assert exited(child, timeout=2), "the child outlived the cancel by 2 s"
     time.sleep(1)
     job.refresh_from_db()
     assert job.status == Job.Status.CANCELLED

@@ -42,7 +42,7 @@ def test_run_pipeline_exits_1_when_the_job_fails(engine, theme, call_log, tmp_pa
     assert Job.objects.get().status == Job.Status.FAILED
 
 
-def test_retry_cancel_and_review_commands_drive_the_orchestrator(engine, theme, call_log, tmp_path):
+def test_retry_cancel_and_review_commands_drive_the_orchestrator(engine, theme, call_log, tmp_path, reviewer):
     with pytest.raises(SystemExit):
         run(
             "run_pipeline",
@@ -63,7 +63,15 @@ def test_retry_cancel_and_review_commands_drive_the_orchestrator(engine, theme, 
         run("review_job", str(job.pk), "--request-changes", "--notes", "x")
     assert exc.value.returncode == 2
     assert "running" in run(
-        "review_job", str(job.pk), "--request-changes", "--from-stage", "script_generation", "--notes", "shorter"
+        "review_job",
+        str(job.pk),
+        "--request-changes",
+        "--from-stage",
+        "script_generation",
+        "--notes",
+        "shorter",
+        "--user",
+        reviewer.username,
     )
     assert "cancelled" in run("cancel_job", str(job.pk))
     with pytest.raises(CommandError, match="nothing to cancel") as exc:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
@@ -15,7 +13,7 @@ from django_q.models import OrmQ
 
 from jobs import orchestrator
 from jobs.models import Artifact, Job, ReviewDecision, StageRun
-from jobs.tests.conftest import params, wait_for
+from jobs.tests.conftest import gone, params, wait_for
 from jobs.tests.stagefns import calls
 from stages import pipeline
 
@@ -27,18 +25,8 @@ def start(theme, call_log, tmp_path, **behave) -> Job:
     return orchestrator.start_job(theme, params=params(call_log, tmp_path, **behave))
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is gone for our purposes
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
-
-
 @pytest.mark.django_db(transaction=True)
-def test_it_runs_every_stage_to_review_then_publishes_on_approve(engine, theme, call_log, tmp_path):
+def test_it_runs_every_stage_to_review_then_publishes_on_approve(engine, theme, call_log, tmp_path, reviewer):
     job = start(theme, call_log, tmp_path)
     job = orchestrator.run_inline(job.pk)
     assert job.status == Job.Status.AWAITING_REVIEW
@@ -53,7 +41,7 @@ def test_it_runs_every_stage_to_review_then_publishes_on_approve(engine, theme, 
     assert (engine.MEDIA_ROOT / comp.output_dir / "out.json").exists()
     assert not list(engine.MEDIA_ROOT.rglob("*.partial"))
 
-    orchestrator.review_job(job.pk, "approve", notes="ship it")
+    orchestrator.review_job(job.pk, "approve", notes="ship it", user=reviewer)
     job.refresh_from_db()
     assert job.status == Job.Status.PUBLISHING
     job = orchestrator.run_inline(job.pk)
@@ -186,7 +174,7 @@ def test_it_stops_a_stage_past_its_time_limit_and_kills_its_child_group(engine, 
     assert run.error_kind == "timeout"
     assert "time limit of 1s" in run.error_message
     child = int((tmp_path / "child.pid").read_text())
-    assert not pid_alive(child)
+    assert gone(child)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -213,7 +201,7 @@ def test_it_cancels_a_long_stage_within_two_seconds(engine, theme, call_log, tmp
     thread.join(timeout=5)
     assert out["result"] == "aborted:cancelled"
     assert out["done"] - cancelled_at < 2
-    assert not pid_alive(child)
+    assert gone(child)
     job.refresh_from_db()
     assert job.status == Job.Status.CANCELLED
     assert list(job.runs.values_list("status", flat=True)) == [RS.CANCELLED]
@@ -271,13 +259,15 @@ def test_it_reruns_from_a_chosen_stage_keeping_history_and_superseding_later_che
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_requests_changes_with_notes_and_reruns_from_the_stage(engine, theme, call_log, tmp_path):
+def test_it_requests_changes_with_notes_and_reruns_from_the_stage(engine, theme, call_log, tmp_path, reviewer):
     job = orchestrator.run_inline(start(theme, call_log, tmp_path).pk)
     with pytest.raises(ValueError, match="notes"):
-        orchestrator.review_job(job.pk, "request_changes", from_stage="script_generation")
+        orchestrator.review_job(job.pk, "request_changes", from_stage="script_generation", user=reviewer)
     with pytest.raises(ValueError, match="before review"):
-        orchestrator.review_job(job.pk, "request_changes", from_stage="publish", notes="x")
-    orchestrator.review_job(job.pk, "request_changes", from_stage="script_generation", notes="hook: Stop scrolling")
+        orchestrator.review_job(job.pk, "request_changes", from_stage="publish", notes="x", user=reviewer)
+    orchestrator.review_job(
+        job.pk, "request_changes", from_stage="script_generation", notes="hook: Stop scrolling", user=reviewer
+    )
     job = orchestrator.run_inline(job.pk)
     assert job.status == Job.Status.AWAITING_REVIEW
     script = job.runs.filter(stage="script_generation", superseded_at__isnull=True, status=RS.SUCCEEDED).get()
@@ -287,14 +277,14 @@ def test_it_requests_changes_with_notes_and_reruns_from_the_stage(engine, theme,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_rejects_and_refuses_actions_the_state_does_not_allow(engine, theme, call_log, tmp_path):
+def test_it_rejects_and_refuses_actions_the_state_does_not_allow(engine, theme, call_log, tmp_path, reviewer):
     job = start(theme, call_log, tmp_path)
     with pytest.raises(orchestrator.InvalidState):
-        orchestrator.review_job(job.pk, "approve")
+        orchestrator.review_job(job.pk, "approve", user=reviewer)
     with pytest.raises(orchestrator.InvalidState):
         orchestrator.retry_job(job.pk)
     job = orchestrator.run_inline(job.pk)
-    orchestrator.review_job(job.pk, "reject", notes="off-brand")
+    orchestrator.review_job(job.pk, "reject", notes="off-brand", user=reviewer)
     job.refresh_from_db()
     assert job.status == Job.Status.REJECTED
     with pytest.raises(orchestrator.InvalidState):
@@ -352,11 +342,17 @@ def test_stalled_means_due_runs_unclaimed_while_nothing_runs(engine, theme, call
 
 
 @pytest.mark.django_db(transaction=True)
-def test_review_notes_of_every_round_reach_the_rerun_and_the_stages_after_it(engine, theme, call_log, tmp_path):
+def test_review_notes_of_every_round_reach_the_rerun_and_the_stages_after_it(
+    engine, theme, call_log, tmp_path, reviewer
+):
     job = orchestrator.run_inline(start(theme, call_log, tmp_path).pk)
-    orchestrator.review_job(job.pk, "request_changes", from_stage="script_generation", notes="shorter hook")
+    orchestrator.review_job(
+        job.pk, "request_changes", from_stage="script_generation", notes="shorter hook", user=reviewer
+    )
     job = orchestrator.run_inline(job.pk)
-    orchestrator.review_job(job.pk, "request_changes", from_stage="scene_generation", notes="brighter cards")
+    orchestrator.review_job(
+        job.pk, "request_changes", from_stage="scene_generation", notes="brighter cards", user=reviewer
+    )
     job = orchestrator.run_inline(job.pk)
     assert job.status == Job.Status.AWAITING_REVIEW
     current = {r.stage: r for r in job.runs.filter(status=RS.SUCCEEDED, superseded_at__isnull=True)}

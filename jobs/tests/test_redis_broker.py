@@ -27,6 +27,7 @@ def redis_broker(monkeypatch, engine):
     monkeypatch.setattr(Conf, "BROKER_CLASS", None)  # settings name the ORM broker's class
     monkeypatch.setattr(Conf, "REDIS", REDIS_URL)
     monkeypatch.setattr(Conf, "CLUSTER_NAME", name)
+    engine.TRENDREEL_QUEUE_BASE = name  # the default cluster's queue (routing pushes there)
     client = redis.from_url(REDIS_URL)
     yield client, f"django_q:{name}:q"
     client.delete(f"django_q:{name}:q")
@@ -53,6 +54,17 @@ def test_the_sweeper_repairs_a_push_lost_after_commit(redis_broker, theme, engin
     later = timezone.now() + timedelta(seconds=engine.TRENDREEL_REQUEUE_SECONDS + 1)
     assert orchestrator.sweep(now=later).pushed == [job.runs.get().pk]
     assert client.llen(key) == 1
+
+
+def test_the_sweeper_never_pushes_a_run_still_in_the_redis_list(redis_broker, theme, engine):
+    """A busy queue: the run waits behind others. Its task is still in the list: no second copy."""
+    client, key = redis_broker
+    job = orchestrator.start_job(theme)
+    for k in range(1, 4):
+        later = timezone.now() + timedelta(seconds=k * (engine.TRENDREEL_REQUEUE_SECONDS + 1))
+        assert orchestrator.sweep(now=later).pushed == []
+    assert client.llen(key) == 1
+    assert job.runs.get().status == "queued"
 
 
 @pytest.mark.cluster

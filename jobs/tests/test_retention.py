@@ -19,14 +19,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def make_job(engine, theme, call_log, tmp_path):
+def make_job(engine, theme, call_log, tmp_path, reviewer):
     def make(status: str, days_ago: float) -> Job:
         job = orchestrator.run_inline(orchestrator.start_job(theme, params=params(call_log, tmp_path)).pk)
         if status == "completed":
-            orchestrator.review_job(job.pk, "approve")
+            orchestrator.review_job(job.pk, "approve", user=reviewer)
             job = orchestrator.run_inline(job.pk)
         elif status == "rejected":
-            job = orchestrator.review_job(job.pk, "reject", notes="off-brand")
+            job = orchestrator.review_job(job.pk, "reject", notes="off-brand", user=reviewer)
         elif status == "failed":
             Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED, error_stage="publish")
         job.refresh_from_db()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobs.models import Job, Theme
+from jobs.tests.factories import approved
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +21,7 @@ def _local_servers(settings):
 @pytest.fixture
 def job(db) -> Job:
     theme = Theme.objects.create(name="Tech pulse", slug="tech-pulse-net-publish")
-    return Job.objects.create(theme=theme)
+    return approved(Job.objects.create(theme=theme))
 
 
 @pytest.fixture

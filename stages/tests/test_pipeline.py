@@ -9,7 +9,7 @@ from django.conf import settings
 
 from jobs import orchestrator
 from jobs.models import Artifact, Job, StageRun, Trend
-from stages import media
+from stages import media, pipeline
 from stages.demo import ensure_demo_theme
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -66,7 +66,7 @@ def test_the_demo_theme_becomes_a_video_in_review_and_reruns_reproduce_checkpoin
         earlier = {
             r.stage: r.pk
             for r in job.runs.filter(status=RS.SUCCEEDED, superseded_at__isnull=True)
-            if orchestrator.pipeline.index(r.stage) < orchestrator.pipeline.index(stage)
+            if pipeline.index(r.stage) < pipeline.index(stage)
         }
         new = rerun_only(job, stage)
         old = originals[stage]

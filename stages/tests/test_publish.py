@@ -11,6 +11,7 @@ import imageio_ffmpeg
 import pytest
 
 from jobs.models import Job, Publication, Theme
+from jobs.tests.factories import approved
 from stages import publish
 from stages.base import PermanentStageError, TransientStageError
 from stages.providers import outbox
@@ -88,7 +89,7 @@ def rendered(tmp_path_factory) -> Path:
 @pytest.fixture
 def job(db) -> Job:
     theme = Theme.objects.create(name="Tech pulse", slug="tech-pulse-publish")
-    return Job.objects.create(theme=theme)
+    return approved(Job.objects.create(theme=theme))
 
 
 def context(tmp_path: Path, job: Job, rendered: Path, *, thumbnail: bool = True):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobs.models import Job, Publication
+from jobs.tests.factories import approved
 from stages import publish
 from stages.base import PermanentStageError, TransientStageError
 from stages.tests.fakeserver import FakeServer, Reply
@@ -191,7 +192,7 @@ def test_a_2xx_with_a_malformed_body_still_counts_but_a_redirect_does_not(tmp_pa
         out = publish.run(publish_ctx(tmp_path, job, composed, hook_settings(srv))).output
     assert out["destinations"]["webhook"]["status_code"] == 200
 
-    other = Job.objects.create(theme=job.theme)
+    other = approved(Job.objects.create(theme=job.theme))
     with FakeServer() as srv:
         srv.route("POST", "/hooks/trendreel", Reply(302, headers={"Location": "https://elsewhere.example/"}))
         with pytest.raises(PermanentStageError, match="HTTP 302") as exc:

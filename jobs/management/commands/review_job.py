@@ -19,12 +19,20 @@ class Command(BaseCommand):
         )
         parser.add_argument("--from-stage", dest="from_stage")
         parser.add_argument("--notes", default="")
+        parser.add_argument(
+            "--user", dest="username", help="the reviewer deciding (needs the jobs.review_job permission)"
+        )
 
-    def handle(self, *args, job_id: str, decision: str, from_stage: str | None, notes: str, **options) -> None:
+    def handle(
+        self, *args, job_id: str, decision: str, from_stage: str | None, notes: str, username: str | None, **options
+    ) -> None:
         job = cli.get_job(job_id)
         cli.check_stage(from_stage)
         if decision == ReviewDecision.Decision.REQUEST_CHANGES and not from_stage:
             raise CommandError("--request-changes needs --from-stage", returncode=2)
-        job = cli.act(orchestrator.review_job, job.pk, decision, notes=notes, from_stage=from_stage)
+        if not username:
+            raise CommandError("a review is made by a person: name the reviewer with --user", returncode=2)
+        user = cli.get_user(username)
+        job = cli.act(orchestrator.review_job, job.pk, decision, user=user, notes=notes, from_stage=from_stage)
         job.refresh_from_db()
         self.stdout.write(f"job {job.pk}: {job.status}")

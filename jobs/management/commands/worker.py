@@ -5,44 +5,77 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connections
 
 from jobs import orchestrator, retention
+from jobs.orchestrator.sweeper import ensure_schedule
+from jobs.queues import CLUSTER_NAME
+from stages import pipeline
 
 log = logging.getLogger("trendreel.worker")
 HOUSEKEEPING_SECONDS = 3600.0
 
 
-def ensure_sweep_schedule() -> None:
-    """A django-q2 schedule as the backstop for clusters started with plain ``qcluster``."""
-    from django_q.models import Schedule
-
-    Schedule.objects.update_or_create(
-        name="trendreel-sweep",
-        defaults={"func": "jobs.tasks.sweep", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+class Command(BaseCommand):
+    help = (
+        "Run a django-q2 cluster (the stage workers) plus the sweeper loop in this process. "
+        "With --cluster NAME (or TRENDREEL_CLUSTER) it runs only the stages routed to that cluster."
     )
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--cluster",
+            default=None,
+            help="serve this cluster's queue (stages whose policy names it, e.g. render); default: the rest",
+        )
 
-class Command(BaseCommand):
-    help = "Run a django-q2 cluster (the stage workers) plus the sweeper loop in this process."
-
-    def handle(self, *args, **options) -> None:
-        ensure_sweep_schedule()
-        cluster = self.start_cluster()
+    def handle(self, *args, cluster: str | None = None, **options) -> None:
+        if cluster is not None and cluster != settings.TRENDREEL_CLUSTER:
+            self.reexec(cluster)
+        ensure_schedule()
+        served = ", ".join(pipeline.stages_of_cluster(settings.TRENDREEL_CLUSTER or None)) or "no stage"
+        name = settings.TRENDREEL_CLUSTER or "default"
+        q = self.start_cluster()
         self.stdout.write(
-            f"worker {cluster.pid}: {settings.TRENDREEL_WORKERS} stage workers, sweeping every {settings.TRENDREEL_SWEEP_SECONDS:g}s",
+            f"worker {q.pid}: cluster {name} ({served}), {settings.TRENDREEL_WORKERS} stage workers, "
+            f"sweeping every {settings.TRENDREEL_SWEEP_SECONDS:g}s",
             ending="\n",
         )
         self.stdout.flush()
+        self.serve(q)
+
+    @staticmethod
+    def reexec(cluster: str) -> None:
+        """django-q2 reads its queue name when it is imported: start over with TRENDREEL_CLUSTER set."""
+        if not CLUSTER_NAME.fullmatch(cluster):
+            raise CommandError(f"--cluster must be lowercase letters, digits, - or _: {cluster!r}", returncode=2)
+        argv, skip = [], False
+        for arg in sys.argv:
+            if skip or arg.startswith("--cluster="):
+                skip = False
+                continue
+            skip = arg == "--cluster"
+            if not skip:
+                argv.append(arg)
+        if Path(argv[0]).name != "manage.py" or "worker" not in argv:
+            raise CommandError("--cluster works from the command line; else set TRENDREEL_CLUSTER", returncode=2)
+        os.execve(sys.executable, [sys.executable, *argv], {**os.environ, "TRENDREEL_CLUSTER": cluster})
+
+    def serve(self, cluster) -> None:
         next_housekeeping = 0.0
         while cluster.sentinel is not None and cluster.sentinel.is_alive():
             try:
                 orchestrator.sweep()
-                if orchestrator.stalled(workers=lambda cluster=cluster: self.worker_names(cluster)):
+                if orchestrator.stalled(
+                    workers=lambda cluster=cluster: self.worker_names(cluster),
+                    cluster=settings.TRENDREEL_CLUSTER or None,
+                ):
                     cluster = self.restart(cluster)
             except Exception:  # a busy database must not stop the loop
                 log.exception("sweep failed")

@@ -1,0 +1,200 @@
+"""What operators (console, API, admin, commands, schedules) ask of the engine.
+
+Each action locks the job row, checks its move against the transition table (which raises
+``InvalidState`` with the reason, and applies the review gate's guard), then writes it. Permission
+to call an action belongs to the caller, except reviewing: a decision is recorded against a user,
+and only a user holding ``jobs.review_job`` may make one, whatever the route.
+"""
+
+from __future__ import annotations
+
+import random
+
+from django.db import transaction
+
+from jobs.models import Job, ReviewDecision, StageRun, Theme
+from jobs.orchestrator import clock, gate, lifecycle, transitions
+from jobs.orchestrator.lifecycle import lock_job, who
+from jobs.orchestrator.transitions import InvalidState
+from stages import pipeline
+
+JS = Job.Status
+RS = StageRun.Status
+EK = StageRun.ErrorKind
+MAX_BATCH = 20
+
+
+class UnknownStage(ValueError):
+    pass
+
+
+def start_job(theme: Theme, *, params: dict | None = None, user=None, idempotency_key: str | None = None) -> Job:
+    """Create a job and queue its first stage, atomically (enqueue included)."""
+    with transaction.atomic():
+        if idempotency_key:
+            existing = Job.objects.filter(idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return existing
+        first = pipeline.STAGE_KEYS[0]
+        job = transitions.create_job(
+            theme=theme,
+            params=params or {},
+            created_by=user if getattr(user, "pk", None) else None,
+            idempotency_key=idempotency_key or None,
+            current_stage=first,
+            created=clock.now(),
+        )
+        lifecycle.new_run(job.pk, first, reason="job started")
+    return job
+
+
+def start_batch(theme: Theme, count: int, *, user=None) -> list[Job]:
+    """N jobs for the theme's top N topics: job i asks trend analysis for the i-th best topic."""
+    if not 1 <= count <= MAX_BATCH:
+        raise ValueError(f"a batch is 1 to {MAX_BATCH} jobs")
+    batch = clock.now().strftime("%Y%m%d%H%M%S") + f"-{random.randrange(16**4):04x}"
+    with transaction.atomic():
+        return [
+            start_job(theme, params={"topic_rank": i, "batch": batch, "batch_size": count}, user=user)
+            for i in range(count)
+        ]
+
+
+def resume_point(job: Job) -> str:
+    """The first stage, in pipeline order, with no current checkpoint."""
+    done = set(job.runs.filter(status=RS.SUCCEEDED, superseded_at__isnull=True).values_list("stage", flat=True))
+    for key in pipeline.STAGE_KEYS:
+        if key not in done:
+            return key
+    return pipeline.STAGE_KEYS[-1]
+
+
+def _validate_stage(stage: str) -> str:
+    if stage not in pipeline.STAGE_KEYS:
+        raise UnknownStage(f"unknown stage {stage!r}; stages are: {', '.join(pipeline.STAGE_KEYS)}")
+    return stage
+
+
+def retry_job(job_id: int, *, from_stage: str | None = None, user=None, notes: str = "") -> Job:
+    """Resume a failed/cancelled job from its failed stage, or re-run from ``from_stage``.
+
+    Stages with a current checkpoint are never run again unless they are at or after
+    ``from_stage``; then their checkpoints are superseded (kept, marked), never deleted. Re-running
+    publish needs an approval of the current composition (the table's ``approval`` guard);
+    re-running composition or anything before it leads through review again.
+    """
+    if from_stage is not None:
+        _validate_stage(from_stage)
+    with transaction.atomic():
+        job = lock_job(job_id)
+        if from_stage is None:
+            if job.status not in transitions.job_move("resume", JS.RUNNING).sources:
+                raise InvalidState(
+                    f"job {job.pk} is {job.get_status_display().lower()}; only failed or cancelled jobs resume"
+                )
+            stage, event, reason = resume_point(job), "resume", f"resumed by {who(user)}"
+        else:
+            if job.status in (JS.PENDING, JS.RUNNING, JS.PUBLISHING):
+                raise InvalidState(f"job {job.pk} is {job.get_status_display().lower()}; cancel it before re-running")
+            stage, event, reason = from_stage, "rerun", f"re-run from {from_stage} by {who(user)}"
+        if job.media_purged_at is not None:
+            # retention removed every checkpoint's files: nothing earlier can be built on
+            stage = pipeline.STAGE_KEYS[0]
+            reason += " (media had been removed by retention: from the start)"
+        transitions.check_job(job, event, lifecycle.status_for_stage(stage))
+        if job.media_purged_at is not None:
+            Job.objects.filter(pk=job.pk).update(media_purged_at=None)
+            job.media_purged_at = None
+        _rerun(job, stage, event, reason=reason, notes=notes)
+    return job
+
+
+def _rerun(job: Job, stage: str, event: str, *, reason: str, notes: str = "") -> None:
+    """Supersede the checkpoints from ``stage`` on, cancel what is open, enter ``stage``."""
+    now = clock.now()
+    job.runs.filter(stage__in=pipeline.stages_from(stage), status=RS.SUCCEEDED, superseded_at__isnull=True).update(
+        superseded_at=now
+    )
+    transitions.move_runs(
+        job.runs.all(),
+        "cancel",
+        finished_at=now,
+        error_kind=EK.CANCELLED,
+        message="superseded by " + reason,
+        superseded_at=now,
+    )
+    lifecycle.enter_stage(job, stage, event, reason=reason, input={"review_notes": notes} if notes else None)
+
+
+def cancel_job(job_id: int, *, user=None) -> Job:
+    """Stop a job now. A running stage notices within a heartbeat and its children are killed."""
+    with transaction.atomic():
+        job = lock_job(job_id)
+        if job.status not in transitions.job_move("cancel").sources:
+            raise InvalidState(f"job {job.pk} is {job.get_status_display().lower()}; nothing to cancel")
+        now = clock.now()
+        transitions.move_runs(
+            job.runs.all(), "cancel", finished_at=now, error_kind=EK.CANCELLED, message=f"cancelled by {who(user)}"
+        )
+        transitions.move_job(job, "cancel", finished=now, updated=now)
+    return job
+
+
+def review_job(job_id: int, decision: str, *, user=None, notes: str = "", from_stage: str | None = None) -> Job:
+    """Decide a job waiting in review, as ``user``, who must hold ``jobs.review_job``.
+
+    The decision binds to the composition checkpoint under review; approve queues publish in the
+    same transaction, reject ends the job, request changes re-runs from ``from_stage`` with the notes.
+    """
+    decisions = ReviewDecision.Decision
+    if decision not in decisions.values:
+        raise ValueError(f"unknown decision {decision!r}; use one of {', '.join(decisions.values)}")
+    if not gate.may_review(user):
+        raise PermissionError(f"reviewing needs an active user with the {gate.REVIEW_PERMISSION} permission")
+    if decision == decisions.REQUEST_CHANGES:
+        if not from_stage:
+            raise ValueError("request changes needs the stage to re-run from")
+        _validate_stage(from_stage)
+        if pipeline.index(from_stage) >= pipeline.index(pipeline.GATE):
+            raise ValueError(f"changes must re-run a stage before {pipeline.GATE}")
+        if not notes.strip():
+            raise ValueError("request changes needs notes for the re-run")
+    event, target = {
+        decisions.APPROVE: ("approve", JS.PUBLISHING),
+        decisions.REJECT: ("reject", JS.REJECTED),
+        decisions.REQUEST_CHANGES: ("request_changes", JS.RUNNING),
+    }[decision]
+    with transaction.atomic():
+        job = lock_job(job_id)
+        run = job.runs.filter(stage=pipeline.GATE, status=RS.WAITING).order_by("-attempt").first()
+        if job.status != JS.AWAITING_REVIEW or run is None:
+            raise InvalidState(f"job {job.pk} is {job.get_status_display().lower()}, not awaiting review")
+        now = clock.now()
+        ReviewDecision.objects.create(
+            job=job,
+            stage_run=run,
+            composition_run=gate.reviewed_checkpoint(job.pk),
+            decision=decision,
+            notes=notes,
+            from_stage=from_stage or "",
+            decided_by=user,
+            decided_at=now,
+        )
+        transitions.move_run(
+            run.pk,
+            "decide",
+            finished_at=now,
+            progress=1.0,
+            message=f"{decisions(decision).label.lower()} by {who(user)}",
+            output={"decision": decision, "by": who(user), "notes": notes, "from_stage": from_stage or ""},
+        )
+        if decision == decisions.APPROVE:
+            transitions.move_job(job, event, target, current_stage=pipeline.next_stage(pipeline.GATE), updated=now)
+            lifecycle.open_next(job.pk, pipeline.GATE)
+        elif decision == decisions.REJECT:
+            transitions.move_job(job, event, target, finished=now, updated=now)
+        else:
+            Job.objects.filter(pk=job.pk).update(review_notes=[*(job.review_notes or []), notes])
+            job.review_notes = [*(job.review_notes or []), notes]
+            _rerun(job, from_stage, event, reason=f"changes requested by {who(user)}", notes=notes)
+    return job

@@ -1,0 +1,64 @@
+"""The review gate: what a reviewer approved is exactly what may be published.
+
+An approval binds to the checkpoint it saw: the current checkpoint of the reviewed stage
+(``pipeline.REVIEWED``, composition). Publish may run only while the latest decision on that
+checkpoint is an approval, made after the checkpoint by an active user who holds
+``jobs.review_job``. Re-running composition (or anything before it) makes a new checkpoint that no
+decision covers, so it needs a new review; the transition table's ``approval`` guard, the claim of
+every stage after the gate and the publish stage itself all ask this module.
+"""
+
+from __future__ import annotations
+
+from jobs.models import ReviewDecision, StageRun
+from stages import pipeline
+
+REVIEW_PERMISSION = "jobs.review_job"
+
+
+def may_review(user) -> bool:
+    return bool(user is not None and getattr(user, "is_active", False) and user.has_perm(REVIEW_PERMISSION))
+
+
+def reviewed_checkpoint(job_id: int) -> StageRun | None:
+    """The current checkpoint of the stage the gate reviews (composition), or None."""
+    return (
+        StageRun.objects.filter(
+            job_id=job_id, stage=pipeline.REVIEWED, status=StageRun.Status.SUCCEEDED, superseded_at__isnull=True
+        )
+        .order_by("-attempt")
+        .only("pk", "attempt", "finished_at")
+        .first()
+    )
+
+
+def problem(job_id: int) -> str | None:
+    """Why the job's current composition may not be published, or None when an approval covers it."""
+    checkpoint = reviewed_checkpoint(job_id)
+    if checkpoint is None:
+        return f"publishing needs an approved {pipeline.REVIEWED}, and this job has no current one"
+    decision = (
+        ReviewDecision.objects.filter(job_id=job_id, composition_run=checkpoint)
+        .select_related("decided_by")
+        .order_by("-decided_at", "-id")
+        .first()
+    )
+    what = f"{pipeline.REVIEWED} #{checkpoint.attempt}"
+    if decision is None:
+        return f"publishing needs a reviewer's approval of {what}, and nobody has approved it"
+    if decision.decision != ReviewDecision.Decision.APPROVE:
+        return f"publishing needs a reviewer's approval of {what}, which was {decision.get_decision_display().lower()}"
+    if checkpoint.finished_at and decision.decided_at < checkpoint.finished_at:
+        return f"the approval predates {what}: publishing needs a new review"
+    if not may_review(decision.decided_by):
+        return f"the approval of {what} was made by a user who may no longer review: publishing needs a new review"
+    return None
+
+
+def require_approval(job_id: int) -> None:
+    """Raise ``InvalidState`` (the API's 409) unless an approval covers the job's current composition."""
+    reason = problem(job_id)
+    if reason is not None:
+        from jobs.orchestrator.transitions import InvalidState
+
+        raise InvalidState(reason)

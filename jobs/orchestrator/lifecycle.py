@@ -1,0 +1,207 @@
+"""The steps every part of the engine shares: open an attempt, enter a stage, advance after a
+success, end a failed attempt (retry or fail the job). Each status change is a move of the
+transition table; this module decides which move, ``transitions`` writes it.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+
+from jobs.models import Job, StageRun
+from jobs.orchestrator import clock, routing, transitions
+from stages import pipeline
+
+JS = Job.Status
+RS = StageRun.Status
+EK = StageRun.ErrorKind
+
+
+def status_for_stage(stage: str) -> str:
+    """The job's status while ``stage`` is its current one."""
+    if stage == pipeline.GATE:
+        return JS.AWAITING_REVIEW
+    return JS.PUBLISHING if pipeline.after_gate(stage) else JS.RUNNING
+
+
+def lock_job(job_id: int) -> Job:
+    try:
+        return Job.objects.select_for_update().get(pk=job_id)
+    except Job.DoesNotExist:
+        raise Job.DoesNotExist(f"no job with id {job_id}") from None
+
+
+def new_run(
+    job_id: int,
+    stage: str,
+    *,
+    retry_index: int = 0,
+    delay: float = 0.0,
+    reason: str = "",
+    input: dict | None = None,
+) -> StageRun:
+    """Create the next attempt of ``stage``; push it now if it is due (else the sweeper will).
+
+    Call with the job's row locked: the attempt number is the next free one for the stage.
+    """
+    now = clock.now()
+    if stage == pipeline.GATE:
+        return transitions.insert_run(
+            "wait",
+            job_id=job_id,
+            stage=stage,
+            reason=reason or "waiting for review",
+            queued_at=now,
+            started_at=now,
+            message="waiting for an operator's decision",
+            input=input or {},
+        )
+    not_before = now + timedelta(seconds=delay) if delay > 0 else None
+    run = transitions.insert_run(
+        "queue",
+        job_id=job_id,
+        stage=stage,
+        retry_index=retry_index,
+        reason=reason,
+        queued_at=now,
+        not_before=not_before,
+        enqueued_at=None if not_before else now,
+        input=input or {},
+    )
+    if not_before is None:
+        routing.push(run)
+    return run
+
+
+def enter_stage(job: Job, stage: str, event: str, **kwargs: Any) -> StageRun:
+    """Move a locked job to ``stage`` (an operator's move: resume, re-run, request changes)."""
+    transitions.move_job(
+        job,
+        event,
+        status_for_stage(stage),
+        current_stage=stage,
+        updated=clock.now(),
+        finished=None,
+        error_stage="",
+        error_kind="",
+        error_message="",
+        error_hint="",
+    )
+    return new_run(job.pk, stage, **kwargs)
+
+
+def advance(job_id: int, after: str, now: datetime) -> str | None:
+    """``after`` succeeded: move the job to the next stage, or complete it after the last one.
+
+    One conditional UPDATE of the job row, which is also the job's lock: call it before touching
+    the job's runs (every writer locks the job first). Returns the job's new status, or None when
+    the job is no longer where the move starts (cancelled, re-run): nothing changed. Then record
+    the run and ``open_next``.
+    """
+    nxt = pipeline.next_stage(after)
+    if nxt is None:
+        event, target, values = "complete", JS.COMPLETED, {"finished": now, "updated": now}
+    else:
+        target = status_for_stage(nxt)
+        event = "reach_review" if nxt == pipeline.GATE else "advance"
+        values = {"current_stage": nxt, "updated": now}
+    return target if transitions.move_job_row(job_id, event, target, values) else None
+
+
+def open_next(job_id: int, after: str) -> None:
+    """The next stage's first attempt (after ``advance`` moved the job there)."""
+    nxt = pipeline.next_stage(after)
+    if nxt is not None:
+        new_run(job_id, nxt, reason=f"after {after}")
+
+
+def backoff(policy: pipeline.StagePolicy, retry_index: int, retry_after: float | None) -> float:
+    """Full jitter: uniform(0, min(cap, base * 2**n)), never less than the provider's Retry-After."""
+    ceiling = min(policy.backoff_cap, policy.backoff_base * (2**retry_index))
+    delay = random.uniform(0, ceiling) if ceiling > 0 else 0.0
+    return max(delay, retry_after or 0.0)
+
+
+def _after_failure(job: Job, run: StageRun, *, permanent: bool, retry_after: float | None = None) -> None:
+    """Inside the job's lock, after ``run`` ended without success: retry, or fail the job."""
+    if job.status not in transitions.job_move("fail").sources:
+        return  # cancelled, re-run or decided meanwhile: nothing follows this attempt
+    policy = pipeline.spec(run.stage).policy
+    if not permanent and run.retry_index + 1 < policy.max_attempts:
+        new_run(
+            job.pk,
+            run.stage,
+            retry_index=run.retry_index + 1,
+            delay=backoff(policy, run.retry_index, retry_after),
+            reason=f"retry after {run.get_error_kind_display().lower()}",
+            input=run.input,
+        )
+        return
+    attempts = run.retry_index + 1
+    message = run.error_message if permanent else f"{run.error_message} (gave up after {attempts} attempts)"
+    now = clock.now()
+    transitions.move_job(
+        job,
+        "fail",
+        error_stage=run.stage,
+        error_kind=run.error_kind,
+        error_message=message,
+        error_hint=run.error_hint,
+        finished=now,
+        updated=now,
+    )
+
+
+def end_attempt(
+    run_id: int,
+    *,
+    event: str,
+    kind: str,
+    message: str,
+    hint: str = "",
+    tb: str = "",
+    log_tail: str = "",
+    permanent: bool = False,
+    retry_after: float | None = None,
+    where: dict[str, Any] | None = None,
+) -> bool:
+    """Record the end of a running attempt that did not succeed (``fail`` or ``crash``), then retry
+    or fail the job. False if the attempt was not running (or ``where`` no longer held)."""
+    with transaction.atomic():
+        job_id = StageRun.objects.values_list("job_id", flat=True).get(pk=run_id)
+        job = lock_job(job_id)
+        moved = transitions.move_run(
+            run_id,
+            event,
+            where=where,
+            finished_at=clock.now(),
+            error_kind=kind,
+            error_message=message[:5000],
+            error_hint=hint[:2000],
+            error_traceback=tb[-20000:],
+            log_tail=log_tail[-8000:],
+            message=message[:500],
+        )
+        if not moved:
+            return False
+        run = StageRun.objects.get(pk=run_id)
+        _after_failure(job, run, permanent=permanent, retry_after=retry_after)
+        return True
+
+
+def unexpected_is_permanent(run: StageRun) -> bool:
+    """Anything that is not a StageError is transient once per series, then permanent."""
+    return StageRun.objects.filter(
+        job_id=run.job_id,
+        stage=run.stage,
+        error_kind=EK.UNEXPECTED,
+        attempt__lt=run.attempt,
+        attempt__gte=run.attempt - run.retry_index,
+    ).exists()
+
+
+def who(user) -> str:
+    return getattr(user, "get_username", lambda: "")() or "system"

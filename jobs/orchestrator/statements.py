@@ -1,0 +1,190 @@
+"""The hot path's statements: claim + load, the success record, the next attempt.
+
+Claim -> run -> record + next attempt + enqueue is paid on every stage of every job. Through the
+ORM, compiling those statements cost the worker more CPU than the database spent running them
+(bench/RESULTS.md), so they are built once per database vendor from the models' metadata (column
+names, defaults and value adaptation stay the models') and run with bound parameters. They hold no
+status of their own: the transition table (``transitions``) hands in every status they write.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+
+from jobs.models import Job, StageRun, Theme
+
+
+@dataclass
+class Claim:
+    run: StageRun  # job_id, stage, attempt, retry_index, input, started_at (not its status)
+    job_status: str
+    params: dict
+    review_notes: list
+    theme: Theme
+    checkpoints: dict[str, tuple[Any, str]]  # stage -> (output, output_dir) of its current checkpoint
+
+
+class Statements:
+    RUN_FIELDS = ("job_id", "stage", "attempt", "retry_index", "input")
+    JOB_FIELDS = ("status", "params", "review_notes")
+    THEME_FIELDS = ("id", "name", "slug", "keywords", "sources", "target_seconds", "voice", "settings")
+
+    def __init__(self, conn) -> None:
+        self.conn = conn  # django.db.connection: each thread's own connection
+        q = conn.ops.quote_name
+        self.q = q
+        run_t, job_t, theme_t = (q(m._meta.db_table) for m in (StageRun, Job, Theme))
+        col = lambda model, name: q(model._meta.get_field(name).column)  # noqa: E731
+        self.json_fields = [
+            StageRun._meta.get_field("input"),
+            *(Job._meta.get_field(f) for f in ("params", "review_notes")),
+            *(Theme._meta.get_field(f) for f in ("keywords", "sources", "settings")),
+        ]
+        run_cols = ", ".join(col(StageRun, f) for f in self.RUN_FIELDS)
+        select = ", ".join(
+            [
+                *(f"r.{col(StageRun, f)}" for f in self.RUN_FIELDS),
+                *(f"j.{col(Job, f)}" for f in self.JOB_FIELDS),
+                *(f"t.{col(Theme, f)}" for f in self.THEME_FIELDS),
+            ]
+        )
+        joins = f"JOIN {job_t} j ON j.{col(Job, 'id')} = r.{col(StageRun, 'job_id')} JOIN {theme_t} t ON t.{col(Theme, 'id')} = j.{col(Job, 'theme_id')}"
+        # the job's current checkpoints, as one JSON array of [stage, attempt, output, output_dir]
+        c_stage, c_attempt, c_output, c_dir = (
+            f"c.{col(StageRun, f)}" for f in ("stage", "attempt", "output", "output_dir")
+        )
+        where = (
+            f"c.{col(StageRun, 'job_id')} = r.{col(StageRun, 'job_id')} AND c.{col(StageRun, 'status')} = %s "
+            f"AND c.{col(StageRun, 'superseded_at')} IS NULL"
+        )
+        if conn.vendor == "postgresql":
+            checkpoints = f"(SELECT json_agg(json_build_array({c_stage}, {c_attempt}, {c_output}, {c_dir})) FROM {run_t} c WHERE {where})"
+        else:
+            checkpoints = f"(SELECT json_group_array(json_array({c_stage}, {c_attempt}, json({c_output}), {c_dir})) FROM {run_t} c WHERE {where})"
+        select += ", " + checkpoints
+        nb = col(StageRun, "not_before")
+        update = (
+            f"UPDATE {run_t} SET {col(StageRun, 'status')} = %s, {col(StageRun, 'started_at')} = %s, "
+            f"{col(StageRun, 'heartbeat_at')} = %s, {col(StageRun, 'worker')} = %s, {col(StageRun, 'message')} = %s "
+            f"WHERE {col(StageRun, 'id')} = %s AND {col(StageRun, 'status')} = %s AND ({nb} IS NULL OR {nb} <= %s)"
+        )
+        if conn.vendor == "postgresql":  # one round trip: the claim and everything the stage needs
+            self.claim_sql = [f"WITH r AS ({update} RETURNING {run_cols}) SELECT {select} FROM r {joins}"]
+        else:  # SQLite has no UPDATE inside WITH
+            self.claim_sql = [update, f"SELECT {select} FROM {run_t} r {joins} WHERE r.{col(StageRun, 'id')} = %s"]
+        # every column but the key and those the database fills itself (db_default)
+        self.run_fields = [f for f in StageRun._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
+        next_attempt = (
+            f"(SELECT COALESCE(MAX({col(StageRun, 'attempt')}), 0) + 1 FROM {run_t} "
+            f"WHERE {col(StageRun, 'job_id')} = %s AND {col(StageRun, 'stage')} = %s)"
+        )
+        self.insert_sql = (
+            f"INSERT INTO {run_t} ({', '.join(q(f.column) for f in self.run_fields)}) VALUES "
+            f"({', '.join(next_attempt if f.name == 'attempt' else '%s' for f in self.run_fields)}) "
+            f"RETURNING {col(StageRun, 'id')}, {col(StageRun, 'attempt')}"
+        )
+        self.updates: dict[tuple, str] = {}
+
+    def _json(self, field, value):
+        return field.from_db_value(value, None, self.conn)
+
+    def claim(
+        self, run_id: int, now: datetime, worker: str, *, source: str, target: str, checkpoint: str
+    ) -> Claim | None:
+        """``source -> target`` if due, committed at once, with what the stage needs (the job's
+        runs in status ``checkpoint`` are its checkpoints); None if another delivery (or nobody,
+        for a run not due or not in ``source``) has it. Statuses come from the transition table."""
+        at = self.conn.ops.adapt_datetimefield_value(now)
+        params = [target, at, at, worker, "started", run_id, source, at]
+        with self.conn.cursor() as cur:
+            if len(self.claim_sql) == 1:
+                cur.execute(self.claim_sql[0], params + [checkpoint])
+            else:
+                cur.execute(self.claim_sql[0], params)
+                if not cur.rowcount:
+                    return None
+                cur.execute(self.claim_sql[1], [checkpoint, run_id])
+            row = cur.fetchone()
+        if row is None:
+            return None
+        job_id, stage, attempt, retry_index, input_, job_status, params_, notes, *theme, checkpoints = row
+        input_f, params_f, notes_f, *theme_json = self.json_fields
+        theme_values = dict(zip(self.THEME_FIELDS, theme, strict=False))
+        for f in theme_json:
+            theme_values[f.name] = self._json(f, theme_values[f.name])
+        if isinstance(checkpoints, str):
+            checkpoints = json.loads(checkpoints)
+        latest: dict[str, tuple[int, Any, str]] = {}
+        for cp_stage, cp_attempt, output, folder in checkpoints or []:
+            if cp_stage not in latest or cp_attempt > latest[cp_stage][0]:
+                latest[cp_stage] = (cp_attempt, output, folder)
+        return Claim(
+            run=StageRun(
+                id=run_id,
+                job_id=job_id,
+                stage=stage,
+                attempt=attempt,
+                retry_index=retry_index,
+                input=self._json(input_f, input_) or {},
+                started_at=now,
+            ),
+            job_status=job_status,
+            params=self._json(params_f, params_) or {},
+            review_notes=self._json(notes_f, notes) or [],
+            theme=Theme(**theme_values),
+            checkpoints={k: (output, folder) for k, (_, output, folder) in latest.items()},
+        )
+
+    def insert_run(self, **values: Any) -> StageRun:
+        """A new StageRun row; its attempt is the next free number of (job, stage)."""
+        params: list[Any] = []
+        for f in self.run_fields:
+            if f.name == "attempt":
+                params += [values["job_id"], values["stage"]]
+            else:
+                value = values[f.attname] if f.attname in values else f.get_default()
+                values[f.attname] = value
+                params.append(f.get_db_prep_save(value, self.conn))
+        with self.conn.cursor() as cur:
+            cur.execute(self.insert_sql, params)
+            pk, values["attempt"] = cur.fetchone()
+        return StageRun(id=pk, **values)
+
+    def update(self, model, pk: int, values: dict[str, Any], **where: Any) -> int:
+        """``UPDATE model SET values WHERE pk AND where`` (``f=v`` or ``f__in=(...)``): rows changed."""
+        key = (model, tuple(values), tuple((k, len(v) if k.endswith("__in") else 0) for k, v in where.items()))
+        sql = self.updates.get(key)
+        meta, q = model._meta, self.q
+        if sql is None:
+            conds = [f"{q(meta.pk.column)} = %s"]
+            for k, v in where.items():
+                name, _, op = k.partition("__")
+                column = q(meta.get_field(name).column)
+                conds.append(f"{column} IN ({', '.join(['%s'] * len(v))})" if op == "in" else f"{column} = %s")
+            sets = ", ".join(f"{q(meta.get_field(f).column)} = %s" for f in values)
+            sql = self.updates[key] = f"UPDATE {q(meta.db_table)} SET {sets} WHERE {' AND '.join(conds)}"
+        params = [meta.get_field(f).get_db_prep_save(v, self.conn) for f, v in values.items()]
+        params.append(pk)
+        for k, v in where.items():
+            f = meta.get_field(k.partition("__")[0])
+            params += [f.get_db_prep_value(x, self.conn) for x in (v if k.endswith("__in") else [v])]
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.rowcount
+
+
+_statements: dict[str, Statements] = {}
+
+
+def sql() -> Statements:
+    """The hot path's statements for the default database (built on first use)."""
+    vendor = connection.vendor
+    built = _statements.get(vendor)
+    if built is None:
+        built = _statements[vendor] = Statements(connection)
+    return built
