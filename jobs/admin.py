@@ -14,7 +14,17 @@ from django.utils.html import format_html, format_html_join
 
 from console.secrets import mask_secrets, restore_secrets
 from jobs import orchestrator, schedules
-from jobs.models import Artifact, FailedStageRun, Job, Publication, ReviewDecision, StageRun, Theme, Trend
+from jobs.models import (
+    Artifact,
+    FailedStageRun,
+    Job,
+    Publication,
+    PublicationMetrics,
+    ReviewDecision,
+    StageRun,
+    Theme,
+    Trend,
+)
 
 
 def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, verb: str, fn) -> None:
@@ -297,3 +307,13 @@ class PublicationAdmin(ReadOnlyAdmin):
         if meta.get("session"):
             meta["session"] = "(hidden: an upload session URI grants upload access)"
         return format_html("<pre>{}</pre>", json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+
+
+@admin.register(PublicationMetrics)
+class PublicationMetricsAdmin(ReadOnlyAdmin):
+    """The scheduled analytics pull's readings (``jobs.analytics``), newest first."""
+
+    list_display = ["publication", "fetched_at", "views", "likes", "comments", "shares", "avg_view_seconds"]
+    list_filter = ["publication__destination"]
+    list_select_related = ["publication"]
+    ordering = ["-fetched_at"]
