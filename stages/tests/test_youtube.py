@@ -377,3 +377,26 @@ def test_the_metadata_fits_youtube_limits():
     assert body["snippet"]["tags"] == ["AI", "Open Source"]
     assert body["snippet"]["description"] == "a  b\n\n#AI #AI #Open Source\n\nSources:\nhttps://example.com/a"
     assert body["status"]["privacyStatus"] == "private" and body["snippet"]["categoryId"] == "22"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("value", "declared"), [(True, True), ("false", False)])
+def test_the_audience_is_declared_on_every_upload(tmp_path, job, composed, value, declared):
+    with FakeServer() as srv:
+        srv.route("POST", START, started(srv))
+        srv.route("PUT", SESSION, Reply(201, json=DONE))
+        out = publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv, made_for_kids=value))).output
+    assert posts(srv)[0].json()["status"]["selfDeclaredMadeForKids"] is declared
+    assert Publication.objects.get(job=job, destination="youtube").meta["made_for_kids"] is declared
+    assert out["destinations"]["youtube"]["video_id"] == "dQw4w9WgXcQ"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [({"made_for_kids": "maybe"}, "made_for_kids must be true or false"), ({"category_id": "tech"}, "category_id")],
+)
+def test_bad_audience_or_category_settings_fail_before_any_request(tmp_path, job, composed, extra, message):
+    with FakeServer() as srv, pytest.raises(PermanentStageError, match=message):
+        publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv, **extra)))
+    assert srv.requests == []
