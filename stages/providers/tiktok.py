@@ -68,6 +68,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from stages import egress, http
+from stages.analytics import Reading, chunks
 from stages.base import PermanentStageError, StageContext, TransientStageError
 from stages.payload import PayloadError, as_dict, as_int, as_list, loads
 from stages.providers import social
@@ -180,6 +181,7 @@ class TikTokPost:
     status: str
     resumed: bool
     bytes: int
+    username: str = ""
 
 
 class TikTokClient(http.HttpProvider):
@@ -287,6 +289,10 @@ class TikTokClient(http.HttpProvider):
             raise PermanentStageError(f"tiktok: {path} answered {code}" + (f" ({message})" if message else ""))
         return as_dict(data.get("data")) or {}
 
+    def status(self, client: httpx.Client, publish_id: str) -> dict[str, Any]:
+        """A post's status (``/v2/post/publish/status/fetch/``; 30 requests/minute per token)."""
+        return self.call(client, "/v2/post/publish/status/fetch/", {"publish_id": publish_id})
+
 
 class TikTokPublisher(TikTokClient):
     """The ``tiktok`` destination (``stages.publish.Publisher``)."""
@@ -351,9 +357,6 @@ class TikTokPublisher(TikTokClient):
         for name in ("is_aigc", "brand_content_toggle", "brand_organic_toggle"):
             info[name] = self.flags[name]
         return info, cap
-
-    def status(self, client: httpx.Client, publish_id: str) -> dict[str, Any]:
-        return self.call(client, "/v2/post/publish/status/fetch/", {"publish_id": publish_id})
 
     def upload(
         self,
@@ -517,6 +520,7 @@ class TikTokPublisher(TikTokClient):
             status=plain_text(data.get("status"), 40),
             resumed=resumed,
             bytes=size,
+            username=username,
         )
 
     def deliver(self, package: Package, ctx: StageContext) -> Delivery:
@@ -530,8 +534,61 @@ class TikTokPublisher(TikTokClient):
                 "post_id": post.post_id,
                 "url": post.url,
                 "privacy": post.privacy,
+                "username": post.username,
                 "upload_status": post.status,
                 "resumed": post.resumed,
                 "bytes": post.bytes,
             },
         )
+
+
+class TikTokMetrics(TikTokClient):
+    """How posted videos did (``stages.analytics.MetricsReader``), with the publish settings'
+    credentials (the token needs ``video.list``).
+
+    ``POST /v2/video/query/?fields=id,view_count,like_count,comment_count,share_count`` with
+    ``{"filters": {"video_ids": [...]}}``, 20 ids a call
+    (https://developers.tiktok.com/doc/tiktok-api-v2-video-query). TikTok reports no average view
+    duration to apps. A public post gets its post id only after moderation: a publication recorded
+    without one is asked about again (status fetch) and completed when TikTok has it.
+    """
+
+    def read(self, publications: list[Any]) -> dict[int, Reading]:
+        with self.client() as client:
+            by_post: dict[str, Any] = {}
+            for pub in publications:
+                meta = pub.meta or {}
+                post_id = meta.get("post_id")
+                if not post_id and meta.get("publish_id"):
+                    post_id = self.learn_post_id(client, pub)
+                if post_id:
+                    by_post[str(post_id)] = pub
+            readings: dict[int, Reading] = {}
+            fields = "id,view_count,like_count,comment_count,share_count"
+            for part in chunks(sorted(by_post), 20):
+                data = self.call(client, f"/v2/video/query/?fields={fields}", {"filters": {"video_ids": part}})
+                for video in as_list(data.get("videos")) or []:
+                    if isinstance(video, dict) and str(video.get("id")) in by_post:
+                        readings[by_post[str(video["id"])].pk] = Reading.of(
+                            views=video.get("view_count"),
+                            likes=video.get("like_count"),
+                            comments=video.get("comment_count"),
+                            shares=video.get("share_count"),
+                            raw=video,
+                        )
+        return readings
+
+    def learn_post_id(self, client: httpx.Client, publication: Any) -> str | None:
+        """The public post id of a post recorded before moderation finished (None: not yet, or private)."""
+        data = self.status(client, str(publication.meta["publish_id"]))
+        ids = [str(i) for i in as_list(data.get("publicaly_available_post_id")) or [] if str(i).isdigit()]
+        if not ids:
+            return None
+        meta = publication.meta or {}
+        username = (meta.get("username") or "") if isinstance(meta, dict) else ""
+        publication.external_id = ids[0]
+        publication.meta = {**meta, "post_id": ids[0]}
+        if username:
+            publication.location = publication.meta["url"] = f"https://www.tiktok.com/@{username}/video/{ids[0]}"
+        publication.save(update_fields=["external_id", "location", "meta"])
+        return ids[0]

@@ -525,6 +525,7 @@ class YouTubeMetrics(YouTubePublisher):
                     client,
                     "GET",
                     f"{self.base_url}/youtube/v3/videos",
+                    headers=self._auth(client),
                     params={"part": "statistics", "id": ",".join(part)},
                 )
                 for item in as_list(self._json(response, "videos.list", "check base_url").get("items")) or []:
@@ -557,6 +558,7 @@ class YouTubeMetrics(YouTubePublisher):
                 client,
                 "GET",
                 f"{self.analytics_url}/v2/reports",
+                headers=self._auth(client),
                 params={
                     "ids": "channel==MINE",
                     "startDate": start,
