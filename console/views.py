@@ -29,6 +29,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from console import metrics
 from jobs import orchestrator
 from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
 from stages import pipeline
@@ -176,8 +177,15 @@ def _dashboard_data() -> dict:
 @console_view()
 def dashboard(request: HttpRequest) -> TemplateResponse:
     return TemplateResponse(
-        request, "console/dashboard.html", _context(request, title="Dashboard", **_dashboard_data())
+        request,
+        "console/dashboard.html",
+        _context(request, title="Dashboard", **_dashboard_data(), **_metrics_context(best=metrics.best_videos())),
     )
+
+
+def _metrics_context(**extra) -> dict:
+    """Published videos' numbers (console/metrics.py): the dashboard's panel, the job page's chart."""
+    return {"analytics_minutes": settings.TRENDREEL_ANALYTICS_MINUTES, **extra}
 
 
 @require_GET
@@ -221,7 +229,11 @@ def _job_data(job: Job) -> dict:
 def job_detail(request: HttpRequest, pk: int) -> TemplateResponse:
     job = get_object_or_404(Job.objects.select_related("theme", "created_by"), pk=pk)
     return TemplateResponse(
-        request, "console/job_detail.html", _context(request, title=f"Job {job.pk}", **_job_data(job))
+        request,
+        "console/job_detail.html",
+        _context(
+            request, title=f"Job {job.pk}", **_job_data(job), **_metrics_context(metrics=metrics.job_chart(job.pk))
+        ),
     )
 
 
