@@ -39,15 +39,15 @@ def compact(n: float | int | None) -> str:
 
 
 def _ticks(top: float) -> list[float]:
-    """Three round gridlines from 0 to ``top``."""
+    """Round gridlines from 0 to the first one at or above ``top`` (at most four of them)."""
     if top <= 0:
-        return [0.0]
+        return [0.0, 1.0]
     step = 10 ** math.floor(math.log10(top))
     for factor in (1, 2, 5, 10):
-        if top / (step * factor) <= 3:
+        if math.ceil(top / (step * factor)) <= 3:
             step *= factor
             break
-    return [step * i for i in range(int(top // step) + 1)]
+    return [step * i for i in range(math.ceil(top / step) + 1)]
 
 
 def job_chart(job_id: int) -> dict[str, Any]:
@@ -59,12 +59,11 @@ def job_chart(job_id: int) -> dict[str, Any]:
     chart: dict[str, Any] = {"series": series, "width": CHART_W, "height": CHART_H, "lines": [], "grid": []}
     if not readings:
         return chart
-    start = min(s["published"] for s in series)
+    start = min([s["published"] for s in series] + [r.fetched_at for r in readings])
     end = max(r.fetched_at for r in readings)
     span = max((end - start).total_seconds(), 3600.0)
-    top = max([r.views or 0 for r in readings] + [1])
-    grid = _ticks(top)
-    top = max(top, grid[-1]) or 1
+    grid = _ticks(max([r.views or 0 for r in readings] + [1]))
+    top = grid[-1] or 1
     plot_w, plot_h = CHART_W - PAD_L - PAD_R, CHART_H - PAD_T - PAD_B
 
     def x(when) -> float:
