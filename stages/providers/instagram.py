@@ -59,7 +59,7 @@ import httpx
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from stages import egress, http
+from stages import http
 from stages.analytics import Reading
 from stages.base import PermanentStageError, StageContext, TransientStageError
 from stages.payload import PayloadError, as_dict, as_float, as_int, as_list, loads
@@ -160,22 +160,18 @@ class Reel:
     found_by: str  # "publish" (this attempt published it) or "status" (an earlier attempt had)
 
 
-class InstagramClient(http.HttpProvider):
+class InstagramClient(social.PlatformClient):
     """The Graph API with the job's credentials (shared by the publisher and the analytics reader)."""
 
     name = NAME
     hint_setting = TOKEN_HINT
+    hosts = META_HOSTS
+    classify = staticmethod(_classify)
 
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
-        self.graph_url = str(self.setting("graph_url", default=DEFAULT_GRAPH_URL)).rstrip("/")
-        self.upload_url = str(self.setting("upload_url", default=DEFAULT_UPLOAD_URL)).rstrip("/")
-        for what, url in (("graph_url", self.graph_url), ("upload_url", self.upload_url)):
-            if not url.startswith(("http://", "https://")):
-                raise PermanentStageError(
-                    f"instagram: {what} {url[:80]!r} is not http(s)",
-                    hint=f'leave theme.settings["publish"]["instagram"]["{what}"] out',
-                )
+        self.graph_url = self.url_setting("graph_url", DEFAULT_GRAPH_URL)
+        self.upload_url = self.url_setting("upload_url", DEFAULT_UPLOAD_URL)
         self.version = str(self.setting("api_version", default=DEFAULT_VERSION))
         if not re.fullmatch(VERSION_PATTERN, self.version):
             raise PermanentStageError(
@@ -188,23 +184,11 @@ class InstagramClient(http.HttpProvider):
                 "instagram: user_id must be the account's numeric id",
                 hint='set INSTAGRAM_USER_ID (or theme.settings["publish"]["instagram"]["user_id"])',
             )
-
-        def credential(name: str, env: str, required: bool = False) -> str | None:
-            return self.secret(name, env, url=self.graph_url, hosts=META_HOSTS, refuse=True, required=required)
-
-        self.access_token = credential("access_token", "INSTAGRAM_ACCESS_TOKEN", required=True)
-        self.app_id = credential("app_id", "INSTAGRAM_APP_ID")
-        self.app_secret = credential("app_secret", "INSTAGRAM_APP_SECRET")
+        self.access_token = self.credential("access_token", "INSTAGRAM_ACCESS_TOKEN", self.graph_url, required=True)
+        self.app_id = self.credential("app_id", "INSTAGRAM_APP_ID", self.graph_url)
+        self.app_secret = self.credential("app_secret", "INSTAGRAM_APP_SECRET", self.graph_url)
         self.timeout = http.float_setting(ctx, NAME, "timeout", 120.0)
         self.max_wait = http.float_setting(ctx, NAME, "max_wait", 5.0)
-        self._token: str | None = None
-
-    @property
-    def secret_values(self) -> list[str]:
-        return [*super().secret_values, *([self._token] if self._token else [])]
-
-    def client(self) -> httpx.Client:
-        return self.new_client(self.timeout, follow_redirects=False, event_hooks={"response": [_classify]})
 
     def graph(self, path: str) -> str:
         return f"{self.graph_url}/{self.version}/{path.lstrip('/')}"
@@ -235,11 +219,7 @@ class InstagramClient(http.HttpProvider):
             raise PermanentStageError(
                 "instagram: the token exchange returned no access_token", hint=f"check {TOKEN_HINT}"
             )
-        self._token = token
-        bound = next((c for c in self.secrets if c.value == self.access_token and c.hosts is not None), None)
-        if bound is not None:  # made from the environment's token: it stays on Meta's hosts too
-            self.secrets.append(egress.bind(token, "the token exchanged for INSTAGRAM_ACCESS_TOKEN", *META_HOSTS))
-        return token
+        return self.adopt(token, made_from=self.access_token, label="the token exchanged for INSTAGRAM_ACCESS_TOKEN")
 
     def call(self, client: httpx.Client, method: str, path: str, **params: Any) -> dict[str, Any]:
         """A Graph call (the token in the Authorization header, never in a URL); its JSON object."""

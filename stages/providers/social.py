@@ -1,6 +1,7 @@
 """What the social platforms' publishers share (TikTok, Instagram; YouTube keeps its title and tags
-in ``stages.providers.youtube``): a post caption fitted to a platform's limits *before* anything is
-sent, a per-platform check of the video against the platform's limits, and waiting for a
+in ``stages.providers.youtube``): a client base (``PlatformClient``: URL settings, a token got once
+a run, the platform's error hook), a post caption fitted to a platform's limits *before* anything
+is sent, a per-platform check of the video against the platform's limits, and waiting for a
 platform's processing with a deadline (cancel checked while waiting).
 
 Why fit rather than refuse: the caption is machine-written from the script (title, hook,
@@ -18,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import httpx
+
+from stages import egress, http
 from stages.base import PermanentStageError, StageContext, TransientStageError
 from stages.payload import as_float
 from stages.publish import CAPTION_STYLES
@@ -196,3 +200,47 @@ def wait_for(
             step = min(0.25, pause)
             time.sleep(step)
             pause -= step
+
+
+class PlatformClient(http.HttpProvider):
+    """A platform's API with the job's credentials (TikTok, Instagram): its URL settings checked,
+    one access token per run (``adopt``: kept out of every message, and bound to the platform's
+    hosts when it was made from an environment credential), and a client that runs the platform's
+    error mapping (``classify``) on every answer."""
+
+    hosts: tuple[str, ...] = ()  # the platform's default endpoints: where environment credentials may go
+    classify: Callable[[httpx.Response], None] = staticmethod(lambda response: None)
+    timeout = 60.0
+
+    def __init__(self, ctx: StageContext) -> None:
+        super().__init__(ctx)
+        self._token: str | None = None
+
+    @property
+    def secret_values(self) -> list[str]:
+        return [*super().secret_values, *([self._token] if self._token else [])]
+
+    def url_setting(self, name: str, default: str, *, base: bool = True) -> str:
+        """An http(s) URL setting; a ``base`` one without its trailing slash (paths are appended)."""
+        url = str(self.setting(name, default=default))
+        url = url.rstrip("/") if base else url
+        if not url.startswith(("http://", "https://")):
+            raise PermanentStageError(
+                f"{self.name}: {name} {url[:80]!r} is not http(s)",
+                hint=f'leave theme.settings["publish"]["{self.name}"]["{name}"] out',
+            )
+        return url
+
+    def credential(self, name: str, env: str, url: str, *, required: bool = False) -> str | None:
+        return self.secret(name, env, url=url, hosts=self.hosts, refuse=True, required=required)
+
+    def adopt(self, token: str, *, made_from: str | None, label: str) -> str:
+        """Use ``token`` (refreshed or exchanged from the credential ``made_from``) for this run."""
+        self._token = token
+        bound = next((c for c in self.secrets if c.value == made_from and c.hosts is not None), None)
+        if bound is not None:  # made from an environment credential: it stays on the platform's hosts too
+            self.secrets.append(egress.bind(token, label, *self.hosts))
+        return token
+
+    def client(self) -> httpx.Client:
+        return self.new_client(self.timeout, follow_redirects=False, event_hooks={"response": [type(self).classify]})

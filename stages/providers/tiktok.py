@@ -67,7 +67,7 @@ import httpx
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from stages import egress, http
+from stages import http
 from stages.analytics import Reading, chunks
 from stages.base import PermanentStageError, StageContext, TransientStageError
 from stages.payload import PayloadError, as_dict, as_int, as_list, loads
@@ -184,31 +184,23 @@ class TikTokPost:
     username: str = ""
 
 
-class TikTokClient(http.HttpProvider):
+class TikTokClient(social.PlatformClient):
     """TikTok's API with the job's credentials: token refresh, calls, error mapping (shared by the
     publisher and the analytics reader)."""
 
     name = NAME
     hint_setting = TOKEN_HINT
+    hosts = TIKTOK_HOSTS
+    classify = staticmethod(_classify)
 
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
-        self.base_url = str(self.setting("base_url", default=DEFAULT_BASE_URL)).rstrip("/")
-        self.token_url = str(self.setting("token_url", default=self.base_url + TOKEN_PATH))
-        for what, url in (("base_url", self.base_url), ("token_url", self.token_url)):
-            if not url.startswith(("http://", "https://")):
-                raise PermanentStageError(
-                    f"tiktok: {what} {url[:80]!r} is not http(s)",
-                    hint=f'leave theme.settings["publish"]["tiktok"]["{what}"] out',
-                )
-
-        def credential(name: str, env: str, url: str) -> str | None:
-            return self.secret(name, env, url=url, hosts=TIKTOK_HOSTS, refuse=True)
-
-        self.access_token = credential("access_token", "TIKTOK_ACCESS_TOKEN", self.base_url)
-        self.refresh_token = credential("refresh_token", "TIKTOK_REFRESH_TOKEN", self.token_url)
-        self.client_key = credential("client_key", "TIKTOK_CLIENT_KEY", self.token_url)
-        self.client_secret = credential("client_secret", "TIKTOK_CLIENT_SECRET", self.token_url)
+        self.base_url = self.url_setting("base_url", DEFAULT_BASE_URL)
+        self.token_url = self.url_setting("token_url", self.base_url + TOKEN_PATH, base=False)
+        self.access_token = self.credential("access_token", "TIKTOK_ACCESS_TOKEN", self.base_url)
+        self.refresh_token = self.credential("refresh_token", "TIKTOK_REFRESH_TOKEN", self.token_url)
+        self.client_key = self.credential("client_key", "TIKTOK_CLIENT_KEY", self.token_url)
+        self.client_secret = self.credential("client_secret", "TIKTOK_CLIENT_SECRET", self.token_url)
         self.refreshable = bool(self.refresh_token and self.client_key and self.client_secret)
         if not self.refreshable and not self.access_token:
             raise PermanentStageError(
@@ -216,14 +208,6 @@ class TikTokClient(http.HttpProvider):
             )
         self.timeout = http.float_setting(ctx, NAME, "timeout", 60.0)
         self.max_wait = http.float_setting(ctx, NAME, "max_wait", 5.0)
-        self._token: str | None = None
-
-    @property
-    def secret_values(self) -> list[str]:
-        return [*super().secret_values, *([self._token] if self._token else [])]
-
-    def client(self) -> httpx.Client:
-        return self.new_client(self.timeout, follow_redirects=False, event_hooks={"response": [_classify]})
 
     def token(self, client: httpx.Client) -> str:
         """The access token: the configured one, or a fresh one from the refresh token (once a run)."""
@@ -253,12 +237,7 @@ class TikTokClient(http.HttpProvider):
                 "tiktok: the token endpoint returned no access_token" + (f" ({error})" if error else ""),
                 hint=f"check {REFRESH_HINT}",
             )
-        self._token = token
-        bound = next((c for c in self.secrets if c.value == self.refresh_token and c.hosts is not None), None)
-        if bound is not None:  # a token made from the environment's refresh token stays on TikTok's hosts too
-            self.secrets.append(
-                egress.bind(token, "the access token refreshed with TIKTOK_REFRESH_TOKEN", *TIKTOK_HOSTS)
-            )
+        self.adopt(token, made_from=self.refresh_token, label="the access token refreshed with TIKTOK_REFRESH_TOKEN")
         if data.get("refresh_token") not in (None, self.refresh_token):
             self.ctx.logger.warning(
                 "tiktok: the token endpoint rotated the refresh token; the configured one still works"
