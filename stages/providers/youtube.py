@@ -38,8 +38,10 @@ before the crash, just reads the video id. A second session is opened only when 
 (then no byte was ever sent under the old one, so no video can come of it) or when Google says
 the stored one expired (404/410: an expired session never produced a video).
 
-Errors: 401/403 permanent naming ``YOUTUBE_ACCESS_TOKEN``; ``quotaExceeded``/``uploadLimitExceeded``
-permanent with a quota hint; ``rateLimitExceeded``, 429, 5xx, timeouts transient. A transient
+Errors: 401/403 permanent naming ``YOUTUBE_ACCESS_TOKEN``; ``quotaExceeded``/``dailyLimitExceeded``
+transient until the daily quota resets (midnight Pacific time, per the Data API's quota guide);
+``uploadLimitExceeded`` (the channel's own limit) transient after an hour; ``rateLimitExceeded``,
+429, 5xx, timeouts transient. A transient
 failure while sending bytes is recovered in the call by asking the session where it stands and
 continuing (up to ``MAX_RECOVERIES`` times), then left to the orchestrator's retry, which resumes
 the stored session.
@@ -52,7 +54,9 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import httpx
 from django.utils import timezone
@@ -77,7 +81,9 @@ TOKEN_HINT = (
     'YOUTUBE_ACCESS_TOKEN (or theme.settings["publish"]["youtube"]["access_token"]; needs the youtube.upload scope)'
 )
 REFRESH_HINT = "YOUTUBE_REFRESH_TOKEN / YOUTUBE_CLIENT_ID / YOUTUBE_CLIENT_SECRET"
-QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded", "uploadLimitExceeded"}
+QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
+UPLOAD_LIMIT_WAIT = 3600.0
+QUOTA_ZONE = ZoneInfo("America/Los_Angeles")  # "Daily quotas reset at midnight Pacific Time"
 RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 _RANGE = re.compile(r"bytes=(\d+)-(\d+)")
 
@@ -140,22 +146,36 @@ def _reason(response: httpx.Response) -> str:
     return plain_text(error.get("status"), 100)
 
 
+def until_quota_reset(now: datetime | None = None) -> float:
+    """Seconds until the API's daily quota resets (midnight Pacific time), plus a minute."""
+    here = (now or datetime.now(UTC)).astimezone(QUOTA_ZONE)
+    midnight = (here + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - here).total_seconds() + 60.0
+
+
 def _classify(response: httpx.Response) -> None:
     """httpx response hook: Google's reasons that the generic status mapping cannot see."""
     status = response.status_code
     if response.request.method == "PUT" and status in (404, 410):
         raise _SessionGone()
-    if status in (403, 429):
+    if status in (400, 403, 429):
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > 256 * 1024:
-            return  # not one of Google's error answers: the generic mapping says 403/429
+            return  # not one of Google's error answers: the generic mapping says 400/403/429
         response.read()
         reason = _reason(response)
-        if reason in QUOTA_REASONS:
-            raise PermanentStageError(
+        if reason == "uploadLimitExceeded":  # the channel's own limit (400), over a rolling day
+            raise TransientStageError(
                 f"youtube refused the upload: {reason}",
-                hint="the YouTube API quota (or the channel's upload limit) is used up for today; it resets at "
-                "midnight Pacific time – re-run publish then, or raise the quota in the Google Cloud console",
+                hint="the channel uploaded as many videos as YouTube allows for now; the next attempt is in an hour",
+                retry_after=UPLOAD_LIMIT_WAIT,
+            )
+        if reason in QUOTA_REASONS:
+            raise TransientStageError(
+                f"youtube refused the upload: {reason}",
+                hint="the YouTube API quota is used up for today; it resets at midnight Pacific time, when the "
+                "next attempt runs (or raise the quota in the Google Cloud console and retry the job)",
+                retry_after=until_quota_reset(),
             )
         if reason in RATE_REASONS:
             raise TransientStageError(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -233,7 +235,7 @@ def test_a_401_is_permanent_and_names_the_token(tmp_path, job, composed):
 
 
 @pytest.mark.django_db
-def test_quota_exceeded_is_permanent_with_a_quota_hint(tmp_path, job, composed):
+def test_quota_exceeded_waits_for_the_pacific_midnight_reset(tmp_path, job, composed):
     error = {
         "error": {
             "code": 403,
@@ -244,10 +246,23 @@ def test_quota_exceeded_is_permanent_with_a_quota_hint(tmp_path, job, composed):
     }
     with FakeServer() as srv:
         srv.route("POST", START, Reply(403, json=error))
-        with pytest.raises(PermanentStageError, match="quotaExceeded") as exc:
+        with pytest.raises(TransientStageError, match="quotaExceeded") as exc:
             publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv)))
     assert "quota" in exc.value.hint and "YOUTUBE_ACCESS_TOKEN" not in exc.value.hint
-    assert len(srv.requests) == 1
+    assert len(srv.requests) == 1  # not retried in the call: the quota resets at midnight Pacific time
+    pacific = datetime.now(ZoneInfo("America/Los_Angeles"))
+    midnight = (pacific + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert abs(exc.value.retry_after - ((midnight - pacific).total_seconds() + 60)) < 30
+
+
+@pytest.mark.django_db
+def test_the_channels_upload_limit_waits_an_hour(tmp_path, job, composed):
+    error = {"error": {"code": 400, "message": "limit", "errors": [{"reason": "uploadLimitExceeded"}]}}
+    with FakeServer() as srv:
+        srv.route("POST", START, Reply(400, json=error))
+        with pytest.raises(TransientStageError, match="uploadLimitExceeded") as exc:
+            publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv)))
+    assert exc.value.retry_after == 3600 and not Publication.objects.filter(job=job, destination="youtube").exists()
 
 
 @pytest.mark.django_db
