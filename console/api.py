@@ -343,15 +343,32 @@ class NoNul(Schema):
 
 # JSON as PostgreSQL can store it: no NUL characters in strings (jsonb and text refuse them)
 SafeStr = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+
+
+class _OnlySafeKeys:
+    """An object's keys are SafeStr too: the schema says no other keys exist (``additionalProperties:
+    false`` beside the key pattern), or a client following it (schemathesis) may send a NUL in a key
+    and be refused for it."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        schema = handler(core_schema)
+        schema["additionalProperties"] = False
+        return schema
+
+
 JsonValue = TypeAliasType(  # type: ignore[misc]
-    "JsonValue", dict[SafeStr, "JsonValue"] | list["JsonValue"] | SafeStr | int | float | bool | None
+    "JsonValue",
+    Annotated[dict[SafeStr, "JsonValue"], _OnlySafeKeys] | list["JsonValue"] | SafeStr | int | float | bool | None,
 )
 
 
 class GenerateIn(NoNul):
     model_config = {"extra": "forbid"}
     theme: str = Field(..., min_length=1, max_length=80, pattern=SLUG_PATTERN, description="A theme's slug.")
-    params: dict[SafeStr, JsonValue] | None = Field(None, description="Job parameters handed to the stages.")
+    params: Annotated[dict[SafeStr, JsonValue], _OnlySafeKeys] | None = Field(
+        None, description="Job parameters handed to the stages."
+    )
 
     @field_validator("params")
     @classmethod
@@ -910,6 +927,122 @@ def _check_workers(queued: int | None) -> dict:
             last_seen, evidence = max(candidates, key=lambda c: c[0])
     alive = last_seen is not None and now - last_seen <= WORKER_STALE
     return {"alive": alive, "last_seen": last_seen, "evidence": evidence, "clusters": clusters, "queued_tasks": queued}
+
+
+# --- published videos' numbers and the topic choice (issue 15) --------------------------------
+
+
+class MetricsReadingOut(Schema):
+    fetched_at: datetime
+    views: int | None
+    likes: int | None
+    comments: int | None
+    shares: int | None
+    avg_view_seconds: float | None
+
+
+class PublicationMetricsOut(Schema):
+    destination: str = Field(..., description="youtube, tiktok or instagram")
+    external_id: str = Field(..., description="the platform's id of the video (post id, media id)")
+    url: str
+    published: datetime
+    latest: MetricsReadingOut | None = Field(None, description="the newest reading (None before the first pull)")
+    series: list[MetricsReadingOut] = Field(..., description="every reading, oldest first")
+
+
+class MetricsTotalsOut(Schema):
+    views: int
+    likes: int
+    comments: int
+    shares: int
+
+
+class JobMetricsOut(Schema):
+    job_id: int
+    totals: MetricsTotalsOut = Field(..., description="the latest readings summed over the platforms")
+    publications: list[PublicationMetricsOut]
+
+
+class SkippedTopicOut(Schema):
+    trend_id: int | None
+    title: str
+    reason: str
+
+
+class JobAnalysisOut(Schema):
+    job_id: int
+    topic: dict[str, Any] | None = Field(None, description="the story trend analysis chose")
+    skipped: list[SkippedTopicOut] = Field(..., description="stories passed over: told by this theme within N days")
+    patterns: dict[str, Any] = Field(
+        ..., description="the patterns chosen from past videos' results, with the weights used and why"
+    )
+
+
+def _reading(row) -> dict:
+    return {
+        name: getattr(row, name) for name in ("fetched_at", "views", "likes", "comments", "shares", "avg_view_seconds")
+    }
+
+
+@api.get(
+    "/jobs/{job_id}/metrics",
+    auth=needs("jobs.view_job"),
+    response={200: JobMetricsOut, **_errors(404)},
+    url_name="job_metrics",
+)
+def job_metrics(request: HttpRequest, job_id: int = JobId):
+    """How the job's video did on each platform: every reading of the scheduled analytics pull."""
+    from jobs.analytics import job_series
+
+    if not Job.objects.filter(pk=job_id).exists():
+        raise HttpError(404, f"no job with id {job_id}")
+    publications = []
+    totals = {"views": 0, "likes": 0, "comments": 0, "shares": 0}
+    for item in job_series(job_id):
+        series = [_reading(r) for r in item["readings"]]
+        latest = series[-1] if series else None
+        for name in totals:
+            totals[name] += (latest or {}).get(name) or 0
+        publications.append(
+            {
+                **{k: item[k] for k in ("destination", "external_id", "url", "published")},
+                "latest": latest,
+                "series": series,
+            }
+        )
+    return {"job_id": job_id, "totals": totals, "publications": publications}
+
+
+@api.get(
+    "/jobs/{job_id}/analysis",
+    auth=needs("jobs.view_job"),
+    response={200: JobAnalysisOut, **_errors(404)},
+    url_name="job_analysis",
+)
+def job_analysis(request: HttpRequest, job_id: int = JobId):
+    """Why the job tells its story: the chosen topic, the stories skipped as told recently, the patterns."""
+    if not Job.objects.filter(pk=job_id).exists():
+        raise HttpError(404, f"no job with id {job_id}")
+    run = (
+        StageRun.objects.filter(
+            job_id=job_id, stage="trend_analysis", status=StageRun.Status.SUCCEEDED, superseded_at=None
+        )
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    output = (run.output if run is not None else None) or {}
+    skipped = [
+        {
+            "trend_id": s.get("trend_id") if isinstance(s.get("trend_id"), int) else None,
+            "title": str(s.get("title") or ""),
+            "reason": str(s.get("reason") or ""),
+        }
+        for s in output.get("skipped") or []
+        if isinstance(s, dict)
+    ]
+    topic = output.get("topic") if isinstance(output.get("topic"), dict) else None
+    patterns = output.get("patterns") if isinstance(output.get("patterns"), dict) else {}
+    return {"job_id": job_id, "topic": topic, "skipped": skipped, "patterns": patterns}
 
 
 # URLconf for ``path("api/", include("console.api"))``: the namespace is "api".

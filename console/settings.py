@@ -320,6 +320,10 @@ TRENDREEL_CACHE_MB = env_int("TRENDREEL_CACHE_MB", 2048, minimum=0)
 # `manage.py worker` removes, once an hour, the media files of completed and rejected jobs that
 # finished more than this many days ago (records stay; 0 keeps everything). See jobs/retention.py.
 TRENDREEL_MEDIA_RETENTION_DAYS = env_float("TRENDREEL_MEDIA_RETENTION_DAYS", 0.0, minimum=0.0)
+# The analytics pull (jobs/analytics.py): a django-q2 schedule every this many minutes (0: none)
+# reads the numbers of videos published in the last TRENDREEL_ANALYTICS_DAYS days.
+TRENDREEL_ANALYTICS_MINUTES = env_int("TRENDREEL_ANALYTICS_MINUTES", 60, minimum=0)
+TRENDREEL_ANALYTICS_DAYS = env_int("TRENDREEL_ANALYTICS_DAYS", 30, minimum=1)
 
 
 # Outbound requests and local inputs (stages/egress.py, stages/feeds/sources.py): comma-separated.

@@ -36,7 +36,7 @@ from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp.qr import write_qrcode_image
 
-from console import two_factor
+from console import metrics, two_factor
 from console.secrets import job_secrets, masked
 from jobs import orchestrator
 from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
@@ -208,8 +208,15 @@ def _dashboard_data() -> dict:
 @console_view()
 def dashboard(request: HttpRequest) -> TemplateResponse:
     return TemplateResponse(
-        request, "console/dashboard.html", _context(request, title="Dashboard", **_dashboard_data())
+        request,
+        "console/dashboard.html",
+        _context(request, title="Dashboard", **_dashboard_data(), **_metrics_context(best=metrics.best_videos())),
     )
+
+
+def _metrics_context(**extra) -> dict:
+    """Published videos' numbers (console/metrics.py): the dashboard's panel, the job page's chart."""
+    return {"analytics_minutes": settings.TRENDREEL_ANALYTICS_MINUTES, **extra}
 
 
 @require_GET
@@ -263,7 +270,11 @@ def _job_data(job: Job) -> dict:
 def job_detail(request: HttpRequest, pk: int) -> TemplateResponse:
     job = get_object_or_404(Job.objects.select_related("theme", "created_by"), pk=pk)
     return TemplateResponse(
-        request, "console/job_detail.html", _context(request, title=f"Job {job.pk}", **_job_data(job))
+        request,
+        "console/job_detail.html",
+        _context(
+            request, title=f"Job {job.pk}", **_job_data(job), **_metrics_context(metrics=metrics.job_chart(job.pk))
+        ),
     )
 
 

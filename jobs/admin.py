@@ -24,7 +24,17 @@ from console.secrets import (
     unbind_moved_secrets,
 )
 from jobs import orchestrator, schedules
-from jobs.models import Artifact, FailedStageRun, Job, Publication, ReviewDecision, StageRun, Theme, Trend
+from jobs.models import (
+    Artifact,
+    FailedStageRun,
+    Job,
+    Publication,
+    PublicationMetrics,
+    ReviewDecision,
+    StageRun,
+    Theme,
+    Trend,
+)
 from jobs.validation import BATCH_MAX
 
 
@@ -421,3 +431,13 @@ class PublicationAdmin(ReadOnlyAdmin):
         if meta.get("session"):
             meta["session"] = "(hidden: an upload session URI grants upload access)"
         return format_html("<pre>{}</pre>", json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+
+
+@admin.register(PublicationMetrics)
+class PublicationMetricsAdmin(ReadOnlyAdmin):
+    """The scheduled analytics pull's readings (``jobs.analytics``), newest first."""
+
+    list_display = ["publication", "fetched_at", "views", "likes", "comments", "shares", "avg_view_seconds"]
+    list_filter = ["publication__destination"]
+    list_select_related = ["publication"]
+    ordering = ["-fetched_at"]

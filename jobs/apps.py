@@ -14,9 +14,20 @@ def _sweep_schedule(sender, using="default", **kwargs) -> None:
     ensure_schedule()
 
 
+def _analytics_schedule(sender, using="default", **kwargs) -> None:
+    """Likewise the analytics pull's schedule (``jobs.analytics``; removed when
+    TRENDREEL_ANALYTICS_MINUTES is 0)."""
+    if using != "default":
+        return
+    from jobs.analytics import ensure_schedule
+
+    ensure_schedule()
+
+
 class JobsConfig(AppConfig):
     name = "jobs"
     verbose_name = "Pipeline"
 
     def ready(self) -> None:
         post_migrate.connect(_sweep_schedule, sender=self, dispatch_uid="trendreel-sweep-schedule")
+        post_migrate.connect(_analytics_schedule, sender=self, dispatch_uid="trendreel-analytics-schedule")

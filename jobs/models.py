@@ -333,3 +333,32 @@ class Publication(models.Model):
 
     def __str__(self) -> str:
         return f"{self.destination}: job {self.job_id}"
+
+
+class PublicationMetrics(models.Model):
+    """One reading of a published video's numbers (``jobs.analytics`` pulls them on a schedule).
+
+    A time series per Publication: rows are added, never updated, so the job page can draw how a
+    video grew and the feedback loop (``stages.feedback``) reads the latest reading. A platform
+    that does not report a number leaves it empty (TikTok has no average view duration).
+    """
+
+    publication = models.ForeignKey(Publication, on_delete=models.CASCADE, related_name="metrics")
+    fetched_at = models.DateTimeField(default=timezone.now)
+    views = models.BigIntegerField(null=True, blank=True)
+    likes = models.BigIntegerField(null=True, blank=True)
+    comments = models.BigIntegerField(null=True, blank=True)
+    shares = models.BigIntegerField(null=True, blank=True)
+    avg_view_seconds = models.FloatField(null=True, blank=True)
+    raw = models.JSONField(default=_dict, blank=True)  # the platform's own fields, for the record
+
+    class Meta:
+        ordering = ["publication_id", "fetched_at", "id"]
+        verbose_name_plural = "publication metrics"
+        indexes = [
+            # the latest reading per publication (job page, dashboard, feedback history)
+            models.Index(fields=["publication", "-fetched_at"], name="pubmetrics_pub_fetched"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.publication_id} at {self.fetched_at:%Y-%m-%d %H:%M}: {self.views} views"

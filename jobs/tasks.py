@@ -22,3 +22,10 @@ def run_theme(theme_id: int, count: int = 1) -> str:
     theme = Theme.objects.get(pk=theme_id)
     jobs = orchestrator.start_batch(theme, count) if count > 1 else [orchestrator.start_job(theme)]
     return "started " + ", ".join(str(j.pk) for j in jobs)
+
+
+def pull_metrics() -> str:
+    """The analytics schedule's task: every recent video's numbers, once (``jobs.analytics``)."""
+    from jobs import analytics
+
+    return analytics.pull_metrics().summary()

@@ -10,17 +10,20 @@ delivered. Each is idempotent per (job, destination) through its ``Publication``
 2. Otherwise deliver: every destination is a ``Publisher`` (``deliver(package, ctx) -> Delivery``,
    registered in ``PROVIDERS``; outbox: ``stages.providers.outbox``, atomic files, metadata last;
    webhook: ``stages.providers.webhook``, signed POST with a stable delivery id; youtube:
-   ``stages.providers.youtube``, resumable upload).
+   ``stages.providers.youtube``, resumable upload; tiktok: ``stages.providers.tiktok``, Content
+   Posting API direct post, chunked upload; instagram: ``stages.providers.instagram``, a Reels
+   container, resumable upload, publish).
 3. Record the row (``record``) with ``get_or_create`` (the unique constraint settles a race between
    two attempts; the loser reports ``already_published=True``), or complete the destination's own
    reservation row (YouTube's upload session).
 
 A crash between 2 and 3: the outbox finds its own files and rewrites nothing; the webhook is sent
-again with the same ``X-Trendreel-Delivery`` id (receivers dedupe on it); YouTube never gets that
-far without a row, because its upload session URI is stored in the row (``meta.state =
-"uploading"``, ``external_id = ""``) *before* the first byte is sent, and the retry resumes that
-session (or reads the finished video id from it) instead of uploading again. Such a row is a
-reservation, not a publication: only ``meta.state == "published"`` (or a row without a state,
+again with the same ``X-Trendreel-Delivery`` id (receivers dedupe on it); YouTube, TikTok and
+Instagram never get that far without a row, because their upload session (YouTube's session URI,
+TikTok's publish id and upload URL, Instagram's media container) is stored in the row
+(``meta.state = "uploading"``, ``external_id = ""``) *before* the first byte is sent, and the retry
+resumes that session (or reads the finished post from it) instead of uploading again. Such a row is
+a reservation, not a publication: only ``meta.state == "published"`` (or a row without a state,
 written before this existed) counts as delivered.
 
 Destinations run in the listed order, all of them even when one fails; the failure then fails
@@ -55,11 +58,15 @@ from stages.base import (
     TransientStageError,
 )
 from stages.chain import Registry, all_failed
+from stages.payload import as_dict, as_int
 
 METADATA_NAME = "metadata.json"  # the outbox's file names, also read back by ``describe``
 VIDEO_NAME = "video.mp4"
 UPLOADING = "uploading"
 PUBLISHED = "published"
+# How a post's caption opens (TikTok, Instagram): the spoken hook, the title, or the description's
+# lead. A pattern the feedback loop (stages.feedback) chooses per job; "title" without one.
+CAPTION_STYLES = ("hook", "title", "summary")
 
 
 @dataclass
@@ -104,6 +111,8 @@ PROVIDERS = Registry(
         "outbox": "stages.providers.outbox.OutboxPublisher",
         "webhook": "stages.providers.webhook.WebhookPublisher",
         "youtube": "stages.providers.youtube.YouTubePublisher",
+        "tiktok": "stages.providers.tiktok.TikTokPublisher",
+        "instagram": "stages.providers.instagram.InstagramPublisher",
     },
     default="outbox",
     method="deliver",
@@ -159,7 +168,9 @@ def run(ctx: StageContext) -> StageResult:
         try:
             delivery = publishers[name].deliver(package, part)
             part.progress(0.95, "Recording the publication")
-            row, created = record(ctx, name, delivery, title=package.metadata["title"])
+            row, created = record(
+                ctx, name, delivery, title=package.metadata["title"], patterns=package.metadata.get("patterns")
+            )
             results[name] = describe(row, already=not created, reused=delivery.reused)
         except StageAborted:
             raise
@@ -208,8 +219,13 @@ def build_metadata(ctx: StageContext, composition: dict[str, Any]) -> dict[str, 
                 {"title": related.get("title", ""), "url": related["url"], "source": related.get("source", "")}
             )
     qc = composition.get("qc") or {}
+    chosen = as_dict((as_dict(analysis.get("patterns")) or {}).get("chosen")) or {}
+    caption_style = chosen.get("caption_style") if chosen.get("caption_style") in CAPTION_STYLES else "title"
     return {
         "title": title,
+        "hook": str(script.get("hook") or ""),
+        "caption_style": caption_style,
+        "patterns": made_with(ctx, script, topic, caption_style),
         "description": description,
         "hashtags": hashtags,
         "sources": sources,
@@ -222,8 +238,25 @@ def build_metadata(ctx: StageContext, composition: dict[str, Any]) -> dict[str, 
     }
 
 
+def made_with(ctx: StageContext, script: dict[str, Any], topic: dict[str, Any], caption_style: str) -> dict[str, Any]:
+    """The patterns this video was actually made with, kept in each Publication row: what
+    ``stages.feedback`` weighs against the video's views (hook style, length, caption style,
+    voice, topic keywords)."""
+    voiceover = ctx.upstream.get("voiceover") or {}
+    used = as_dict(script.get("patterns")) or {}
+    return {
+        "hook": used.get("hook") if isinstance(used.get("hook"), str) else None,
+        "length": as_int(script.get("target_seconds"), low=1, high=3600),
+        "caption_style": caption_style,
+        "voice": str(voiceover.get("voice") or ctx.theme.get("voice") or "") or None,
+        "keywords": [str(k).lower() for k in (topic.get("keywords") or [])[:5] if isinstance(k, str)],
+    }
+
+
 # -- the record ----------------------------------------------------------------------------------
-def record(ctx: StageContext, destination: str, delivery: Delivery, *, title: str) -> tuple[Publication, bool]:
+def record(
+    ctx: StageContext, destination: str, delivery: Delivery, *, title: str, patterns: dict[str, Any] | None = None
+) -> tuple[Publication, bool]:
     """The destination's Publication row for this delivery: (row, whether this attempt wrote it).
 
     A new row is created in one statement (the unique constraint settles a race: the loser finds
@@ -231,6 +264,8 @@ def record(ctx: StageContext, destination: str, delivery: Delivery, *, title: st
     state ``uploading``) is completed by this delivery.
     """
     meta = {**delivery.meta, "title": title}
+    if patterns is not None:
+        meta["patterns"] = patterns
     try:
         with transaction.atomic():
             row, created = Publication.objects.get_or_create(
@@ -252,7 +287,9 @@ def record(ctx: StageContext, destination: str, delivery: Delivery, *, title: st
 
 @dataclass
 class PublicationSessionStore:
-    """The YouTube upload session URI, kept in the job's Publication row (state ``uploading``).
+    """A destination's upload session, kept in the job's Publication row (state ``uploading``):
+    YouTube's session URI, TikTok's publish id and upload URL, Instagram's media container and how
+    far it got (a JSON object).
 
     Why the row and not a file: it is the record every retry already consults, it survives the
     outbox folder being emptied by a consumer, and its unique (job, destination) key makes two
@@ -265,7 +302,7 @@ class PublicationSessionStore:
     def _row(self) -> Publication | None:
         return Publication.objects.filter(job_id=self.job_id, destination=self.destination).first()
 
-    def load(self) -> str | None:
+    def load(self) -> Any:
         row = self._row()
         if row is None:
             return None
@@ -273,7 +310,16 @@ class PublicationSessionStore:
             raise TransientStageError(f"{self.destination}: another attempt finished the upload meanwhile")
         return (row.meta or {}).get("session") or None
 
-    def save(self, uri: str) -> None:
+    def update(self, session: dict[str, Any]) -> None:
+        """A kept session's progress (a step done, a step about to be asked for), durable on return:
+        written before the step it announces, so a crash after it is read by the retry."""
+        row = self._row()
+        if row is None or is_done(row) or not (row.meta or {}).get("session"):
+            raise TransientStageError(f"{self.destination}: the upload session was finished or dropped meanwhile")
+        row.meta = {**row.meta, "session": session}
+        row.save(update_fields=["meta"])
+
+    def save(self, uri: str | dict[str, Any]) -> None:
         meta = {"state": UPLOADING, "session": uri, "started": timezone.now().isoformat()}
         row = self._row()
         if row is not None and not (row.meta or {}).get("session") and not is_done(row):
@@ -333,7 +379,7 @@ def describe(publication: Publication, *, already: bool, reused: bool = False) -
         result.update(
             delivery_id=meta.get("delivery_id", ""), status_code=meta.get("status_code"), url=meta.get("url", "")
         )
-    elif publication.destination == "youtube":
+    elif publication.destination in ("youtube", "tiktok", "instagram"):
         result.update(
             video_id=publication.external_id,
             url=meta.get("url", publication.location),

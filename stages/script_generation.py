@@ -14,10 +14,14 @@ Output (every later stage relies on it)::
      "segments": [{"id": "hook" | "beat1".."beatN" | "cta", "narration": str, "headline": str}],
      "cta": str, "hashtags": [str], "description": str, "target_seconds": int,
      "word_count": int, "words_per_second": float, "notes_applied": [str], "writer": str,
-     "provider": str, "provider_failures": [...], "prompt_version": str | None}
+     "provider": str, "provider_failures": [...], "prompt_version": str | None,
+     "patterns": {"hook": "subject" | "plain" | "operator" | None, "length": int}}
 
 ``provider``/``provider_failures`` record which writer of the chain produced the script and why the
-ones before it did not; ``prompt_version`` is the LLM prompt's version (None for the template).
+ones before it did not; ``prompt_version`` is the LLM prompt's version (None for the template);
+``patterns`` what the video is made with (the hook's pool, the target length), which the feedback
+loop learns from (``stages.feedback``): trend analysis's chosen ``patterns`` steer the writer
+(the length becomes the target; the template writer opens with the chosen hook style).
 ``validate_script`` checks the writer's script before these three are added.
 
 Segments are in speaking order: hook first, 3-6 beats, cta last.
@@ -78,9 +82,22 @@ def _narration_text(script: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def steer(ctx: StageContext, topic: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The theme and topic a writer sees, with the patterns trend analysis chose from past videos'
+    results (``stages.feedback``): the length as the target, the hook style on the topic."""
+    chosen = ((ctx.upstream.get("trend_analysis") or {}).get("patterns") or {}).get("chosen") or {}
+    theme, topic = dict(ctx.theme), dict(topic)
+    length = chosen.get("length")
+    if isinstance(length, int) and not isinstance(length, bool) and 5 <= length <= 180:
+        theme["target_seconds"] = length
+    if chosen.get("hook") in ("subject", "plain"):
+        topic["hook_style"] = chosen["hook"]
+    return theme, topic
+
+
 def run(ctx: StageContext) -> StageResult:
     ctx.progress(0.05, "reading the analysed topic")
-    topic = _topic(ctx)
+    theme, topic = steer(ctx, _topic(ctx))
     notes = [n for n in ctx.review_notes if isinstance(n, str) and n.strip()]
 
     writers: dict[str, ScriptWriter] = {}
@@ -90,7 +107,7 @@ def run(ctx: StageContext) -> StageResult:
         writers[provider] = writer
         name = getattr(writer, "label", None) or getattr(writer, "name", type(writer).__name__)
         ctx.progress(0.2, f"writing with {name}" + (f", {len(notes)} operator notes" if notes else ""))
-        script = writer.write(topic, ctx.theme, notes)
+        script = writer.write(topic, theme, notes)
         ctx.progress(0.8, "checking the script against the contract")
         validate_script(script)
         return script
@@ -110,6 +127,11 @@ def run(ctx: StageContext) -> StageResult:
         "provider": report["provider"],
         "provider_failures": report["failures"],
         "prompt_version": getattr(writers[report["provider"]], "prompt_version", None),
+        # what the video is made with, for the feedback loop (None: the writer does not say)
+        "patterns": {
+            "hook": getattr(writers[report["provider"]], "hook_style", None),
+            "length": script["target_seconds"],
+        },
     }
     (ctx.work_dir / "script.json").write_text(json.dumps(output, ensure_ascii=False, indent=2), encoding="utf-8")
     return StageResult(

@@ -24,9 +24,12 @@ Steps:
      ``1 - 0.5 ** hits``: the first keyword matters most.
    * sources: how many distinct sources carry the story (the output shows the count; the score
      uses ``(n - 1) / (sources available - 1)``).
-4. Skip stories this theme's other recent jobs already used (their succeeded trend_analysis runs:
-   same trend ids, or a similar title). Jobs that failed or were cancelled do not count - their
-   video never went out. Nothing left -> ``PermanentStageError`` with a hint.
+4. Skip stories this theme's other jobs of the last ``recent_days`` (30) already used (their
+   succeeded trend_analysis runs: same trend ids, or a similar title; at most ``recent_jobs``, 500,
+   of them are read): a theme never tells the same story twice within N days. Jobs that failed or
+   were cancelled do not count - their video never went out. The output's ``skipped`` says which
+   stories were passed over and why (the job page shows it). Nothing left -> ``PermanentStageError``
+   with a hint.
 5. Take the best (ties broken by sources, engagement, then collection order - deterministic) - or,
    for job i of a batch (``params["topic_rank"] = i``, ``params["batch"]`` shared), the i-th best
    new one; siblings do not count as "recent jobs", so the ranks stay stable while they run - and
@@ -52,6 +55,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from stages import feedback
 from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageResult
 from stages.text import STOPWORDS
 
@@ -62,7 +66,8 @@ UNTRUSTED_RECENCY = 0.5  # an undated or clamped item's recency counts half
 FLAG_UNDATED = "undated: fetch time used"
 FLAG_FUTURE = "future date clamped to the fetch time"
 TOP_CANDIDATES = 5
-RECENT_JOBS = 20  # how many earlier jobs of the theme count as "recent" for topic reuse
+RECENT_DAYS = 30  # a theme does not tell the same story again within this many days
+RECENT_JOBS = 500  # at most this many of those jobs are read (the newest)
 MAX_TRENDS = 800  # pairwise merging is O(n^2); the newest this many are plenty
 ANGLES = ("debate", "how-to", "breaking", "explainer")  # tie order
 
@@ -250,6 +255,8 @@ def run(ctx: StageContext) -> StageResult:
     keywords = [k for k in (ctx.theme.get("keywords") or []) if isinstance(k, str) and k.strip()]
     score_all(candidates, items, keywords=keywords, reference=reference, half_life=half_life, weights=weights)
     candidates.sort(key=Candidate.sort_key)
+    # How this theme's past videos did (stages.feedback): re-ranks by topic keywords, picks the patterns.
+    plan = feedback.plan(ctx, candidates, keywords_of=topic_keywords)
 
     ctx.progress(0.7, "Checking topics used by recent jobs")
     rank = topic_rank(ctx.params)
@@ -285,6 +292,7 @@ def run(ctx: StageContext) -> StageResult:
         "reference_time": reference.isoformat(),
         "rank": rank,
         "skipped": skipped,
+        "patterns": plan.explain(chosen),
     }
     path = ctx.work_dir / "analysis.json"
     tmp = path.with_suffix(".json.part")
@@ -489,8 +497,10 @@ def used_topics(ctx: StageContext) -> list[UsedTopic]:
     from jobs.models import Job, StageRun
 
     limit = int(_positive(ctx.stage_settings.get("recent_jobs", RECENT_JOBS), "recent_jobs"))
+    days = _positive(ctx.stage_settings.get("recent_days", RECENT_DAYS), "recent_days")
     rows = (
         StageRun.objects.filter(job__theme_id=theme_id, stage="trend_analysis", status=StageRun.Status.SUCCEEDED)
+        .filter(job__created__gte=timezone.now() - timedelta(days=days))
         .exclude(job_id=ctx.job_id)
         .exclude(job__status__in=[Job.Status.FAILED, Job.Status.CANCELLED])
         .order_by("-job__created", "-finished_at", "-id")

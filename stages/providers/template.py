@@ -260,6 +260,9 @@ class TemplateWriter:
     ) -> None:
         self.words_per_second = words_per_second
         self.tone = tone
+        # the hook pool the last script opened from ("subject" / "plain"; "operator" for a note's
+        # hook): script_generation records it, the feedback loop (stages.feedback) learns from it
+        self.hook_style: str | None = None
 
     # -- entry point ----------------------------------------------------------------------------
     def write(self, topic: dict[str, Any], theme: dict[str, Any], notes: list[str]) -> dict[str, Any]:
@@ -308,10 +311,12 @@ class TemplateWriter:
             hook = as_sentence(shorten(hook_text, OPERATOR_HOOK_MAX_WORDS))
             trimmed = " (trimmed to 8 words)" if count_words(hook_text) > OPERATOR_HOOK_MAX_WORDS else ""
             applied.append(f'hook replaced: "{hook}"{trimmed}')
+            self.hook_style = "operator"
         else:
             if directives.hook:
                 applied.append(f'hook not replaced: nothing speakable in "{directives.hook[:80]}"')
-            hook = self._hook(rng, tone, subject, avoid)
+            # trend analysis may ask for a hook style (stages.feedback); else the pools' own odds
+            hook, self.hook_style = self._hook(rng, tone, subject, avoid, style=topic.get("hook_style"))
 
         # Call to action
         cta_text = strip_emoji(clean_text(directives.cta or ""))
@@ -422,15 +427,19 @@ class TemplateWriter:
             return candidate
         return ""
 
-    def _hook(self, rng: random.Random, tone: str, subject: str, avoid: re.Pattern[str] | None) -> str:
+    def _hook(
+        self, rng: random.Random, tone: str, subject: str, avoid: re.Pattern[str] | None, *, style: Any = None
+    ) -> tuple[str, str]:
+        """The hook and its pool: one naming the subject (3 in 4 times, or when ``style`` asks for
+        it and the title has a subject), else a plain one."""
         pools = HOOKS[tone]
-        if subject:
+        if subject and style != "plain":
             options = [t.format(s=subject) for t in pools["subject"]]
             options = [o for o in options if count_words(o) <= HOOK_MAX_WORDS and not _hits(avoid, o)]
-            if options and rng.random() < 0.75:
-                return as_sentence(self._choose(rng, options))
+            if options and (style == "subject" or rng.random() < 0.75):
+                return as_sentence(self._choose(rng, options)), "subject"
         plain = [o for o in pools["plain"] if not _hits(avoid, o)] or pools["plain"]
-        return self._choose(rng, plain)
+        return self._choose(rng, plain), "plain"
 
     @staticmethod
     def _material(title: str, summary: str, angle: str, related: list[dict[str, Any]]) -> _Material:

@@ -12,7 +12,12 @@ oauth2.googleapis.com) or hosts in ``TRENDREEL_PROVIDER_HOSTS``; a theme that mo
   ``token_url`` (default ``https://oauth2.googleapis.com/token``) for a fresh access token on every
   run. When the three refresh values are all present they win (access tokens expire after an hour);
 * ``privacy``: ``private`` (default) | ``unlisted`` | ``public``; ``category_id`` (default ``"28"``,
-  Science & Technology);
+  Science & Technology); ``made_for_kids`` (default false): ``status.selfDeclaredMadeForKids``, the
+  audience declaration YouTube asks of every upload (a video left without one waits in Studio for
+  the answer; a channel that makes videos for children must say true - COPPA);
+* ``analytics_url`` (default ``https://youtubeanalytics.googleapis.com``): where ``YouTubeMetrics``
+  reads shares and average view duration (the token needs ``yt-analytics.readonly`` for those;
+  views, likes and comments come from the Data API's ``videos.list`` with the upload token);
 * ``base_url`` (default ``https://www.googleapis.com``), ``chunk_bytes`` (default 8 MiB; Google wants
   a multiple of 256 KiB except for the last chunk), ``timeout`` (seconds per request, default 60).
 
@@ -33,8 +38,10 @@ before the crash, just reads the video id. A second session is opened only when 
 (then no byte was ever sent under the old one, so no video can come of it) or when Google says
 the stored one expired (404/410: an expired session never produced a video).
 
-Errors: 401/403 permanent naming ``YOUTUBE_ACCESS_TOKEN``; ``quotaExceeded``/``uploadLimitExceeded``
-permanent with a quota hint; ``rateLimitExceeded``, 429, 5xx, timeouts transient. A transient
+Errors: 401/403 permanent naming ``YOUTUBE_ACCESS_TOKEN``; ``quotaExceeded``/``dailyLimitExceeded``
+transient until the daily quota resets (midnight Pacific time, per the Data API's quota guide);
+``uploadLimitExceeded`` (the channel's own limit) transient after an hour; ``rateLimitExceeded``,
+429, 5xx, timeouts transient. A transient
 failure while sending bytes is recovered in the call by asking the session where it stands and
 continuing (up to ``MAX_RECOVERIES`` times), then left to the orchestrator's retry, which resumes
 the stored session.
@@ -47,20 +54,26 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import httpx
+from django.utils import timezone
 
 from stages import egress, http
+from stages.analytics import Reading, chunks
 from stages.base import PermanentStageError, StageContext, TransientStageError
 from stages.payload import PayloadError, as_dict, as_int, as_list, loads
+from stages.providers import social
 from stages.publish import Delivery, Package
 from stages.text import plain_text
 
 NAME = "youtube"
 DEFAULT_BASE_URL = "https://www.googleapis.com"
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
-GOOGLE_HOSTS = (DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, "https://youtube.googleapis.com")
+DEFAULT_ANALYTICS_URL = "https://youtubeanalytics.googleapis.com"
+GOOGLE_HOSTS = (DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, "https://youtube.googleapis.com", DEFAULT_ANALYTICS_URL)
 DEFAULT_CHUNK = 8 * 1024 * 1024
 MAX_RECOVERIES = 3
 PRIVACY = ("private", "unlisted", "public")
@@ -68,7 +81,9 @@ TOKEN_HINT = (
     'YOUTUBE_ACCESS_TOKEN (or theme.settings["publish"]["youtube"]["access_token"]; needs the youtube.upload scope)'
 )
 REFRESH_HINT = "YOUTUBE_REFRESH_TOKEN / YOUTUBE_CLIENT_ID / YOUTUBE_CLIENT_SECRET"
-QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded", "uploadLimitExceeded"}
+QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
+UPLOAD_LIMIT_WAIT = 3600.0
+QUOTA_ZONE = ZoneInfo("America/Los_Angeles")  # "Daily quotas reset at midnight Pacific Time"
 RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 _RANGE = re.compile(r"bytes=(\d+)-(\d+)")
 
@@ -131,22 +146,36 @@ def _reason(response: httpx.Response) -> str:
     return plain_text(error.get("status"), 100)
 
 
+def until_quota_reset(now: datetime | None = None) -> float:
+    """Seconds until the API's daily quota resets (midnight Pacific time), plus a minute."""
+    here = (now or datetime.now(UTC)).astimezone(QUOTA_ZONE)
+    midnight = (here + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - here).total_seconds() + 60.0
+
+
 def _classify(response: httpx.Response) -> None:
     """httpx response hook: Google's reasons that the generic status mapping cannot see."""
     status = response.status_code
     if response.request.method == "PUT" and status in (404, 410):
         raise _SessionGone()
-    if status in (403, 429):
+    if status in (400, 403, 429):
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > 256 * 1024:
-            return  # not one of Google's error answers: the generic mapping says 403/429
+            return  # not one of Google's error answers: the generic mapping says 400/403/429
         response.read()
         reason = _reason(response)
-        if reason in QUOTA_REASONS:
-            raise PermanentStageError(
+        if reason == "uploadLimitExceeded":  # the channel's own limit (400), over a rolling day
+            raise TransientStageError(
                 f"youtube refused the upload: {reason}",
-                hint="the YouTube API quota (or the channel's upload limit) is used up for today; it resets at "
-                "midnight Pacific time – re-run publish then, or raise the quota in the Google Cloud console",
+                hint="the channel uploaded as many videos as YouTube allows for now; the next attempt is in an hour",
+                retry_after=UPLOAD_LIMIT_WAIT,
+            )
+        if reason in QUOTA_REASONS:
+            raise TransientStageError(
+                f"youtube refused the upload: {reason}",
+                hint="the YouTube API quota is used up for today; it resets at midnight Pacific time, when the "
+                "next attempt runs (or raise the quota in the Google Cloud console and retry the job)",
+                retry_after=until_quota_reset(),
             )
         if reason in RATE_REASONS:
             raise TransientStageError(
@@ -154,8 +183,11 @@ def _classify(response: httpx.Response) -> None:
             )
 
 
-def build_body(metadata: dict[str, Any], *, privacy: str, category_id: str) -> dict[str, Any]:
-    """The video resource for ``part=snippet,status``, within YouTube's limits."""
+def build_body(
+    metadata: dict[str, Any], *, privacy: str, category_id: str, made_for_kids: bool = False
+) -> dict[str, Any]:
+    """The video resource for ``part=snippet,status``, within YouTube's limits (title 100
+    characters, no ``<``/``>``; description 5000 bytes; tags 500 characters all told)."""
 
     def clean(text: str) -> str:
         return str(text or "").replace("<", "").replace(">", "").strip()
@@ -186,7 +218,7 @@ def build_body(metadata: dict[str, Any], *, privacy: str, category_id: str) -> d
         description = description[: len(description) - 100]
     return {
         "snippet": {"title": title, "description": description, "tags": tags, "categoryId": str(category_id)},
-        "status": {"privacyStatus": privacy, "selfDeclaredMadeForKids": False},
+        "status": {"privacyStatus": privacy, "selfDeclaredMadeForKids": bool(made_for_kids)},
     }
 
 
@@ -215,6 +247,12 @@ class YouTubePublisher(http.HttpProvider):
         self.client_secret = credential("client_secret", "YOUTUBE_CLIENT_SECRET", self.token_url)
         self.privacy = str(self.setting("privacy", default="private"))
         self.category_id = str(self.setting("category_id", default="28"))
+        self.made_for_kids = social.as_flag(NAME, "made_for_kids", self.setting("made_for_kids", default=False))
+        if not re.fullmatch(r"\d{1,3}", self.category_id):
+            raise PermanentStageError(
+                f"youtube: category_id {self.category_id[:20]!r} is not a YouTube category number",
+                hint='set theme.settings["publish"]["youtube"]["category_id"], e.g. "28" (Science & Technology)',
+            )
         self.timeout = http.float_setting(ctx, NAME, "timeout", 60.0)
         self.max_wait = http.float_setting(ctx, NAME, "max_wait", 5.0)
         self.chunk_bytes = as_int(self.setting("chunk_bytes", default=DEFAULT_CHUNK), low=0, high=2**40, default=0) or 0
@@ -295,7 +333,9 @@ class YouTubePublisher(http.HttpProvider):
 
     # -- protocol steps ---------------------------------------------------------------------
     def create_session(self, client: httpx.Client, package: Package, size: int) -> str:
-        body = build_body(package.metadata, privacy=self.privacy, category_id=self.category_id)
+        body = build_body(
+            package.metadata, privacy=self.privacy, category_id=self.category_id, made_for_kids=self.made_for_kids
+        )
         response = self._call(
             client,
             "POST",
@@ -470,8 +510,88 @@ class YouTubePublisher(http.HttpProvider):
                 "video_id": upload.video_id,
                 "url": upload.url,
                 "privacy": upload.privacy,
+                "made_for_kids": self.made_for_kids,
                 "upload_status": upload.upload_status,
                 "resumed": upload.resumed,
                 "bytes": upload.bytes,
             },
         )
+
+
+class YouTubeMetrics(YouTubePublisher):
+    """How uploaded videos did (``stages.analytics.MetricsReader``), with the publish settings'
+    credentials.
+
+    * views, likes, comments: ``GET {base}/youtube/v3/videos?part=statistics&id=...`` (Data API,
+      50 ids a call, 1 quota unit; current numbers);
+    * shares, average view duration: ``GET {analytics_url}/v2/reports?ids=channel==MINE&metrics=
+      views,likes,comments,shares,averageViewDuration&dimensions=video&filters=video==...`` (YouTube
+      Analytics API, which needs ``yt-analytics.readonly`` and lags a day or two). When it cannot be
+      read the Data API's numbers still count, and ``raw.analytics_error`` says why.
+    """
+
+    def __init__(self, ctx: StageContext) -> None:
+        super().__init__(ctx)
+        self.analytics_url = str(self.setting("analytics_url", default=DEFAULT_ANALYTICS_URL)).rstrip("/")
+
+    def read(self, publications: list[Any]) -> dict[int, Reading]:
+        ids = {str(p.external_id): p for p in publications if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", p.external_id or "")}
+        stats: dict[str, dict[str, Any]] = {}
+        extra: dict[str, dict[str, Any]] = {}
+        problem = ""
+        with self._client() as client:
+            for part in chunks(sorted(ids), 50):
+                response = self._call(
+                    client,
+                    "GET",
+                    f"{self.base_url}/youtube/v3/videos",
+                    headers=self._auth(client),
+                    params={"part": "statistics", "id": ",".join(part)},
+                )
+                for item in as_list(self._json(response, "videos.list", "check base_url").get("items")) or []:
+                    if isinstance(item, dict) and str(item.get("id")) in ids:
+                        stats[str(item["id"])] = as_dict(item.get("statistics")) or {}
+            try:
+                extra = self._analytics(client, sorted(stats), publications)
+            except (PermanentStageError, TransientStageError) as exc:
+                problem = exc.message
+        readings = {}
+        for video_id, numbers in stats.items():
+            more = extra.get(video_id, {})
+            readings[ids[video_id].pk] = Reading.of(
+                views=numbers.get("viewCount"),
+                likes=numbers.get("likeCount"),
+                comments=numbers.get("commentCount"),
+                shares=more.get("shares"),
+                avg_view_seconds=more.get("averageViewDuration"),
+                raw={"statistics": numbers, "analytics": more, **({"analytics_error": problem} if problem else {})},
+            )
+        return readings
+
+    def _analytics(self, client: httpx.Client, video_ids: list[str], publications: list[Any]) -> dict[str, dict]:
+        if not video_ids:
+            return {}
+        start = min(p.created for p in publications).date().isoformat()
+        found: dict[str, dict[str, Any]] = {}
+        for part in chunks(video_ids, 200):
+            response = self._call(
+                client,
+                "GET",
+                f"{self.analytics_url}/v2/reports",
+                headers=self._auth(client),
+                params={
+                    "ids": "channel==MINE",
+                    "startDate": start,
+                    "endDate": timezone.now().date().isoformat(),
+                    "metrics": "views,likes,comments,shares,averageViewDuration",
+                    "dimensions": "video",
+                    "filters": "video==" + ",".join(part),
+                },
+            )
+            table = self._json(response, "the analytics report", "check analytics_url")
+            names = [str((as_dict(h) or {}).get("name")) for h in as_list(table.get("columnHeaders")) or []]
+            for row in as_list(table.get("rows")) or []:
+                if isinstance(row, list) and len(row) == len(names):
+                    record = dict(zip(names, row, strict=True))
+                    found[str(record.get("video"))] = record
+        return found

@@ -7,6 +7,10 @@
 
 Replies for a route are served in order; the last one repeats. ``delay`` sleeps before answering
 (for timeouts); ``body`` may be bytes (malformed JSON, audio); ``json`` is encoded for you.
+
+A reply may also be a function of the request (``Seen -> Reply``), and ``srv.fallback`` answers
+what no route names: the stateful platform fakes (``stages.tests.fakeplatforms``) are built on
+those two.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json as jsonlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +50,8 @@ class FakeServer:
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], list[Reply]] = {}
         self.requests: list[Seen] = []
+        # answers requests no route names (None: 404); called with the server's lock held
+        self.fallback: Callable[[Seen], Reply | None] | None = None
         self._lock = threading.Lock()
         server = self
 
@@ -59,16 +66,20 @@ class FakeServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 with server._lock:
-                    server.requests.append(
-                        Seen(
-                            self.command, parts.path, parts.query, {k.lower(): v for k, v in self.headers.items()}, body
-                        )
+                    seen = Seen(
+                        self.command, parts.path, parts.query, {k.lower(): v for k, v in self.headers.items()}, body
                     )
+                    server.requests.append(seen)
                     replies = server.routes.get((self.command, parts.path)) or server.routes.get(("*", parts.path))
-                    if not replies:
-                        reply = Reply(404, json={"error": f"no route {self.command} {parts.path}"})
-                    else:
+                    reply = None
+                    if replies:
                         reply = replies.pop(0) if len(replies) > 1 else replies[0]
+                    elif server.fallback is not None:
+                        reply = server.fallback(seen)
+                    if callable(reply):
+                        reply = reply(seen)
+                    if reply is None:
+                        reply = Reply(404, json={"error": f"no route {self.command} {parts.path}"})
                 if reply.delay:
                     time.sleep(reply.delay)
                 data = jsonlib.dumps(reply.json).encode() if reply.json is not None else reply.body
@@ -93,7 +104,7 @@ class FakeServer:
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def route(self, method: str, path: str, replies: list[Reply] | Reply) -> None:
+    def route(self, method: str, path: str, replies: list[Reply] | Reply | Callable[[Seen], Reply]) -> None:
         self.routes[(method, path)] = list(replies) if isinstance(replies, list) else [replies]
 
     def url(self, path: str = "") -> str:

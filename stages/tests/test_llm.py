@@ -118,7 +118,7 @@ def test_it_writes_a_valid_script_and_records_provider_and_prompt_version(tmp_pa
     assert out["word_count"] == sum(len(s["narration"].split()) for s in GOOD["segments"])
     assert out["target_seconds"] == 30
     script_generation.validate_script(
-        {k: v for k, v in out.items() if k not in ("provider", "provider_failures", "prompt_version")}
+        {k: v for k, v in out.items() if k not in ("provider", "provider_failures", "prompt_version", "patterns")}
     )
     saved = json.loads((tmp_path / "script_generation" / "attempt-1.partial" / "script.json").read_text())
     assert saved["prompt_version"] == PROMPT_VERSION

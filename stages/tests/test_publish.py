@@ -223,6 +223,6 @@ def test_it_fails_permanently_without_the_composed_video(tmp_path, job):
 @pytest.mark.django_db
 def test_it_rejects_an_unknown_provider(tmp_path, job, rendered):
     ctx = context(tmp_path, job, rendered)
-    ctx.theme["settings"] = {"publish": {"provider": "tiktok"}}
-    with pytest.raises(PermanentStageError, match="provider 'tiktok' is unknown"):
+    ctx.theme["settings"] = {"publish": {"provider": "myspace"}}
+    with pytest.raises(PermanentStageError, match="provider 'myspace' is unknown"):
         publish.run(ctx)

@@ -220,6 +220,6 @@ def test_a_missing_secret_fails_before_anything_is_delivered(tmp_path, job, comp
 
 @pytest.mark.django_db
 def test_an_unknown_destination_is_refused_up_front(tmp_path, job, composed):
-    with pytest.raises(PermanentStageError, match="provider 'tiktok' is unknown"):
-        publish.run(publish_ctx(tmp_path, job, composed, {"destinations": ["outbox", "tiktok"]}))
+    with pytest.raises(PermanentStageError, match="provider 'myspace' is unknown"):
+        publish.run(publish_ctx(tmp_path, job, composed, {"destinations": ["outbox", "myspace"]}))
     assert not Publication.objects.filter(job=job).exists()

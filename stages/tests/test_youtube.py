@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -233,7 +235,7 @@ def test_a_401_is_permanent_and_names_the_token(tmp_path, job, composed):
 
 
 @pytest.mark.django_db
-def test_quota_exceeded_is_permanent_with_a_quota_hint(tmp_path, job, composed):
+def test_quota_exceeded_waits_for_the_pacific_midnight_reset(tmp_path, job, composed):
     error = {
         "error": {
             "code": 403,
@@ -244,10 +246,23 @@ def test_quota_exceeded_is_permanent_with_a_quota_hint(tmp_path, job, composed):
     }
     with FakeServer() as srv:
         srv.route("POST", START, Reply(403, json=error))
-        with pytest.raises(PermanentStageError, match="quotaExceeded") as exc:
+        with pytest.raises(TransientStageError, match="quotaExceeded") as exc:
             publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv)))
     assert "quota" in exc.value.hint and "YOUTUBE_ACCESS_TOKEN" not in exc.value.hint
-    assert len(srv.requests) == 1
+    assert len(srv.requests) == 1  # not retried in the call: the quota resets at midnight Pacific time
+    pacific = datetime.now(ZoneInfo("America/Los_Angeles"))
+    midnight = (pacific + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert abs(exc.value.retry_after - ((midnight - pacific).total_seconds() + 60)) < 30
+
+
+@pytest.mark.django_db
+def test_the_channels_upload_limit_waits_an_hour(tmp_path, job, composed):
+    error = {"error": {"code": 400, "message": "limit", "errors": [{"reason": "uploadLimitExceeded"}]}}
+    with FakeServer() as srv:
+        srv.route("POST", START, Reply(400, json=error))
+        with pytest.raises(TransientStageError, match="uploadLimitExceeded") as exc:
+            publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv)))
+    assert exc.value.retry_after == 3600 and not Publication.objects.filter(job=job, destination="youtube").exists()
 
 
 @pytest.mark.django_db
@@ -377,3 +392,26 @@ def test_the_metadata_fits_youtube_limits():
     assert body["snippet"]["tags"] == ["AI", "Open Source"]
     assert body["snippet"]["description"] == "a  b\n\n#AI #AI #Open Source\n\nSources:\nhttps://example.com/a"
     assert body["status"]["privacyStatus"] == "private" and body["snippet"]["categoryId"] == "22"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("value", "declared"), [(True, True), ("false", False)])
+def test_the_audience_is_declared_on_every_upload(tmp_path, job, composed, value, declared):
+    with FakeServer() as srv:
+        srv.route("POST", START, started(srv))
+        srv.route("PUT", SESSION, Reply(201, json=DONE))
+        out = publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv, made_for_kids=value))).output
+    assert posts(srv)[0].json()["status"]["selfDeclaredMadeForKids"] is declared
+    assert Publication.objects.get(job=job, destination="youtube").meta["made_for_kids"] is declared
+    assert out["destinations"]["youtube"]["video_id"] == "dQw4w9WgXcQ"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [({"made_for_kids": "maybe"}, "made_for_kids must be true or false"), ({"category_id": "tech"}, "category_id")],
+)
+def test_bad_audience_or_category_settings_fail_before_any_request(tmp_path, job, composed, extra, message):
+    with FakeServer() as srv, pytest.raises(PermanentStageError, match=message):
+        publish.run(publish_ctx(tmp_path, job, composed, yt_settings(srv, **extra)))
+    assert srv.requests == []

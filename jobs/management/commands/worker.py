@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connections
 
-from jobs import orchestrator, retention
+from jobs import analytics, orchestrator, retention
 from jobs.orchestrator.sweeper import ensure_schedule
 from jobs.queues import CLUSTER_NAME
 from stages import pipeline
@@ -39,6 +39,7 @@ class Command(BaseCommand):
         if cluster is not None and cluster != settings.TRENDREEL_CLUSTER:
             self.reexec(cluster)
         ensure_schedule()
+        analytics.ensure_schedule()  # the pull runs in the cluster's scheduler, like the sweep schedule
         served = ", ".join(pipeline.stages_of_cluster(settings.TRENDREEL_CLUSTER or None)) or "no stage"
         name = settings.TRENDREEL_CLUSTER or "default"
         q = self.start_cluster()
