@@ -11,7 +11,7 @@ Settings live in ``theme.settings["composition"]``::
                   "box": "#000000a0" | "none", "position": "lower" | "middle" | "upper",
                   "words": 3, "uppercase": true},
      "transition": "fade" | "slide" | "zoom" | "mixed" | "cut", "transition_seconds": 0.35,
-     "music": {"mood": "auto" | "pulse" | "calm" | "bright" | "none", "file": "path.m4a", "volume_db": -16},
+     "music": {"mood": "auto" | "pulse" | "calm" | "bright" | "none", "file": "path.m4a", "volume_db": -12},
      "preset": "veryfast", "crf": 20}
 
 and ``theme.settings["scene_generation"]["style"]`` may ask for the card extras that are off by
@@ -106,7 +106,7 @@ class CaptionStyle:
 class Music:
     mood: str = "auto"
     file: Path | None = None
-    volume_db: float = -16.0  # the bed against the voice's loudness, before ducking
+    volume_db: float = -12.0  # the bed against the voice's loudness, before ducking
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,28 @@ def _fill(words: list[tuple[int, str]], known: dict[int, float], duration: float
     return starts
 
 
+def snap_to_sound(starts: list[float], samples: np.ndarray, rate: int, reach: float = 0.3) -> list[float]:
+    """Word starts that fall in silence move to the first sound after them (within ``reach``).
+
+    Engines place a word after a pause where their model's pause ends, and that can be well
+    before the voice is heard again (Piper: up to ~130 ms after a comma, measured): a word starts at
+    its first sound. A start never moves past the next word's.
+    """
+    levels = frame_db(samples, rate)
+    loud = np.flatnonzero(levels > ONSET_FLOOR_DB)
+    out = list(starts)
+    for i, start in enumerate(out):
+        frame = int(start / HOP)
+        if frame >= len(levels) or levels[frame] > ONSET_FLOOR_DB:
+            continue
+        later = loud[loud >= frame]
+        if later.size and (later[0] - frame) * HOP <= reach:
+            moved = float(later[0] * HOP)
+            limit = out[i + 1] if i + 1 < len(out) else moved
+            out[i] = min(moved, limit)
+    return out
+
+
 # -- features --------------------------------------------------------------------------------------
 def _to_float(samples: np.ndarray) -> np.ndarray:
     data = np.asarray(samples)

@@ -42,7 +42,7 @@ import numpy as np
 from stages.base import ArtifactSpec, PermanentStageError, StageAborted, StageContext, StageError, StageResult
 from stages.chain import Registry, run_chain
 from stages.providers.tts import VoiceProvider
-from stages.speech_timing import complete_starts, derive_starts, tokens
+from stages.speech_timing import complete_starts, derive_starts, snap_to_sound, tokens
 from stages.text import split_sentences
 
 __all__ = ["PROVIDERS", "VoiceProvider", "run", "split_sentences"]
@@ -233,14 +233,16 @@ def word_starts(
 
     The voice's own timings (relative to its untrimmed audio, hence ``offset``) when they cover the
     sentence (``"voice"``), else found in the audio itself (``"derived"``; OpenAI-compatible TTS, an
-    ElevenLabs answer without a usable alignment).
+    ElevenLabs answer without a usable alignment). Either way a start that falls in a pause moves
+    to the first sound after it (``snap_to_sound``).
     """
     length = len(samples) / rate
     if timings:
         starts = complete_starts(sentence, timings, length + offset)
         if starts is not None:
-            return [min(max(start - offset, 0.0), length) for start in starts], "voice"
-    return derive_starts(samples, rate, sentence), "derived"
+            starts = [min(max(start - offset, 0.0), length) for start in starts]
+            return snap_to_sound(starts, samples, rate), "voice"
+    return snap_to_sound(derive_starts(samples, rate, sentence), samples, rate), "derived"
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:

@@ -31,6 +31,9 @@ from stages.media import FONT_PATH
 
 WIDTH, HEIGHT = 1080, 1920  # the default (9:16) frame
 MOTION_ZOOM = 1.08  # the most composition may zoom in (pan overscan) with text still clear of the UI
+# Text is kept inside the safe box shrunk as for a 1.12x zoom, so at the 1.08x overscan the pan
+# window still has ~30 px sideways and ~50 px up/down to travel with every letter inside the zone.
+TEXT_INSET = 1.12
 BADGE_ROW = 120  # px above the headline zone: the theme badge (and the counter when asked for)
 
 
@@ -62,7 +65,7 @@ class Layout:
 
     @property
     def text_box(self) -> Box:
-        return _inset_box(self.safe_box, self.width, self.height, MOTION_ZOOM)
+        return _inset_box(self.safe_box, self.width, self.height, TEXT_INSET)
 
     @property
     def caption_band(self) -> int:
@@ -70,7 +73,10 @@ class Layout:
 
     @property
     def caption_zone(self) -> Box:
-        x0, y0, x1, y1 = self.text_box
+        """The band for captions: as wide as the safe box (captions do not pan), as high as
+        ``caption_band``, at the bottom, middle or top of the text box."""
+        _, y0, _, y1 = self.text_box
+        x0, x1 = self.safe_box[0] + 10, self.safe_box[2] - 10
         band = self.caption_band
         if self.caption_position == "upper":
             return (x0, y0, x1, y0 + band)
