@@ -22,7 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stages.base import PermanentStageError
-from stages.text import STOPWORDS, clean_text, count_words, is_emoji, shorten, split_sentences, strip_emoji, tidy
+from stages.text import (
+    STOPWORDS,
+    as_sentence,
+    clean_text,
+    count_words,
+    is_emoji,
+    shorten,
+    split_sentences,
+    strip_emoji,
+    tidy,
+)
 
 WORDS_PER_SECOND = 2.9  # measured: Piper joe-medium speaks 2.7-2.8 words/s with our pauses (77 words -> 27.8 s); aim just over the target
 HOOK_MAX_WORDS = 6  # the hook must land in the first ~2 seconds
@@ -43,6 +53,29 @@ _BREAK_WORDS = {
     "with", "and", "for", "to", "in", "on", "at", "by", "from", "while", "as", "after", "amid",
     "that", "which", "but", "because", "despite", "over", "into", "via", "than", "when", "where",
 }  # fmt: skip
+
+
+_CLAUSE_END = re.compile(r"[,;:]$|^[-–—]$")
+
+
+def clause_fit(sentence: str, max_words: int, min_words: int = 5) -> str:
+    """``sentence`` if it has at most ``max_words`` words, else its longest opening that ends at a
+    clause boundary (a comma, semicolon, colon or dash) and still has ``min_words``, as a sentence;
+    "" when there is none. Never cuts inside a phrase ("...under the Apache 2.0." was such a cut)."""
+    sentence = " ".join(sentence.split())
+    if count_words(sentence) <= max_words:
+        return sentence
+    tokens = sentence.split()
+    best = ""
+    words = 0
+    for i, token in enumerate(tokens):
+        words += 1 if any(ch.isalnum() for ch in token) else 0
+        if words > max_words:
+            break
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if (_CLAUSE_END.search(token) or _CLAUSE_END.search(nxt)) and words >= min_words:
+            best = " ".join(tokens[: i + 1]).rstrip(",;:-–— ")
+    return as_sentence(best) if best else ""
 
 
 def headline_from(text: str) -> str:
@@ -315,7 +348,7 @@ def validate_script(script: Any) -> None:
 DUPLICATE_RUN = 4  # a card may repeat at most 3 spoken words in a row
 _WORD_RE = re.compile(r"[\w$€£%]+(?:[.'’-][\w]+)*")
 _NUMBER_RE = re.compile(
-    r"(?<![\w.-])([$€£]?\d[\d,]*(?:\.\d+)?(?:\s?(?:%|[kKmMbB]\b|bn\b))?)(?:\s+([A-Za-z]{2,12}))?(?:\s+per\s+([A-Za-z]{3,10}))?"
+    r"(?<![\w.-])([$€£]?\d[\d,]*(?:\.\d+)?(?:\s?(?:%|×|[kKmMbB]\b|bn\b))?)(?:\s?([A-Za-z]{2,12})\b)?(?:\s+per\s+([A-Za-z]{3,10}))?"
 )
 _UNIT_SHORT = {"second": "s", "minute": "min", "hour": "h", "day": "day", "year": "yr", "month": "mo"}
 
@@ -353,7 +386,7 @@ def duplicates(headline: str, narration: str) -> bool:
     return shared_run(headline, narration) >= DUPLICATE_RUN
 
 
-def _facts(narration: str) -> list[str]:
+def facts(narration: str) -> list[str]:
     """Short facts in a narration, the most telling first: numbers with their unit ("9 tokens/s",
     "8 GB", "$80") and names with digits ("Fjord-2B", "Apache 2.0"), then other names; each at most
     3 words."""
@@ -367,7 +400,13 @@ def _facts(narration: str) -> list[str]:
         if per:
             text += "/" + _UNIT_SHORT.get(per.lower().rstrip("s"), per)
         before = narration[: m.start()].split()
-        if before and before[-1][:1].isupper() and before[-1][-1].isalnum() and number[:1] not in "$€£":
+        if (
+            before
+            and before[-1][:1].isupper()
+            and before[-1][-1].isalnum()
+            and before[-1].lower() not in STOPWORDS
+            and number[:1] not in "$€£"
+        ):
             continue  # a version after a name ("Pi 5", "Apache 2.0"): part of the name
         end = m.start() + len(m.group(0)) if unit else m.start() + len(m.group(1))
         numbers.append((m.start(), end))
@@ -396,7 +435,12 @@ def _facts(narration: str) -> list[str]:
                 and (not inside or version)
                 and word.lower() not in STOPWORDS
                 and (version or word[:1].isupper())
-                and (i > 0 or following[:1].isupper() or following[:1].isdigit())  # not a sentence's first word
+                and (  # not the first word of a sentence or of a clause after a colon
+                    (i > 0 and not tokens[i - 1].group(0).endswith(":") and sentence[tokens[i - 1].end()] != ":")
+                    or following[:1].isupper()
+                    or following[:1].isdigit()
+                )
+                and (len(word) > 1 or bool(run))  # a lone "C" is no name
             )
             if name and len(run) < 3:
                 run.append(tok)
@@ -414,11 +458,11 @@ def _facts(narration: str) -> list[str]:
 def key_phrase(narration: str, avoid: str = "") -> str:
     """A card's text for a narration: one or two of its facts ("Fjord-2B · 9 tokens/s"), at most
     ``HEADLINE_MAX_CHARS``, never a duplicate of the narration; "" when it has no fact to show."""
-    facts = [f for f in _facts(narration) if f.lower() not in (avoid or "").lower()]
-    order = {fact: narration.find(fact.split("/")[0]) for fact in facts}
+    facts_found = [f for f in facts(narration) if f.lower() not in (avoid or "").lower()]
+    order = {fact: narration.find(fact.split("/")[0]) for fact in facts_found}
     for count in (2, 1):
-        for start in range(len(facts) - count + 1):
-            chosen = sorted(facts[start : start + count], key=lambda f: order[f])  # as spoken
+        for start in range(len(facts_found) - count + 1):
+            chosen = sorted(facts_found[start : start + count], key=lambda f: order[f])  # as spoken
             phrase = " · ".join(chosen)
             if len(phrase) <= HEADLINE_MAX_CHARS and not duplicates(phrase, narration):
                 return phrase
