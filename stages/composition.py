@@ -11,7 +11,8 @@ audio-only passes (``stages.mix``), in a thread while the captions are drawn. St
 
 1. Read the theme's look (``stages.look``), the voiceover (windows, words, WAV) and the scenes;
    match scenes to windows by segment.
-2. Plan and draw the captions (karaoke by default) and the thumbnail; mix the soundtrack.
+2. Mix the soundtrack in a thread (ffmpeg does the work) while the captions (karaoke by default)
+   and the thumbnail are drawn and the picture is encoded.
 3. Encode. Stills: one ffmpeg pass (pans, xfades, caption track, a contact sheet of one frame per
    shot as a second output). With stock clips (``clip`` + ``overlay``), memory is bounded by
    rendering each shot, with the transition into it, as a segment of its own (at most two clips
@@ -112,6 +113,7 @@ def run(ctx: StageContext) -> StageResult:
     _check_frame(scenes_out, frame)
     transition = _transition_frames(look)
     shots = plan_shots(ctx, voice, duration, transition)
+    transition = shots[0].end - shots[1].start if len(shots) > 1 else 0  # 0 if the shots were too short
     motion = motion_for(style, frame)
     script = ctx.upstream.get("script_generation") or {}
 
@@ -129,19 +131,22 @@ def run(ctx: StageContext) -> StageResult:
     track_file = captions_mod.render(track, look.captions, layout.caption_zone, ctx.work_dir / CAPTION_DIR)
     title = str(script.get("title") or "").strip()
     _render_thumbnail(shots[0].image, title, ctx.work_dir / THUMB_NAME, frame, layout)
-    mixer.join()
+
+    # The picture is encoded without sound while the mix finishes; the two meet in the mux.
+    ctx.progress(0.08, f"encoding {duration:.1f}s, {len(shots)} shots, {len(track.pictures)} caption pictures")
+    silent = ctx.work_dir / "video-only.mp4"
+    try:
+        if any(shot.clip is not None for shot in shots):
+            base = _render_segments(ctx, shots, motion, look, transition)
+            args = build_command_from_segments(base, track_file, track, look, silent, ctx.work_dir / CONTACT_NAME, shots)
+        else:
+            args = build_command(shots, track_file, track, look, motion, transition, silent, ctx.work_dir / CONTACT_NAME)
+        _encode(ctx, args)
+    finally:
+        mixer.join()
     if "error" in mixed:
         raise mixed["error"]
     soundtrack: Mix = mixed["mix"]
-
-    ctx.progress(0.08, f"encoding {duration:.1f}s, {len(shots)} shots, {len(track.pictures)} caption pictures")
-    silent = ctx.work_dir / "video-only.mp4"
-    if any(shot.clip is not None for shot in shots):
-        base = _render_segments(ctx, shots, motion, look, transition)
-        args = build_command_from_segments(base, track_file, track, look, silent, ctx.work_dir / CONTACT_NAME, shots)
-    else:
-        args = build_command(shots, track_file, track, look, motion, transition, silent, ctx.work_dir / CONTACT_NAME)
-    _encode(ctx, args)
     _mux(ctx, silent, soundtrack.audio, ctx.work_dir / VIDEO_NAME)
 
     ctx.progress(0.96, "checking the video")
@@ -415,36 +420,40 @@ def pan_path(shot: Shot, motion: Motion) -> tuple[tuple[float, float], tuple[flo
     return (x0, y0), (x1, y1)
 
 
-def _pan_filter(shot: Shot, motion: Motion, first: int = 0, count: int | None = None) -> str:
-    """Scale once, repeat, and move a crop window in a straight line over the shot.
-
-    ``first``/``count`` render part of the shot (frames ``first`` .. ``first + count`` of it) on
-    the same path, for the segment renderer. The window moves in whole 2 px steps (yuv420p chroma
-    alignment): frames in between are identical, which x264 codes almost for free.
-    """
-    count = shot.frames - first if count is None else count
+def _still_source(shot: Shot, motion: Motion) -> str:
+    """A still scaled ONCE to the overscan size (Lanczos), as one yuv420p frame."""
     big_w, big_h = motion.big
+    return (
+        f"scale={big_w}:{big_h}:force_original_aspect_ratio=increase:flags=lanczos,crop={big_w}:{big_h},format=yuv420p"
+    )
+
+
+def _pan_piece(shot: Shot, motion: Motion, first: int, count: int) -> str:
+    """Frames ``first`` .. ``first + count`` of a still shot: the scaled frame repeated by ``loop``
+    and a crop window moving in a straight line over the whole shot (the piece picks up the path
+    where it is at ``first``). The window moves in whole 2 px steps (yuv420p chroma alignment):
+    frames in between are identical, which x264 codes almost for free."""
     (x0, y0), (x1, y1) = pan_path(shot, motion)
     steps = max(shot.frames - 1, 1)
     x = f"{x0:.2f}+({x1 - x0:.2f})*(n+{first})/{steps}"
     y = f"{y0:.2f}+({y1 - y0:.2f})*(n+{first})/{steps}"
     return (
-        f"scale={big_w}:{big_h}:force_original_aspect_ratio=increase:flags=lanczos,crop={big_w}:{big_h},"
-        f"format=yuv420p,loop=loop={count - 1}:size=1:start=0,settb=1/{FPS},setpts=N,"
+        f"loop=loop={count - 1}:size=1:start=0,settb=1/{FPS},setpts=N,"
         f"crop={motion.width}:{motion.height}:x='{x}':y='{y}'"
     )
 
 
-def _clip_filter(shot: Shot, motion: Motion, first: int = 0, count: int | None = None) -> str:
-    """A stock clip as a shot: constant 30 fps, cover-fitted to the frame, exactly ``count``
-    frames from its ``first`` (the input loops when the clip is shorter). The scene's overlay
-    (scrim + text) is drawn on it afterwards; the clip's audio is never used."""
-    count = shot.frames - first if count is None else count
+def _clip_source(motion: Motion) -> str:
+    """A stock clip as a shot: constant 30 fps, cover-fitted to the frame (the input loops when the
+    clip is shorter; its audio is never used). The scene's overlay (scrim + text) goes on next.
+    (``drawbox`` with an alpha colour would be the obvious scrim, but on yuv420p it blends luma
+    only and turns red footage grey-brown.)"""
     w, h = motion.width, motion.height
-    return (
-        f"fps={FPS},scale={w}:{h}:force_original_aspect_ratio=increase:flags=bicubic,crop={w}:{h},setsar=1,"
-        f"trim=start_frame={first}:end_frame={first + count},settb=1/{FPS},setpts=N,format=yuv420p"
-    )
+    return f"fps={FPS},scale={w}:{h}:force_original_aspect_ratio=increase:flags=bicubic,crop={w}:{h},setsar=1"
+
+
+def _clip_piece(first: int, count: int) -> str:
+    return f"trim=start_frame={first}:end_frame={first + count},settb=1/{FPS},setpts=N,format=yuv420p"
 
 
 def _even(value: float) -> int:
@@ -452,9 +461,30 @@ def _even(value: float) -> int:
 
 
 # -- ffmpeg --------------------------------------------------------------------------------------
-def _shot_inputs(shot: Shot, first: int, count: int) -> list[str]:
+# xfade costs ~2 ms on EVERY frame that passes through it (measured, ffmpeg 9: 2.0 s for 874
+# frames with one 10-frame transition, against 0.2 s for concat), not only on the blended ones.
+# So each shot is cut into pieces: a head (its first T frames, crossed with the previous shot's
+# tail), a body, and a tail (its last T frames); xfade only ever sees T-frame pieces and concat
+# joins: body 0, cross 1, body 1, ..., body n-1.
+
+
+def _pieces(shot: Shot, k: int, count: int, transition: int) -> list[tuple[str, int, int]]:
+    """(name, first frame, frame count) of a shot's head, body and tail as they exist."""
+    head = transition if k > 0 else 0
+    tail = transition if k < count - 1 else 0
+    out = []
+    if head:
+        out.append(("head", 0, head))
+    out.append(("body", head, shot.frames - head - tail))
+    if tail:
+        out.append(("tail", shot.frames - tail, tail))
+    return [p for p in out if p[2] > 0]
+
+
+def _shot_inputs(shot: Shot, frames: int) -> list[str]:
+    """The inputs for the first ``frames`` frames of a shot (two inputs for a clip + its overlay)."""
     if shot.clip is not None:
-        seconds = (first + count) / FPS + 1.0  # -t bounds the decode; a short clip repeats
+        seconds = frames / FPS + 1.0  # -t bounds the decode; a short clip repeats
         return [
             "-threads",
             "1",
@@ -470,33 +500,25 @@ def _shot_inputs(shot: Shot, first: int, count: int) -> list[str]:
     return ["-framerate", str(FPS), "-i", str(shot.image)]
 
 
-def _shot_graph(shot: Shot, n: int, label: str, motion: Motion, first: int = 0, count: int | None = None) -> list[str]:
-    """Filter chains for (part of) one shot from input ``n`` (two inputs for a clip) to ``[label]``."""
+def _shot_graph(shot: Shot, n: int, k: int, motion: Motion, wanted: list[tuple[str, int, int]]) -> list[str]:
+    """Chains from input ``n`` to one labelled stream per wanted piece: ``[k<name>]``."""
+    labels = "".join(f"[src{k}{name}]" for name, _, _ in wanted)
     if shot.clip is not None:
-        return [
-            f"[{n}:v]{_clip_filter(shot, motion, first, count)}[c{label}]",
-            f"[c{label}][{n + 1}:v]overlay=x=0:y=0:eof_action=repeat,format=yuv420p[{label}]",
+        chains = [
+            f"[{n}:v]{_clip_source(motion)}[clip{k}]",
+            f"[clip{k}][{n + 1}:v]overlay=x=0:y=0:eof_action=repeat,split={len(wanted)}{labels}",
         ]
-    return [f"[{n}:v]{_pan_filter(shot, motion, first, count)}[{label}]"]
+        return chains + [f"[src{k}{name}]{_clip_piece(first, count)}[{k}{name}]" for name, first, count in wanted]
+    chains = [f"[{n}:v]{_still_source(shot, motion)},split={len(wanted)}{labels}"]
+    return chains + [
+        f"[src{k}{name}]{_pan_piece(shot, motion, first, count)}[{k}{name}]" for name, first, count in wanted
+    ]
 
 
-def _xfades(labels: list[str], shots: list[Shot], transition: int, look: Look) -> tuple[list[str], str]:
-    """Join shot streams with xfade (or concat for hard cuts); returns the chains and the out label."""
-    if len(labels) == 1:
-        return [], labels[0]
-    if transition == 0 or shots[1].start == shots[0].end:
-        return ["".join(f"[{x}]" for x in labels) + f"concat=n={len(labels)}:v=1:a=0[base]"], "base"
-    kinds = XFADE[look.transition]
-    chains, current = [], labels[0]
-    for k in range(1, len(labels)):
-        out = f"x{k}"
-        kind = kinds[(k - 1) % len(kinds)]
-        chains.append(
-            f"[{current}][{labels[k]}]xfade=transition={kind}:duration={transition / FPS:.6f}:"
-            f"offset={shots[k].start / FPS:.6f}[{out}]"
-        )
-        current = out
-    return chains, current
+def _cross(k: int, look: Look, transition: int) -> str:
+    kinds = XFADE.get(look.transition, ["fade"])
+    kind = kinds[(k - 1) % len(kinds)]
+    return f"[{k - 1}tail][{k}head]xfade=transition={kind}:duration={transition / FPS:.6f}:offset=0[{k}cross]"
 
 
 def _finish(
@@ -570,65 +592,61 @@ def build_command(
     """The ffmpeg arguments (without the binary) for a short of stills, video only. Public for benchmarks."""
     args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-progress", "pipe:2", "-nostats"]
     graph: list[str] = []
-    labels: list[str] = []
+    order: list[str] = []
     n = 0
-    for i, shot in enumerate(shots):
-        args += _shot_inputs(shot, 0, shot.frames)
-        graph += _shot_graph(shot, n, f"s{i}", motion)
-        labels.append(f"s{i}")
+    for k, shot in enumerate(shots):
+        args += _shot_inputs(shot, shot.frames)
+        graph += _shot_graph(shot, n, k, motion, _pieces(shot, k, len(shots), transition))
         n += 2 if shot.clip is not None else 1
-    chains, label = _xfades(labels, shots, transition, look)
-    graph += chains
+        if k > 0 and transition:
+            graph.append(_cross(k, look, transition))
+            order.append(f"[{k}cross]")
+        order.append(f"[{k}body]")
+    graph.append("".join(order) + f"concat=n={len(order)}:v=1:a=0[base]")
     caption_input = None
     if track_file is not None:
         args += ["-f", "concat", "-safe", "0", "-i", str(track_file)]
         caption_input = n
     frames = shots[-1].end
     return args + _finish(
-        graph, label, caption_input, track, look, out, contact, _contact_frames(shots, transition), frames
+        graph, "base", caption_input, track, look, out, contact, _contact_frames(shots, transition), frames
     )
 
 
 def _render_segments(ctx: StageContext, shots: list[Shot], motion: Motion, look: Look, transition: int) -> Path:
-    """Stock-clip path: each shot (with the transition into it) as a segment; returns the concat list.
-
-    Segment k holds global frames [shots[k].start + T, shots[k + 1].start + T) (the first from 0):
-    the transition from shot k-1 at its head, then shot k up to where the next transition starts.
-    At most two shots' inputs are open at once, so memory no longer grows with the clip count.
-    """
+    """Stock-clip path: each shot, with the cross from the previous one at its head, as a segment
+    of its own; returns the concat list. At most two shots' inputs are open at once, so memory no
+    longer grows with the number of clips."""
     folder = ctx.work_dir / SEGMENT_DIR
     folder.mkdir(exist_ok=True)
-    total = shots[-1].end
     lines = ["ffconcat version 1.0"]
-    kinds = XFADE.get(look.transition, ["fade"])
     for k, shot in enumerate(shots):
-        start = 0 if k == 0 else shot.start
-        end = total if k == len(shots) - 1 else shots[k + 1].start
-        if end <= start:
-            continue
         args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
+        pieces = [p for p in _pieces(shot, k, len(shots), transition) if p[0] != "tail"]
         graph: list[str] = []
-        overlap = (shots[k - 1].end - shot.start) if k > 0 else 0
-        if overlap > 0:
+        order = []
+        n = 0
+        if k > 0 and transition:
             prev = shots[k - 1]
-            args += _shot_inputs(prev, prev.frames - overlap, overlap)
-            graph += _shot_graph(prev, 0, "a", motion, prev.frames - overlap, overlap)
+            args += _shot_inputs(prev, prev.frames)
+            graph += _shot_graph(prev, 0, k - 1, motion, [("tail", prev.frames - transition, transition)])
             n = 2 if prev.clip is not None else 1
-            args += _shot_inputs(shot, 0, end - start)
-            graph += _shot_graph(shot, n, "b", motion, 0, end - start)
-            kind = kinds[(k - 1) % len(kinds)]
-            graph.append(f"[a][b]xfade=transition={kind}:duration={overlap / FPS:.6f}:offset=0[v]")
-        else:
-            args += _shot_inputs(shot, start - shot.start, end - start)
-            graph += _shot_graph(shot, 0, "v", motion, start - shot.start, end - start)
+        args += _shot_inputs(shot, shot.frames)
+        graph += _shot_graph(shot, n, k, motion, pieces)
+        if k > 0 and transition:
+            graph.append(_cross(k, look, transition))
+            order.append(f"[{k}cross]")
+        order.append(f"[{k}body]")
+        graph.append("".join(order) + f"concat=n={len(order)}:v=1:a=0[v]")
+        frames = sum(count for _, _, count in pieces)
         path = folder / f"segment-{k + 1:02d}.mp4"
-        args += ["-filter_complex", ";".join(graph), "-map", "[v]", "-frames:v", str(end - start)]
+        args += ["-filter_complex", ";".join(graph), "-map", "[v]", "-frames:v", str(frames)]
         args += ["-c:v", "libx264", "-preset", "ultrafast", "-crf", str(SEGMENT_CRF), "-pix_fmt", "yuv420p"]
         args += ["-r", str(FPS), "-an", str(path)]
         code, lines_out = media.run_ffmpeg(args, ctx)
         if code != 0:
             raise PermanentStageError(f"ffmpeg could not render shot {k + 1}: {' | '.join(lines_out[-3:])}")
-        lines += [f"file '{path.name}'", f"duration {(end - start) / FPS:.6f}"]
+        lines += [f"file '{path.name}'", f"duration {frames / FPS:.6f}"]
         ctx.progress(0.08 + 0.4 * (k + 1) / len(shots), f"rendered shot {k + 1}/{len(shots)}")
     listing = folder / "segments.ffconcat"
     listing.write_text("\n".join(lines) + "\n")
