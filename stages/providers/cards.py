@@ -270,9 +270,21 @@ def _balanced(text: str, fnt: ImageFont.FreeTypeFont, width: float, *, split_wor
     return best
 
 
+def _tidy_separators(lines: list[str]) -> list[str]:
+    """A key phrase's " · " never ends or starts a line ("3 nm ·" / "RISC-V" -> "3 nm" / "RISC-V")."""
+    return [line.strip().removesuffix("·").removeprefix("·").strip() for line in lines if line.strip(" ·")]
+
+
 def fit_headline(text: str, width: int, height: int) -> tuple[ImageFont.FreeTypeFont, list[str], int]:
     """The largest size at which ``text`` fits the box in at most ``HEADLINE_MAX_LINES`` lines,
-    preferring a smaller size with whole words over a larger one that splits a word."""
+    preferring a smaller size with whole words over a larger one that splits a word. A key phrase
+    ("Nordlys Labs · Raspberry Pi 5") puts each fact on a line of its own when that fits."""
+    if " · " in text:
+        parts = [p.strip() for p in text.split(" · ") if p.strip()]
+        for size in range(HEADLINE_MAX_SIZE, HEADLINE_MIN_SIZE + 15, -4):
+            fnt, line_h = font(size), round(size * 1.1)
+            if len(parts) * line_h <= height and all(fnt.getlength(p) <= width - _stroke(size) * 2 for p in parts):
+                return fnt, parts, line_h
     for split_words in (False, True):
         for size in range(HEADLINE_MAX_SIZE, HEADLINE_MIN_SIZE - 1, -4):
             fnt = font(size)
@@ -280,7 +292,7 @@ def fit_headline(text: str, width: int, height: int) -> tuple[ImageFont.FreeType
             lines = _wrap(text, fnt, width - pad, split_words=split_words)
             line_h = round(size * 1.1)
             if lines is not None and len(lines) <= HEADLINE_MAX_LINES and len(lines) * line_h <= height:
-                return fnt, _balanced(text, fnt, width - pad, split_words=split_words), line_h
+                return fnt, _tidy_separators(_balanced(text, fnt, width - pad, split_words=split_words)), line_h
     fnt = font(HEADLINE_MIN_SIZE)
     width -= _stroke(HEADLINE_MIN_SIZE) * 2
     wrapped = _wrap(text, fnt, width) or []

@@ -438,7 +438,11 @@ class TemplateWriter:
         Never an adjective ("Free-threaded") or a fragment of a name ("Raspberry")."""
         avoided = {w.lower() for w in avoid}
         keys = [k.lower() for k in keywords]
-        names = [
+        first = re.match(r"[\w][\w'’.+&-]*", title)
+        opening = []  # a title's first word is a name if the topic's keywords say so ("Tessera unveils...")
+        if first and first.group(0)[:1].isupper() and first.group(0).lower() in keys:
+            opening = [first.group(0)]
+        names = opening + [
             n
             for n in facts(title)
             if any(ch.isalpha() for ch in n)
