@@ -15,7 +15,7 @@ true peak <= -1 dBTP). The checks here cover what a viewer notices:
 * **no digital silence**: no 50 ms of the finished soundtrack is silent;
 * **no duplicated text**: no card repeats the narration the captions show (``stages.scripts``);
 * **motion**: every shot moves (its pan travels, or it is footage);
-* **one caption size** and a **video bitrate** at least TikTok's minimum (516 kb/s).
+* **one caption size**; the video bit rate is reported beside them.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ BED_UNDER_VOICE_DB = 12.0
 BED_AUDIBLE_DB = -50.0  # dBFS RMS in the pauses of the finished mix
 DIGITAL_SILENCE_DB = -80.0  # a 50 ms window quieter than this is digital silence
 MIN_PAN_PX = 8.0
-MIN_VIDEO_KBPS = 516  # TikTok's minimum for uploads (ads.tiktok.com, In-Feed specs)
 WINDOW = 0.05
 
 
@@ -151,9 +150,9 @@ def check(
         f"pans of {min(moves, default=0):.0f}-{max(moves, default=0):.0f} px over {len(still)} stills, "
         f"{len(shots) - len(still)} footage shots, transitions {transition} frames",
     )
-    kbps = video_kbps(video, duration)
-    extra["video_kbps"] = kbps
-    add("video bitrate", kbps >= MIN_VIDEO_KBPS, f"{kbps} kb/s (>= {MIN_VIDEO_KBPS}, crf {look.crf})")
+    # Reported, not gated: a plain picture is rightly small at the same quality (crf); what the
+    # bit rate buys against banding is measured in bench/media.py.
+    extra["video_kbps"] = video_kbps(video, duration)
 
     report.update(extra)
     report["passed"] = all(c["ok"] for c in checks)
