@@ -154,7 +154,7 @@ def draw_block(lines: list[list[str]], highlight: tuple[int, int] | None, style:
 
 
 # -- planning -----------------------------------------------------------------------------------
-def fit_size(widest: list[list[str]], style: CaptionStyle, default: int, zone: Box, lines: int) -> int:
+def fit_size(widest: list[list[list[str]]], style: CaptionStyle, default: int, zone: Box, lines: int) -> int:
     """The one font size for the video: the theme's (or the default) unless the widest block
     would not fit the caption band, then the largest that does."""
     width, height = zone[2] - zone[0], zone[3] - zone[1]
@@ -209,7 +209,7 @@ def plan(words: list[Word], style: CaptionStyle, zone: Box, duration: float, def
     shown = [display(w.text, style) for w in words]
     width = zone[2] - zone[0]
     if style.style == "karaoke":
-        size = fit_size([[t] for t in shown], style, default_size, zone, 1)
+        size = fit_size([[[t]] for t in shown], style, default_size, zone, 1)
         groups: list[list[list[int]]] = []  # groups of lines of word indexes (karaoke: one line)
         for chunk in _chunks(words):
             most = style.words
@@ -221,7 +221,7 @@ def plan(words: list[Word], style: CaptionStyle, zone: Box, duration: float, def
             groups += [[group] for group in split]
     else:
         groups = _phrases(words, shown)
-        size = fit_size([[shown[i] for i in line] for g in groups for line in g], style, default_size, zone, 2)
+        size = fit_size([[[shown[i] for i in line]] for g in groups for line in g], style, default_size, zone, 2)
     pictures: list[Picture] = []
     last_frame = round(duration * FPS)
     for n, lines in enumerate(groups):
@@ -310,8 +310,10 @@ def render(track: Track, style: CaptionStyle, zone: Box, folder: Path) -> Path |
     cx = (zone[0] + zone[2]) // 2
     cy = (zone[1] + zone[3]) // 2
     x0, y0 = cx - canvas_w // 2, cy - canvas_h // 2
-    x0 -= x0 % 2
-    y0 -= y0 % 2
+    x0 += x0 % 2  # even offsets (yuv420p), rounded toward the zone's inside
+    y0 += y0 % 2
+    x0 = max(min(x0, zone[2] - canvas_w), zone[0])
+    y0 = max(min(y0, zone[3] - canvas_h), zone[1])
     track.canvas = (x0, y0, x0 + canvas_w, y0 + canvas_h)
     lines = ["ffconcat version 1.0"]
     empty = folder / "empty.png"

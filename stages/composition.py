@@ -138,9 +138,13 @@ def run(ctx: StageContext) -> StageResult:
     try:
         if any(shot.clip is not None for shot in shots):
             base = _render_segments(ctx, shots, motion, look, transition)
-            args = build_command_from_segments(base, track_file, track, look, silent, ctx.work_dir / CONTACT_NAME, shots)
+            args = build_command_from_segments(
+                base, track_file, track, look, silent, ctx.work_dir / CONTACT_NAME, shots
+            )
         else:
-            args = build_command(shots, track_file, track, look, motion, transition, silent, ctx.work_dir / CONTACT_NAME)
+            args = build_command(
+                shots, track_file, track, look, motion, transition, silent, ctx.work_dir / CONTACT_NAME
+            )
         _encode(ctx, args)
     finally:
         mixer.join()

@@ -177,30 +177,30 @@ def _captions(raw: Any) -> CaptionStyle:
     )
     out: dict[str, Any] = {}
     if "style" in data:
-        out["style"] = _choice(data["style"], CAPTION_STYLES, f"{path}['style']")
+        out["style"] = _choice(data["style"], CAPTION_STYLES, f'{path}["style"]')
     if "font" in data:
         name = data["font"]
         if not isinstance(name, str) or "/" in name or "\\" in name or not (FONTS_DIR / name).is_file():
             raise _fail(
-                f"{path}['font']",
+                f'{path}["font"]',
                 f"is {name!r}, not a bundled font",
                 f"use one of: {', '.join(fonts())} (stages/assets/fonts)",
             )
         out["font"] = FONTS_DIR / name
     if "size" in data and data["size"] is not None:
-        out["size"] = int(_number(data["size"], 40, 140, f"{path}['size']", integer=True))
+        out["size"] = int(_number(data["size"], 40, 140, f'{path}["size"]', integer=True))
     for key in ("color", "highlight", "outline"):
         if key in data:
-            out[key] = _colour(data[key], f"{path}['{key}']")
+            out[key] = _colour(data[key], f'{path}["{key}"]')
     if "box" in data:
-        out["box"] = _colour(data["box"], f"{path}['box']", allow_none=True)
+        out["box"] = _colour(data["box"], f'{path}["box"]', allow_none=True)
     if "position" in data:
-        out["position"] = _choice(data["position"], POSITIONS, f"{path}['position']")
+        out["position"] = _choice(data["position"], POSITIONS, f'{path}["position"]')
     if "words" in data:
-        out["words"] = int(_number(data["words"], 1, 3, f"{path}['words']", integer=True))
+        out["words"] = int(_number(data["words"], 1, 3, f'{path}["words"]', integer=True))
     if "uppercase" in data:
         if not isinstance(data["uppercase"], bool):
-            raise _fail(f"{path}['uppercase']", f"is {data['uppercase']!r}", "use true or false")
+            raise _fail(f'{path}["uppercase"]', f"is {data['uppercase']!r}", "use true or false")
         out["uppercase"] = data["uppercase"]
     return CaptionStyle(**out)
 
@@ -216,20 +216,20 @@ def _music(raw: Any, legacy_volume: Any) -> Music:
     data = _object(raw, path, {"mood", "file", "volume_db"})
     out: dict[str, Any] = {}
     if "mood" in data:
-        out["mood"] = _choice(data["mood"], MOODS, f"{path}['mood']")
+        out["mood"] = _choice(data["mood"], MOODS, f'{path}["mood"]')
     if data.get("file"):
         file = Path(str(data["file"]))
         if not file.is_absolute():
             file = Path(django_settings.BASE_DIR) / file
         if not file.is_file():
             raise _fail(
-                f"{path}['file']",
+                f'{path}["file"]',
                 f"{str(data['file'])!r} does not exist",
                 "give a path to an audio file (relative to the project) or remove it",
             )
         out["file"] = file
     if "volume_db" in data:
-        out["volume_db"] = float(_number(data["volume_db"], -40, 0, f"{path}['volume_db']"))
+        out["volume_db"] = float(_number(data["volume_db"], -40, 0, f'{path}["volume_db"]'))
     elif legacy_volume is not None:  # older themes: music_volume as a linear factor
         factor = _number(legacy_volume, 0.001, 1.0, '["composition"]["music_volume"]')
         import math

@@ -184,7 +184,9 @@ def test_it_replaces_title_and_cta_and_changes_tone():
     assert script["cta"] == "Tell me what you'd build with it."
     assert script["segments"][-1]["narration"] == script["cta"]
     assert "tone: serious" in script["notes_applied"]
-    serious_hooks = {h.format(s=s) for h in HOOKS["serious"]["subject"] for s in ("Raspberry Pi 6", "Raspberry Pi", "AI", "NPU")}
+    serious_hooks = {
+        h.format(s=s) for h in HOOKS["serious"]["subject"] for s in ("Raspberry Pi 6", "Raspberry Pi", "AI", "NPU")
+    }
     assert script["hook"] in serious_hooks | set(HOOKS["serious"]["plain"])
     openers = {o for role in OPENERS.values() for o in role["serious"] if o}
     assert script["segments"][1]["narration"].startswith(tuple(openers))
