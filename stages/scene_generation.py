@@ -166,6 +166,7 @@ def run(ctx: StageContext) -> StageResult:
                 footer=footer,
                 counter=look.counter,
                 layout=layout,
+                search=seg["headline"],
                 **theme_style(ctx),
             )
             name = f"scene-{i + 1:02d}.png"
@@ -268,7 +269,11 @@ class StockScenes:
         if self.source is None:
             self.source = pexels_provider.PexelsSource(self.ctx)
         source = self.source
-        query = pexels_provider.query_for(spec.headline, self.keywords) or " ".join(self.keywords[:2]) or "technology"
+        query = (
+            pexels_provider.query_for(spec.search or spec.headline, self.keywords)
+            or " ".join(self.keywords[:2])
+            or "technology"
+        )
         if query not in self.searches:
             self.searches[query] = source.search(query)
         hits = self.searches[query]

@@ -125,6 +125,7 @@ class CardSpec:
     accent: str | None = None  # the theme's style: accent colour "#rrggbb"
     counter: bool = False  # the theme's style: draw a "2/5" pill before the badge
     layout: Layout = DEFAULT_LAYOUT
+    search: str = ""  # what stock media to look for (the segment's headline as written); "" = headline
 
 
 @dataclass
