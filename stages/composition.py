@@ -13,8 +13,8 @@ audio-only passes (``stages.mix``), in a thread while the captions are drawn. St
    match scenes to windows by segment.
 2. Mix the soundtrack in a thread (ffmpeg does the work) while the captions (karaoke by default)
    and the thumbnail are drawn and the picture is encoded.
-3. Encode. Stills: one ffmpeg pass (pans, xfades, caption track, a contact sheet of one frame per
-   shot as a second output). With stock clips (``clip`` + ``overlay``), memory is bounded by
+3. Encode. Stills: one ffmpeg pass (pans, crosses, caption track), with a key frame on the middle
+   of each shot, from which the contact sheet (one frame per shot) is then cut. With stock clips (``clip`` + ``overlay``), memory is bounded by
    rendering each shot, with the transition into it, as a segment of its own (at most two clips
    open at once), then joining the segments with the concat demuxer for the caption pass.
 4. Mux the soundtrack, then QC the file (``stages.qc``): format, loudness and true peak, the bed
@@ -138,13 +138,9 @@ def run(ctx: StageContext) -> StageResult:
     try:
         if any(shot.clip is not None for shot in shots):
             base = _render_segments(ctx, shots, motion, look, transition)
-            args = build_command_from_segments(
-                base, track_file, track, look, silent, ctx.work_dir / CONTACT_NAME, shots
-            )
+            args = build_command_from_segments(base, track_file, track, look, silent, shots)
         else:
-            args = build_command(
-                shots, track_file, track, look, motion, transition, silent, ctx.work_dir / CONTACT_NAME
-            )
+            args = build_command(shots, track_file, track, look, motion, transition, silent)
         _encode(ctx, args)
     finally:
         mixer.join()
@@ -152,6 +148,9 @@ def run(ctx: StageContext) -> StageResult:
         raise mixed["error"]
     soundtrack: Mix = mixed["mix"]
     _mux(ctx, silent, soundtrack.audio, ctx.work_dir / VIDEO_NAME)
+    _cut_contact_sheet(
+        ctx, ctx.work_dir / VIDEO_NAME, _contact_frames(shots, transition), frame, ctx.work_dir / CONTACT_NAME
+    )
 
     ctx.progress(0.96, "checking the video")
     report = qc.check(
@@ -532,27 +531,19 @@ def _finish(
     track: captions_mod.Track,
     look: Look,
     out: Path,
-    contact: Path,
     contact_frames: list[int],
     frames: int,
 ) -> list[str]:
-    """The caption overlay, the contact sheet and the encoder settings shared by both paths."""
+    """The caption overlay and the encoder settings shared by both paths."""
     if caption_input is not None:
         x0, y0, _, _ = track.canvas
         graph.append(f"[{label}][{caption_input}:v]overlay=x={x0}:y={y0}:eof_action=repeat[captioned]")
         label = "captioned"
-    frame = look.frame
-    select = "+".join(f"eq(n\\,{f})" for f in contact_frames)
-    graph.append(f"[{label}]split=2[enc][snap]")
-    graph.append(
-        f"[snap]select='{select}',scale={frame.width // CONTACT_SCALE}:{frame.height // CONTACT_SCALE},"
-        f"tile={len(contact_frames)}x1:padding=4:color=white[sheet]"
-    )
     return [
         "-filter_complex",
         ";".join(graph),
         "-map",
-        "[enc]",
+        f"[{label}]",
         "-frames:v",
         str(frames),
         "-c:v",
@@ -561,8 +552,9 @@ def _finish(
         look.preset,
         "-crf",
         str(look.crf),
-        "-aq-mode",
-        "3",  # auto-variance AQ biased to dark flat areas: the gradients do not band (bench/RESULTS.md)
+        # a key frame on each contact-sheet frame, so the sheet is cut from the file in ~0.1 s
+        "-force_key_frames",
+        ",".join(f"{f / FPS:.4f}" for f in contact_frames),
         "-profile:v",
         "high",
         "-pix_fmt",
@@ -571,6 +563,25 @@ def _finish(
         str(FPS),
         "-an",
         str(out),
+    ]
+
+
+def _cut_contact_sheet(ctx: StageContext, video: Path, frames: list[int], frame: Frame, out: Path) -> None:
+    """One frame per shot from the finished file, side by side (each frame is a key frame, so each
+    seek decodes one picture). A split of the encode's own stream cost ~110 MB and ~1 s of CPU."""
+    w, h = frame.width // CONTACT_SCALE, frame.height // CONTACT_SCALE
+    args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
+    for f in frames:
+        args += ["-ss", f"{f / FPS:.4f}", "-i", str(video)]
+    graph = [f"[{i}:v]scale={w}:{h},pad={w + 4}:{h}:0:0:white[t{i}]" for i in range(len(frames))]
+    graph.append(
+        "".join(f"[t{i}]" for i in range(len(frames))) + f"hstack=inputs={len(frames)}[sheet]"
+        if len(frames) > 1
+        else "[t0]null[sheet]"
+    )
+    args += [
+        "-filter_complex",
+        ";".join(graph),
         "-map",
         "[sheet]",
         "-frames:v",
@@ -579,8 +590,11 @@ def _finish(
         "4",
         "-update",
         "1",
-        str(contact),
+        str(out),
     ]
+    code, lines = media.run_ffmpeg(args, ctx)
+    if code != 0:
+        raise PermanentStageError(f"could not cut the contact sheet: {' | '.join(lines[-3:])}")
 
 
 def build_command(
@@ -591,7 +605,6 @@ def build_command(
     motion: Motion,
     transition: int,
     out: Path,
-    contact: Path,
 ) -> list[str]:
     """The ffmpeg arguments (without the binary) for a short of stills, video only. Public for benchmarks."""
     args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-progress", "pipe:2", "-nostats"]
@@ -612,9 +625,7 @@ def build_command(
         args += ["-f", "concat", "-safe", "0", "-i", str(track_file)]
         caption_input = n
     frames = shots[-1].end
-    return args + _finish(
-        graph, "base", caption_input, track, look, out, contact, _contact_frames(shots, transition), frames
-    )
+    return args + _finish(graph, "base", caption_input, track, look, out, _contact_frames(shots, transition), frames)
 
 
 def _render_segments(ctx: StageContext, shots: list[Shot], motion: Motion, look: Look, transition: int) -> Path:
@@ -663,7 +674,6 @@ def build_command_from_segments(
     track: captions_mod.Track,
     look: Look,
     out: Path,
-    contact: Path,
     shots: list[Shot],
 ) -> list[str]:
     """The caption pass over the joined segments (one decoder for the whole picture)."""
@@ -676,7 +686,7 @@ def build_command_from_segments(
         caption_input = 1
     transition = shots[0].end - shots[1].start if len(shots) > 1 else 0
     return args + _finish(
-        graph, "base", caption_input, track, look, out, contact, _contact_frames(shots, transition), shots[-1].end
+        graph, "base", caption_input, track, look, out, _contact_frames(shots, transition), shots[-1].end
     )
 
 

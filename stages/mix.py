@@ -134,7 +134,10 @@ def mix(
     voice_in = f"[0:a]{voice_chain(duration)}"
     graph: list[str] = []
     if bed is not None:
-        bed_gain = voice_lufs + volume_db - loudness(bed, ctx)
+        from stages.music import known_loudness
+
+        bed_lufs = known_loudness(bed)
+        bed_gain = voice_lufs + volume_db - (bed_lufs if bed_lufs is not None else loudness(bed, ctx))
         args += ["-stream_loop", "-1", "-i", str(bed)]
         graph.append(f"{voice_in},asplit=3[v][key][vs]")
         graph.append(

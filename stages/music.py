@@ -33,12 +33,17 @@ class Bed:
     file: str
     sha256: str
     seconds: float
+    lufs: float  # integrated loudness, measured once (the test suite re-measures it)
 
 
 BEDS: dict[str, Bed] = {
-    "pulse": Bed("pulse", "pulse.opus", "52e5414adf0d32b6fc6465ac818326dc14a96c627a205489b5c5210ab568f71a", 38.4),
-    "calm": Bed("calm", "calm.opus", "1d8c838068976fa9c7fa41e47c33faeab5dc83f42d51aca7feda261324964465", 40.0),
-    "bright": Bed("bright", "bright.opus", "37a6e2884084bd17de99ac7aaad303b6d3870820e77918538c127ff993589be3", 32.542),
+    "pulse": Bed(
+        "pulse", "pulse.opus", "52e5414adf0d32b6fc6465ac818326dc14a96c627a205489b5c5210ab568f71a", 38.4, -13.0
+    ),
+    "calm": Bed("calm", "calm.opus", "1d8c838068976fa9c7fa41e47c33faeab5dc83f42d51aca7feda261324964465", 40.0, -13.8),
+    "bright": Bed(
+        "bright", "bright.opus", "37a6e2884084bd17de99ac7aaad303b6d3870820e77918538c127ff993589be3", 32.542, -13.2
+    ),
 }
 
 
@@ -50,6 +55,14 @@ def bed_for(music: Music, tone: str | None) -> Path | None:
         return None
     mood = music.mood if music.mood != "auto" else MOOD_BY_TONE.get(str(tone or ""), "pulse")
     return MUSIC_DIR / BEDS[mood].file
+
+
+def known_loudness(path: Path) -> float | None:
+    """The stored loudness of a bundled bed (saves a decode pass per video); None for other files."""
+    for bed in BEDS.values():
+        if path.resolve() == (MUSIC_DIR / bed.file).resolve():
+            return bed.lufs
+    return None
 
 
 def sha256(path: Path) -> str:

@@ -336,6 +336,7 @@ def test_the_bundled_beds_are_the_ones_the_synthesiser_made():
         path = music.MUSIC_DIR / bed.file
         assert music.sha256(path) == bed.sha256, bed.file
         assert abs(media.probe(path).duration - bed.seconds) < 0.1
+        assert abs(media.measure_audio(path).lufs - bed.lufs) <= 0.1  # the stored loudness the mix uses
     assert "CC0" in (music.MUSIC_DIR / "LICENSE.txt").read_text()
     assert music.bed_for(Music(mood="auto"), "serious").name == "calm.opus"
     assert music.bed_for(Music(mood="none"), "casual") is None
