@@ -428,3 +428,18 @@ def test_clause_fit_keeps_whole_sentences_or_stops_at_a_clause():
     assert clause_fit("A year of free-threaded Python in production: what broke and what got faster", 10) == (
         "A year of free-threaded Python in production."
     )
+
+
+def test_elevenlabs_words_start_where_its_character_alignment_says(tmp_path):
+    from stages.tests.fakeserver import FakeServer
+    from stages.tests.test_cloud_tts import EL_PATH, LONG, SENTENCES, char_times, ctx_for, el_reply
+
+    with FakeServer() as srv:
+        srv.route("POST", EL_PATH, [el_reply(s) for s in SENTENCES])
+        out = voiceover.run(ctx_for(tmp_path, srv)).output
+    assert out["word_timing"] == {"voice": len(SENTENCES), "derived": 0}
+    beat = [w for w in out["words"] if w["segment"] == "beat1"]
+    times = char_times(LONG)
+    starts = [times[char] for char, _ in tokens(LONG)]
+    assert [w["text"] for w in beat] == LONG.split()
+    assert np.allclose([w["start"] - beat[0]["start"] for w in beat], np.array(starts) - starts[0], atol=0.002)
