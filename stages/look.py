@@ -12,7 +12,7 @@ Settings live in ``theme.settings["composition"]``::
                   "words": 3, "uppercase": true},
      "transition": "fade" | "slide" | "zoom" | "mixed" | "cut", "transition_seconds": 0.35,
      "music": {"mood": "auto" | "pulse" | "calm" | "bright" | "none", "file": "path.m4a", "volume_db": -12},
-     "preset": "veryfast", "crf": 20}
+     "preset": "superfast", "crf": 20}
 
 and ``theme.settings["scene_generation"]["style"]`` may ask for the card extras that are off by
 default: ``"counter": true`` (a "2/5" pill) and ``"credit": true`` (the source name on the hook card).
@@ -116,7 +116,7 @@ class Look:
     transition: str = "fade"
     transition_seconds: float = 0.35
     music: Music = field(default_factory=Music)
-    preset: str = "veryfast"
+    preset: str = "superfast"  # measured: less CPU, more SSIM, less banding than veryfast (no mb-tree)
     crf: int = 20
     counter: bool = False
     credit: bool = False
