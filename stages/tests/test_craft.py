@@ -443,3 +443,27 @@ def test_elevenlabs_words_start_where_its_character_alignment_says(tmp_path):
     starts = [times[char] for char, _ in tokens(LONG)]
     assert [w["text"] for w in beat] == LONG.split()
     assert np.allclose([w["start"] - beat[0]["start"] for w in beat], np.array(starts) - starts[0], atol=0.002)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aspect,size", [("1:1", (1080, 1080)), ("16:9", (1920, 1080))])
+def test_square_and_landscape_shorts_pass_the_same_qc(tmp_path, voiced, aspect, size):
+    theme = {"settings": {"composition": {"aspect": aspect, "transition": "slide", "captions": {"style": "phrase"}}}}
+    scene_ctx = make_context(tmp_path, "scene_generation", theme=theme, upstream={"script_generation": SCRIPT})
+    scenes = scene_generation.run(scene_ctx).output
+    assert {(s["width"], s["height"]) for s in scenes["scenes"]} == {size}
+    ctx = make_context(
+        tmp_path,
+        "composition",
+        theme=theme,
+        upstream=dict(voiced["upstream"], scene_generation=scenes),
+        upstream_dirs=dict(voiced["dirs"], scene_generation=scene_ctx.work_dir),
+    )
+    out = composition.run(ctx).output
+    assert out["qc"]["passed"] is True and (out["qc"]["width"], out["qc"]["height"]) == size
+    assert out["aspect"] == aspect and out["captions"]["style"] == "phrase" and out["transition"] == "slide"
+    frame = frame_at(ctx.work_dir / "video.mp4", voiced["upstream"]["voiceover"]["words"][3]["start"] + 0.1, size)
+    zone = look_for(theme["settings"]).frame.safe_zone
+    white = np.argwhere(frame.min(axis=2) > 240)  # caption and card type: inside the zone
+    assert white.size and white[:, 1].min() >= zone[0] and white[:, 1].max() < zone[2]
+    assert white[:, 0].min() >= zone[1] and white[:, 0].max() < zone[3]
