@@ -492,7 +492,7 @@ class TemplateWriter:
             r_title = clause_fit(strip_emoji(clean_title(r.get("title"))), 16, 4)
             if not r_title or _similar(r_title, title):
                 continue
-            sentence = as_sentence("Also in the news: " + r_title.rstrip(".!?"))
+            sentence = as_sentence("Also in the news: " + r_title.removesuffix("."))  # a "?" stays a question
             material.nexts.append(sentence)
         return material
 
