@@ -187,6 +187,7 @@ class AudioLevels:
     lufs: float | None = None  # integrated loudness (EBU R128)
     lra: float | None = None  # loudness range, LU
     true_peak: float | None = None  # dBTP (ebur128 peak=true: 4x oversampled)
+    threshold: float | None = None  # the relative gate of the integrated loudness, LUFS
 
 
 def parse_levels(lines: Sequence[str]) -> AudioLevels:
@@ -205,6 +206,8 @@ def parse_levels(lines: Sequence[str]) -> AudioLevels:
             levels.max_volume_db = _float(m.group(1))
         elif section == "I" and (m := re.match(r"I:\s*(-?[\d.]+|-inf) LUFS", line)):
             levels.lufs = _float(m.group(1))
+        elif section == "I" and (m := re.match(r"Threshold:\s*(-?[\d.]+|-inf) LUFS", line)):
+            levels.threshold = _float(m.group(1))
         elif section == "LRA" and (m := re.match(r"LRA:\s*(-?[\d.]+) LU", line)):
             levels.lra = _float(m.group(1))
         elif section == "TP" and (m := re.match(r"Peak:\s*(-?[\d.]+|-inf) dBFS", line)):

@@ -1,4 +1,5 @@
-"""The soundtrack: the voice over a music bed ducked under it, normalised in two loudnorm passes.
+"""The soundtrack: the voice over a music bed ducked under it, loudness-normalised in two passes
+(loudnorm's two-pass method: measure, then one linear gain, its dynamic mode only as a fallback).
 
 Why audio-only passes before the video encode: the mix is tiny next to the video (a 30 s track
 is ~0.3 s of ffmpeg work), so it is finished first as an AAC file the encode copies in, and QC
@@ -9,8 +10,10 @@ can measure the very samples that ship. Steps:
 2. Pass 1: the bed is looped, cut to the voice's length, faded in and out and ducked under the
    voice (``sidechaincompress`` keyed by the voice: a further ~6-10 dB while a word sounds);
    with no bed a quiet pink room tone stands in, so pauses are never digital silence. The mix is
-   written as 32-bit float and measured by ``loudnorm`` (its first pass); the voice and the
-   ducked bed are also written alone (16 kHz mono stems) for QC's "music under the voice" check.
+   written as 32-bit float and measured as loudnorm's first pass measures it (EBU R128 integrated
+   loudness, gate threshold, loudness range, true peak), with ``ebur128``: the same numbers for
+   0.1 s of CPU where loudnorm's analysis takes 0.9 s on a 30 s mix. The voice and the ducked
+   bed are also written alone (16 kHz mono stems) for QC's "music under the voice" check.
 3. Pass 2: loudnorm's second pass with the measured values. In its linear mode (one static gain,
    allowed when the peaks leave room, which they do after pass 1's limiter) that is the gain to
    -14 LUFS, applied here with ``volume`` at 48 kHz (loudnorm would upsample to 192 kHz only to
@@ -162,7 +165,7 @@ def mix(
         f"[v][bd]amix=inputs=2:duration=first:normalize=0,volume={pre_gain:.2f}dB,"
         f"alimiter=limit={PRE_LIMIT}:level=0:latency=1,asplit=2[m1][m2]"
     )
-    graph.append(f"[m1]loudnorm=I={target_lufs}:TP={TARGET_TP}:LRA={LRA}:print_format=json[ln]")
+    graph.append("[m1]ebur128=peak=true:framelog=quiet[ln]")
     mono = f"aresample={STEM_RATE},aformat=sample_fmts=s16:channel_layouts=mono"
     graph.append(f"[vs]{mono}[vstem]")
     outputs = ["-map", "[m2]", "-c:a", "pcm_f32le", str(work / PREMIX_NAME)]
@@ -172,9 +175,17 @@ def mix(
         graph.append(f"[bs]{mono}[bstem]")
         outputs += ["-map", "[bstem]", str(work / BED_STEM)]
     code, lines = media.run_ffmpeg([*args, "-filter_complex", ";".join(graph), *outputs], ctx)
-    first = _loudnorm_json(lines)
-    if code != 0 or not first:
+    measured = media.parse_levels(lines)
+    if code != 0 or None in (measured.lufs, measured.true_peak, measured.lra, measured.threshold):
         raise PermanentStageError(f"could not mix the soundtrack: {' | '.join(lines[-3:])}")
+    # loudnorm's first pass reports these four (its input_i, input_tp, input_lra, input_thresh);
+    # ebur128 measures the same EBU R128 values (true peak 4x oversampled) for 1/8 of the CPU.
+    first = {
+        "input_i": measured.lufs,
+        "input_tp": measured.true_peak,
+        "input_lra": measured.lra,
+        "input_thresh": measured.threshold,
+    }
 
     # Pass 2: loudnorm's linear mode is one static gain (target - measured), allowed when the peaks
     # leave room for it, which pass 1's limiter sees to. That gain is applied with ``volume``:
@@ -188,7 +199,7 @@ def mix(
         second_graph = (
             f"loudnorm=I={target_lufs}:TP={TARGET_TP}:LRA={LRA}:measured_I={first['input_i']}:"
             f"measured_TP={first['input_tp']}:measured_LRA={first['input_lra']}:"
-            f"measured_thresh={first['input_thresh']}:offset={first['target_offset']}:linear=true:"
+            f"measured_thresh={first['input_thresh']}:linear=true:"
             f"print_format=json,aresample={media.AUDIO_RATE}"
         )
     code, lines = media.run_ffmpeg(

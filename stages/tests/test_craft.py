@@ -467,3 +467,10 @@ def test_square_and_landscape_shorts_pass_the_same_qc(tmp_path, voiced, aspect, 
     white = np.argwhere(frame.min(axis=2) > 240)  # caption and card type: inside the zone
     assert white.size and white[:, 1].min() >= zone[0] and white[:, 1].max() < zone[2]
     assert white[:, 0].min() >= zone[1] and white[:, 0].max() < zone[3]
+
+
+def test_when_the_peaks_leave_no_room_for_one_gain_loudnorm_limits_them(tmp_path, voice_wav):
+    voice, duration = voice_wav
+    result = mix.mix(None, voice, duration, None, -12.0, tmp_path, target_lufs=-7.0)  # far too loud for -1.5 dBTP
+    assert result.second_pass["normalization_type"] == "dynamic"
+    assert media.measure_audio(result.audio).true_peak <= -1.0
