@@ -554,7 +554,7 @@ def _finish(
         str(look.crf),
         # a key frame on each contact-sheet frame, so the sheet is cut from the file in ~0.1 s
         "-force_key_frames",
-        ",".join(f"{f / FPS:.4f}" for f in contact_frames),
+        ",".join(f"{(f - 0.25) / FPS:.4f}" for f in contact_frames),  # a hair early: the frame is >= it
         "-profile:v",
         "high",
         "-pix_fmt",
@@ -577,9 +577,14 @@ def _cut_contact_sheet(ctx: StageContext, video: Path, frames: list[int], frame:
     code, lines = media.run_ffmpeg(args, ctx)
     from PIL import Image
 
-    size = Image.open(out).size if code == 0 and out.is_file() else None
-    if size != ((w + 4) * len(frames), h):  # one tile per shot
-        raise PermanentStageError(f"could not cut the contact sheet ({size}): {' | '.join(lines[-3:])}")
+    sheet = Image.open(out).convert("L") if code == 0 and out.is_file() else None
+    # one tile per shot, none left black by the tile filter for want of a frame
+    if (
+        sheet is None
+        or sheet.size != ((w + 4) * len(frames), h)
+        or any(sheet.crop((i * (w + 4), 0, i * (w + 4) + w, h)).getextrema()[1] < 16 for i in range(len(frames)))
+    ):
+        raise PermanentStageError(f"could not cut the contact sheet: {' | '.join(lines[-3:]) or 'a frame is missing'}")
 
 
 def build_command(

@@ -134,6 +134,12 @@ def test_it_composes_a_vertical_short_that_passes_qc(composed, inputs):
     assert {"audio_codec", "audio_rate", "mean_volume_db", "lufs"} <= set(qc)
     assert out["duration"] == qc["duration"]
 
+    with Image.open(ctx.work_dir / "contact.jpg") as sheet:  # one frame of each shot, in order
+        tiles = [np.asarray(sheet.convert("RGB").crop((i * 184, 0, i * 184 + 180, 320))) for i in range(4)]
+    for tile, segment in zip(tiles, SCRIPT["segments"], strict=True):
+        corner = tile[10:40, 5:35].reshape(-1, 3).mean(axis=0)
+        assert np.abs(corner - np.array(COLORS[segment["id"]])).max() < 30, segment["id"]
+    assert [s["segment"] for s in out["contact_sheet"]["shots"]] == [s["id"] for s in SCRIPT["segments"]]
     with Image.open(ctx.work_dir / "thumbnail.jpg") as thumb:
         assert (thumb.format, thumb.size) == ("JPEG", (720, 1280))
     assert not (ctx.work_dir / "captions").exists()  # scratch PNGs do not stay in the checkpoint
