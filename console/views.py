@@ -321,14 +321,17 @@ def review(request: HttpRequest, pk: int) -> TemplateResponse:
     job = get_object_or_404(Job.objects.select_related("theme"), pk=pk)
     data = _job_data(job)
     cps = data["checkpoints"]
-    video = thumb = None
+    video = thumb = contact = None
+    comp = (cps.get("composition").output or {}) if "composition" in cps else {}
+    sheet = comp.get("contact_sheet") or {}
     if "composition" in cps:
         for art in cps["composition"].artifacts.all():
             if art.kind == "video":
                 video = art
             elif art.kind == "thumbnail":
                 thumb = art
-    comp = (cps.get("composition").output or {}) if "composition" in cps else {}
+            elif art.kind == "image" and art.path.endswith(str(sheet.get("image") or "\0")):
+                contact = art
     return TemplateResponse(
         request,
         "console/review.html",
@@ -342,6 +345,9 @@ def review(request: HttpRequest, pk: int) -> TemplateResponse:
             topic=((cps["trend_analysis"].output or {}).get("topic") if "trend_analysis" in cps else None),
             captions=((cps["voiceover"].output or {}).get("captions", []) if "voiceover" in cps else []),
             qc=comp.get("qc"),
+            contact=contact,
+            contact_shots=sheet.get("shots") or [],
+            mix=comp.get("mix") or {},
             can_review=request.user.has_perm("jobs.review_job"),
             decisions=ReviewDecision.Decision,
         ),

@@ -66,6 +66,12 @@ class Theme(models.Model):
             unknown = set(self.settings) - set(STAGE_KEYS) - {"providers"}
             if unknown:
                 errors["settings"] = f"Unknown stages in settings: {', '.join(sorted(unknown))}."
+            else:
+                from stages.look import validate  # the look (captions, aspect, music...): one sentence
+
+                problem = validate(self.settings)
+                if problem:
+                    errors["settings"] = problem
         if self.schedule_cron:
             from croniter import croniter
 

@@ -1,72 +1,79 @@
-"""Stage: composition. Scenes + voice + captions -> one vertical H.264 short, checked before review.
+"""Stage: composition. Scenes + voice + captions + music -> one H.264 short, checked before review.
 
-Why it is built this way (measured, see /work/shared/NOTES-media.md): zoompan and ``-loop 1`` make a
-30 s short cost 2.5-3x a plain encode, and a per-frame zoom with ``scale`` still costs ~1.8x, so every
-still is decoded and scaled ONCE (to the scenes' ``max_zoom``, 108 %), repeated with the ``loop``
-filter and panned by moving a 1080x1920 crop window (a pointer offset, no per-frame resampling). The
-window only travels where the scene's text stays inside the platform safe zone (scene style
-``text_box``/``safe_zone``/``caption_zone``). Captions are Pillow-rendered PNGs overlaid only inside
-their half-open time windows. Loudness is measured first on the audio alone (a 0.1 s pass) and set
-with a static gain + limiter, which is ~5x cheaper than single-pass ``loudnorm`` and does not pump.
-``-shortest`` is avoided: its sync queue buffers ~10 s of decoded frames (1.3 GB RSS measured);
-the video gets its exact frame count from the voiceover windows instead. Steps:
+Why it is built this way (measured, see /work/shared/NOTES-media.md and bench/RESULTS.md): zoompan
+and ``-loop 1`` make a 30 s short cost 2.5-3x a plain encode, so every still is decoded and scaled
+ONCE (to the scenes' ``max_zoom``, 108 %), repeated with the ``loop`` filter and panned by moving
+a crop window (a pointer offset, no per-frame resampling), only as far as the card's text stays
+inside the platforms' safe zone. Shots overlap by the transition's length and are joined with
+``xfade`` (fade, slide, zoom; per theme). Captions are one track of PNGs laid on by a single
+``overlay`` (``stages.captions``). The soundtrack is mixed and normalised before the encode in
+audio-only passes (``stages.mix``), in a thread while the captions are drawn. Steps:
 
-1. Read the voiceover (windows, captions, WAV) and the scenes; match scenes to windows by segment.
-   A scene with stock footage (``clip`` + ``overlay``) plays its clip under the overlay instead
-   of panning its still.
-2. Render caption PNGs and a thumbnail (hook scene + title) with Pillow.
-3. Measure the audio mix (voice + optional music bed ducked under it) and work out the gain to
-   -14 LUFS; one ffmpeg pass through ``ctx.run_process`` renders pans, concat, caption overlays and
-   the audio: libx264 High yuv420p 30 fps + AAC 48 kHz stereo, ``+faststart``.
-4. QC the file (stages.media.qc_video); a failed check raises PermanentStageError, so a broken video
-   never reaches review.
+1. Read the theme's look (``stages.look``), the voiceover (windows, words, WAV) and the scenes;
+   match scenes to windows by segment.
+2. Mix the soundtrack in a thread (ffmpeg does the work) while the captions (karaoke by default)
+   and the thumbnail are drawn and the picture is encoded.
+3. Encode. Stills: one ffmpeg pass (pans, crosses, caption track), with a key frame on the middle
+   of each shot, from which the contact sheet (one frame per shot) is then cut. With stock clips (``clip`` + ``overlay``), memory is bounded by
+   rendering each shot, with the transition into it, as a segment of its own (at most two clips
+   open at once), then joining the segments with the concat demuxer for the caption pass.
+4. Mux the soundtrack, then QC the file (``stages.qc``): format, loudness and true peak, the bed
+   under the voice, no digital silence, word sync (against the voice's timings and against
+   speech onsets in the audio), every drawn box inside the safe zone, no duplicated on-screen
+   text, motion on every shot. A failed check raises PermanentStageError, so a broken video never
+   reaches review.
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-
-from stages import media
+from stages import captions as captions_mod
+from stages import media, music, qc
 from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageResult, TransientStageError
+from stages.look import Frame, Look, look_for
+from stages.mix import Mix, mix
+from stages.providers.cards import Layout
 
 VIDEO_NAME = "video.mp4"
 THUMB_NAME = "thumbnail.jpg"
+CONTACT_NAME = "contact.jpg"
 CAPTION_DIR = "captions"
+SEGMENT_DIR = "segments"
 FPS = media.VIDEO_FPS
-W, H = media.VIDEO_WIDTH, media.VIDEO_HEIGHT
 DEFAULT_ZOOM = 1.08  # overscan when the scenes do not say (scene style "max_zoom")
-MAX_PAN_SPEED = 10.0  # px/s: a slow drift; each 2 px step is a frame x264 must code (10 px/s: 1 in 6 frames; measured 7.2 s vs 7.7 s at 15+ px/s for a 30 s short)
-CAPTION_CENTER_Y = 1300  # middle of the lower safe zone (y 1150-1450)
-CAPTION_SINGLE_ROW_MIN = 68  # px: a caption line shrinks to this before it wraps onto two rows
-THUMB_BAND = (1170, 1520)  # title block on the thumbnail: under the card text, no platform UI on stills
-LIMIT = 0.891  # -1 dBFS sample peak after the static loudness gain
-MAX_GAIN_DB = 30.0
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-# Pan paths as (start, end) fractions of the allowed offset ranges, cycled over the scenes: the
-# window travels one way in a shot and back in the next, so the drift never builds up one way.
-PAN_PATHS = (
-    ((0.0, 0.0), (1.0, 1.0)),
-    ((1.0, 1.0), (0.0, 0.0)),
-    ((1.0, 0.0), (0.0, 1.0)),
-    ((0.0, 1.0), (1.0, 0.0)),
-)
+MAX_PAN_SPEED = 10.0  # px/s: a slow drift; each 2 px step is a frame x264 must code
+KARAOKE_SIZE, PHRASE_SIZE = 96, 68  # default caption sizes (px at 1080 wide)
+CONTACT_SCALE = 6  # contact sheet tiles are 1/6 of the frame (180x320 for 9:16)
+XFADE = {
+    "fade": ["fade"],
+    "slide": ["slideleft"],
+    "zoom": ["zoomin"],
+    "mixed": ["fade", "slideleft", "zoomin", "slideup"],
+}
+SEGMENT_CRF = 12  # intermediate segments (stock-clip path): near-lossless, encoded again once
 
 
 @dataclass
 class Shot:
     image: Path
     segment: str
-    frames: int
+    start: int  # first global frame the shot is on screen (transition included)
+    end: int  # one past its last frame
     path: tuple[tuple[float, float], tuple[float, float]]  # fractions of the allowed pan range
     clip: Path | None = None  # stock footage played instead of panning the still
     overlay: Path | None = None  # RGBA layer drawn over the clip: the darkening scrim and the card's text
+    scene: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
 
 
 @dataclass
@@ -76,53 +83,134 @@ class Motion:
     zoom: float
     x_range: tuple[float, float]
     y_range: tuple[float, float]
+    width: int = media.VIDEO_WIDTH
+    height: int = media.VIDEO_HEIGHT
+
+    @property
+    def big(self) -> tuple[int, int]:
+        return _even(self.width * self.zoom), _even(self.height * self.zoom)
 
 
-@dataclass
-class Caption:
-    text: str
-    start: float
-    end: float
-    image: Path
-    height: int
+# Pan paths as (start, end) fractions of the allowed offset ranges, cycled over the shots: the
+# window travels one way in a shot and back in the next, so the drift never builds up one way.
+PAN_PATHS = (
+    ((0.0, 0.0), (1.0, 1.0)),
+    ((1.0, 1.0), (0.0, 0.0)),
+    ((1.0, 0.0), (0.0, 1.0)),
+    ((0.0, 1.0), (1.0, 0.0)),
+)
 
 
 def run(ctx: StageContext) -> StageResult:
     ctx.progress(0.0, "reading voiceover and scenes")
+    look = look_for(ctx.theme.get("settings"))
+    frame = look.frame
     voice = ctx.output_of("voiceover")
     audio = ctx.input_path("voiceover", _field(voice, "audio", str, "voiceover"))
     duration = _voice_duration(voice, audio)
-    shots = _shots(ctx, voice, duration)
-    motion = motion_for((ctx.output_of("scene_generation").get("style")) or {})
-    options = _options(ctx)
+    scenes_out = ctx.output_of("scene_generation")
+    style = scenes_out.get("style") or {}
+    _check_frame(scenes_out, frame)
+    transition = _transition_frames(look)
+    shots = plan_shots(ctx, voice, duration, transition)
+    transition = shots[0].end - shots[1].start if len(shots) > 1 else 0  # 0 if the shots were too short
+    motion = motion_for(style, frame)
+    script = ctx.upstream.get("script_generation") or {}
 
-    ctx.progress(0.02, "rendering captions and thumbnail")
-    captions = _render_captions(ctx, voice.get("captions") or [], duration)
-    title = str((ctx.upstream.get("script_generation") or {}).get("title") or "").strip()
-    _render_thumbnail(shots[0].image, title, ctx.work_dir / THUMB_NAME)
+    ctx.progress(0.02, "mixing the soundtrack, drawing captions and thumbnail")
+    tone = ((ctx.theme.get("settings") or {}).get("script_generation") or {}).get("tone")
+    bed = music.bed_for(look.music, tone)
+    mixed: dict[str, Any] = {}
+    mixer = threading.Thread(target=_mix_into, args=(mixed, ctx, audio, duration, bed, look), daemon=True)
+    mixer.start()
+    layout = Layout(frame.width, frame.height, frame.safe_zone, look.captions.position)
+    words = captions_mod.words_from(voice)
+    default = KARAOKE_SIZE if look.captions.style == "karaoke" else PHRASE_SIZE
+    default = round(default * min(frame.width, frame.height) / 1080)
+    track = captions_mod.plan(words, look.captions, layout.caption_zone, duration, default)
+    track_file = captions_mod.render(track, look.captions, layout.caption_zone, ctx.work_dir / CAPTION_DIR)
+    title = str(script.get("title") or "").strip()
+    _render_thumbnail(shots[0].image, title, ctx.work_dir / THUMB_NAME, frame, layout)
 
-    ctx.progress(0.04, "measuring loudness")
-    gain = _loudness_gain(ctx, audio, duration, options)
-
-    ctx.progress(0.06, f"encoding {duration:.1f}s, {len(shots)} scenes, {len(captions)} captions")
-    _encode(ctx, build_command(shots, captions, audio, duration, options, ctx.work_dir / VIDEO_NAME, motion, gain))
+    # The picture is encoded without sound while the mix finishes; the two meet in the mux.
+    ctx.progress(0.08, f"encoding {duration:.1f}s, {len(shots)} shots, {len(track.pictures)} caption pictures")
+    silent = ctx.work_dir / "video-only.mp4"
+    try:
+        if any(shot.clip is not None for shot in shots):
+            base = _render_segments(ctx, shots, motion, look, transition)
+            args = build_command_from_segments(base, track_file, track, look, silent, shots)
+        else:
+            args = build_command(shots, track_file, track, look, motion, transition, silent)
+        _encode(ctx, args)
+    finally:
+        mixer.join()
+    if "error" in mixed:
+        raise mixed["error"]
+    soundtrack: Mix = mixed["mix"]
+    _mux(ctx, silent, soundtrack.audio, ctx.work_dir / VIDEO_NAME)
+    _cut_contact_sheet(
+        ctx, ctx.work_dir / VIDEO_NAME, _contact_frames(shots, transition), frame, ctx.work_dir / CONTACT_NAME
+    )
 
     ctx.progress(0.96, "checking the video")
-    qc = media.qc_video(ctx.work_dir / VIDEO_NAME, duration, ctx)
-    if not qc["passed"]:
-        failed = "; ".join(f"{c['name']}: {c['detail']}" for c in qc["checks"] if not c["ok"])
+    report = qc.check(
+        ctx.work_dir / VIDEO_NAME,
+        ctx=ctx,
+        duration=duration,
+        look=look,
+        voice_wav=audio,
+        words=words,
+        track=track,
+        shots=shots,
+        motion=motion,
+        script=script,
+        soundtrack=soundtrack,
+        transition=transition,
+    )
+    if not report["passed"]:
+        failed = "; ".join(f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"])
         raise PermanentStageError(
             f"composition QC failed: {failed}", hint="check the composition settings and re-run composition"
         )
-    shutil.rmtree(ctx.work_dir / CAPTION_DIR, ignore_errors=True)
-    ctx.progress(1.0, f"video {qc['duration']:.2f}s, {qc['lufs']} LUFS")
+    _clean(ctx.work_dir)
+    ctx.progress(1.0, f"video {report['duration']:.2f}s, {report['lufs']} LUFS")
+    contact = _contact_sheet(shots, transition, frame)
     return StageResult(
-        output={"video": VIDEO_NAME, "thumbnail": THUMB_NAME, "duration": qc["duration"], "qc": qc},
+        output={
+            "video": VIDEO_NAME,
+            "thumbnail": THUMB_NAME,
+            "contact_sheet": contact,
+            "duration": report["duration"],
+            "aspect": frame.aspect,
+            "captions": {"style": track.style, "size": track.size, "pictures": len(track.pictures)},
+            "transition": look.transition if transition else "cut",
+            "mix": soundtrack.report(),
+            "qc": report,
+        },
         artifacts=[
-            ArtifactSpec(path=VIDEO_NAME, kind="video", label="Short (1080x1920)"),
+            ArtifactSpec(path=VIDEO_NAME, kind="video", label=f"Short ({frame.width}x{frame.height})"),
             ArtifactSpec(path=THUMB_NAME, kind="thumbnail", label="Thumbnail"),
+            ArtifactSpec(path=CONTACT_NAME, kind="image", label="Contact sheet (one frame per shot)"),
         ],
     )
+
+
+def _mix_into(
+    out: dict[str, Any], ctx: StageContext, audio: Path, duration: float, bed: Path | None, look: Look
+) -> None:
+    """The soundtrack, in a thread while the captions are drawn (ffmpeg does the work)."""
+    try:
+        out["mix"] = mix(ctx, audio, duration, bed, look.music.volume_db, ctx.work_dir)
+    except BaseException as exc:  # noqa: BLE001 - handed to the stage's thread, raised there
+        out["error"] = exc
+
+
+def _clean(work: Path) -> None:
+    """Scratch files do not stay in the checkpoint (the stems are read by QC before this)."""
+    shutil.rmtree(work / CAPTION_DIR, ignore_errors=True)
+    shutil.rmtree(work / SEGMENT_DIR, ignore_errors=True)
+    for name in ("video-only.mp4", "mix.m4a", "stem-voice.wav", "stem-bed.wav", "premix.wav"):
+        (work / name).unlink(missing_ok=True)
 
 
 # -- inputs --------------------------------------------------------------------------------------
@@ -150,11 +238,32 @@ def _voice_duration(voice: dict[str, Any], audio: Path) -> float:
     return actual
 
 
-def _shots(ctx: StageContext, voice: dict[str, Any], duration: float) -> list[Shot]:
+def _check_frame(scenes_out: dict[str, Any], frame: Frame) -> None:
+    """The scenes must be drawn for the frame the theme asks for now (an aspect changed since?)."""
+    for scene in scenes_out.get("scenes") or []:
+        size = (scene.get("width"), scene.get("height"))
+        if isinstance(scene, dict) and all(size) and tuple(size) != frame.size:
+            raise PermanentStageError(
+                f"scene {scene.get('image')} is {size[0]}x{size[1]} but the theme's aspect {frame.aspect} "
+                f"needs {frame.width}x{frame.height}",
+                hint="re-run from scene_generation",
+            )
+
+
+def _transition_frames(look: Look) -> int:
+    """Frames two shots overlap for (even, so each side gives half); 0 for hard cuts."""
+    if look.transition == "cut":
+        return 0
+    return max(2, round(look.transition_seconds * FPS / 2) * 2)
+
+
+def plan_shots(ctx: StageContext, voice: dict[str, Any], duration: float, transition: int) -> list[Shot]:
     """One shot per voiceover window, showing the scene made for that segment.
 
-    Windows are turned into whole frames from their rounded boundaries, so the shots add up to exactly
-    round(duration * 30) frames with no drift. A window without a matching scene reuses the previous one.
+    Window boundaries become whole frames, so the shots tile exactly round(duration * 30) frames.
+    With a transition of T frames each cut becomes a cross of T frames centred on the boundary:
+    the outgoing shot runs T/2 longer, the incoming one starts T/2 earlier. A window without a
+    matching scene extends the previous shot; a window too short for the transition keeps a cut.
     """
     scenes = (ctx.output_of("scene_generation").get("scenes")) or []
     if not scenes:
@@ -164,120 +273,130 @@ def _shots(ctx: StageContext, voice: dict[str, Any], duration: float) -> list[Sh
     if not windows:
         windows = [{"segment": str(scenes[0].get("segment")), "start": 0.0, "end": duration}]
     total = round(duration * FPS)
-    shots: list[Shot] = []
-    cursor = 0  # frames handed out so far: each shot starts where the previous one ended
+    cuts: list[tuple[int, int, dict[str, Any], str]] = []  # (start, end, scene, segment) before overlaps
+    cursor = 0
     for i, window in enumerate(windows):
         segment = str(window.get("segment"))
         scene = by_segment.get(segment) or (scenes[i] if i < len(scenes) else None)
         last = total if i == len(windows) - 1 else min(round(float(window.get("end", 0)) * FPS), total)
-        frames = last - cursor
-        if frames <= 0:
+        if last <= cursor:
             continue
+        if scene is None and cuts:
+            cuts[-1] = (cuts[-1][0], last, cuts[-1][2], cuts[-1][3])
+        else:
+            cuts.append((cursor, last, scene or scenes[0], segment))
         cursor = last
-        if scene is None and shots:
-            shots[-1].frames += frames
-            continue
-        scene = scene or scenes[0]
+    if not cuts:
+        raise PermanentStageError("no scene matches the voiceover segments", hint="re-run scene_generation")
+    half = transition // 2
+    if any(end - start < transition + 2 for start, end, _, _ in cuts):
+        half = 0  # a very short window: hard cuts throughout rather than a transition longer than a shot
+    shots: list[Shot] = []
+    for k, (start, end, scene, segment) in enumerate(cuts):
         image = ctx.input_path("scene_generation", _field(scene, "image", str, "scene_generation"))
-        shot = Shot(image=image, segment=segment, frames=frames, path=PAN_PATHS[len(shots) % len(PAN_PATHS)])
+        shot = Shot(
+            image=image,
+            segment=segment,
+            start=start - (half if k > 0 else 0),
+            end=end + (half if k < len(cuts) - 1 else 0),
+            path=PAN_PATHS[k % len(PAN_PATHS)],
+            scene=scene,
+        )
         if scene.get("clip"):
             shot.clip = ctx.input_path("scene_generation", _field(scene, "clip", str, "scene_generation"))
             shot.overlay = ctx.input_path("scene_generation", _field(scene, "overlay", str, "scene_generation"))
         shots.append(shot)
-    if not shots:
-        raise PermanentStageError("no scene matches the voiceover segments", hint="re-run scene_generation")
     return shots
 
 
-def _options(ctx: StageContext) -> dict[str, Any]:
-    """Theme settings for composition: ``preset``, ``crf``, ``music`` (+ ``music_volume``)."""
-    opts = ctx.stage_settings
-    music = opts.get("music")
-    music_path: Path | None = None
-    if music:
-        music_path = Path(str(music))
-        if not music_path.is_absolute():
-            music_path = Path(settings.BASE_DIR) / music_path
-        if not music_path.is_file():
-            raise PermanentStageError(
-                f"composition.music file not found: {music_path}",
-                hint="fix theme.settings['composition']['music'] or remove it",
-            )
-    preset = str(opts.get("preset", "veryfast"))
-    if preset not in X264_PRESETS:
-        raise PermanentStageError(
-            f"composition.preset {preset!r} is not an x264 preset", hint=f"use one of: {', '.join(X264_PRESETS)}"
-        )
-    try:
-        crf = int(opts.get("crf", 23))
-        music_volume = float(opts.get("music_volume", 0.18))
-    except (TypeError, ValueError) as exc:
-        raise PermanentStageError(f"composition.crf / music_volume must be numbers: {exc}") from exc
-    if not 0 <= crf <= 51:
-        raise PermanentStageError(f"composition.crf {crf} is outside 0-51", hint="23 is the default")
-    return {"preset": preset, "crf": crf, "music": music_path, "music_volume": music_volume}
-
-
 # -- pictures ------------------------------------------------------------------------------------
-def _render_captions(ctx: StageContext, raw: list[dict[str, Any]], duration: float) -> list[Caption]:
-    folder = ctx.work_dir / CAPTION_DIR
-    folder.mkdir(exist_ok=True)
-    captions: list[Caption] = []
-    for i, item in enumerate(raw):
-        text = str(item.get("text") or "").strip()
-        start, end = float(item.get("start", 0)), min(float(item.get("end", 0)), duration)
-        if not text or end <= start:
-            continue
-        image = media.text_block(text, single_row_min=CAPTION_SINGLE_ROW_MIN)
-        path = folder / f"caption-{i + 1:03d}.png"
-        image.save(path)
-        captions.append(Caption(text=text, start=start, end=end, image=path, height=image.height))
-    return captions
-
-
-def _render_thumbnail(scene: Path, title: str, out: Path) -> None:
-    """The hook scene with the title in caption style in the band the cards keep free, 720x1280 JPEG."""
+def _render_thumbnail(scene: Path, title: str, out: Path, frame: Frame, layout: Layout) -> None:
+    """The hook scene with the title in caption style over the caption band, 720 px on its short side."""
     from PIL import Image, ImageOps
 
     with Image.open(scene) as source:
-        frame = ImageOps.fit(source.convert("RGB"), (W, H), method=Image.Resampling.LANCZOS)
+        picture = ImageOps.fit(source.convert("RGB"), frame.size, method=Image.Resampling.LANCZOS)
     if title:
-        for size in range(100, 55, -6):  # the largest type whose block fits the band
-            block = media.text_block(title.upper(), font_size=size, max_width=960, max_rows=3, box=(0, 0, 0, 175))
-            if block.height <= THUMB_BAND[1] - THUMB_BAND[0]:
+        x0, y0, x1, y1 = layout.caption_zone
+        band = max(y1 - y0, frame.height // 5)
+        for size in range(100, 40, -6):  # the largest type whose block fits the band
+            block = media.text_block(title.upper(), font_size=size, max_width=x1 - x0, max_rows=3, box=(0, 0, 0, 175))
+            if block.height <= band:
                 break
-        frame.paste(block, ((W - block.width) // 2, THUMB_BAND[0]), block)
-    frame.resize((720, 1280), Image.Resampling.LANCZOS).save(out, "JPEG", quality=88, optimize=True, progressive=True)
+        top = min(y0, frame.height - block.height)
+        picture.paste(block, ((x0 + x1 - block.width) // 2, top), block)
+    scale = 720 / min(frame.size)
+    size = (round(frame.width * scale), round(frame.height * scale))
+    picture.resize(size, Image.Resampling.LANCZOS).save(out, "JPEG", quality=88, optimize=True, progressive=True)
+
+
+def _contact_frames(shots: list[Shot], transition: int) -> list[int]:
+    """The frame shown for each shot on the contact sheet: the middle of its own (uncrossed) part."""
+    half = transition // 2
+    out = []
+    for k, shot in enumerate(shots):
+        start = shot.start + (half if k > 0 else 0)
+        end = shot.end - (half if k < len(shots) - 1 else 0)
+        out.append((start + end) // 2)
+    return out
+
+
+def _contact_sheet(shots: list[Shot], transition: int, frame: Frame) -> dict[str, Any]:
+    frames = _contact_frames(shots, transition)
+    return {
+        "image": CONTACT_NAME,
+        "tile": [frame.width // CONTACT_SCALE, frame.height // CONTACT_SCALE],
+        "shots": [
+            {"segment": shot.segment, "time": round(f / FPS, 2), "text": shot.scene.get("text", "")}
+            for shot, f in zip(shots, frames, strict=True)
+        ],
+    }
 
 
 # -- motion ------------------------------------------------------------------------------------
-def motion_for(style: dict[str, Any]) -> Motion:
+def motion_for(style: dict[str, Any], frame: Frame | None = None) -> Motion:
     """Overscan and allowed window offsets from the scene style (scene_generation ``style``).
 
     Scaling by ``zoom`` and showing the window at offset (ox, oy) puts a scene point p at p*zoom - o
-    on screen. The card text (``text_box``, minus the empty ``caption_zone`` at its bottom) must stay
-    inside ``safe_zone`` there, which bounds the offsets; with the offline cards (zoom 1.08) that
-    leaves a ~77 px vertical drift and no sideways one. Without a style the whole overscan is used.
+    on screen. The card text (``text_box``) must stay inside the safe box there, which bounds the
+    offsets; with the offline cards (text inset for 1.12x, overscan 1.08x) that leaves ~30 px of
+    sideways and ~50 px of vertical travel. Without a style the whole overscan is used.
     """
+    width, height = frame.size if frame is not None else (media.VIDEO_WIDTH, media.VIDEO_HEIGHT)
     try:
         zoom = float(style.get("max_zoom") or DEFAULT_ZOOM)
     except (TypeError, ValueError):
         zoom = DEFAULT_ZOOM
     zoom = min(max(zoom, 1.02), 1.2)
-    spare_x, spare_y = _even(W * zoom) - W, _even(H * zoom) - H
+    big_w, big_h = _even(width * zoom), _even(height * zoom)
+    spare_x, spare_y = big_w - width, big_h - height
     x_range, y_range = (0.0, float(spare_x)), (0.0, float(spare_y))
-    box, safe = style.get("text_box"), style.get("safe_zone")
+    box, safe = style.get("text_box"), _safe_box(style, width, height)
     try:
-        if box and isinstance(safe, dict):
+        if box and safe:
             left, top, right, bottom = (float(v) for v in box)
-            caption_zone = style.get("caption_zone")
-            if caption_zone:
-                bottom = min(bottom, float(caption_zone[1]))  # nothing is drawn below the caption line
-            x_range = _allowed(left, right, float(safe.get("left", 0)), W - float(safe.get("right", 0)), zoom, spare_x)
-            y_range = _allowed(top, bottom, float(safe.get("top", 0)), H - float(safe.get("bottom", 0)), zoom, spare_y)
+            zx, zy = big_w / width, big_h / height
+            x_range = _allowed(left, right, safe[0], safe[2], zx, spare_x)
+            y_range = _allowed(top, bottom, safe[1], safe[3], zy, spare_y)
     except (TypeError, ValueError, IndexError):
         pass  # a malformed style: fall back to the whole overscan rather than fail the video
-    return Motion(zoom=zoom, x_range=x_range, y_range=y_range)
+    return Motion(zoom=zoom, x_range=x_range, y_range=y_range, width=width, height=height)
+
+
+def _safe_box(style: dict[str, Any], width: int, height: int) -> tuple[float, float, float, float] | None:
+    """The style's safe box (``safe_box``, or the older ``safe_zone`` margins)."""
+    box = style.get("safe_box")
+    if isinstance(box, list) and len(box) == 4:
+        return tuple(float(v) for v in box)  # type: ignore[return-value]
+    margins = style.get("safe_zone")
+    if isinstance(margins, dict):
+        return (
+            float(margins.get("left", 0)),
+            float(margins.get("top", 0)),
+            width - float(margins.get("right", 0)),
+            height - float(margins.get("bottom", 0)),
+        )
+    return None
 
 
 def _allowed(lo: float, hi: float, safe_lo: float, safe_hi: float, zoom: float, spare: int) -> tuple[float, float]:
@@ -288,199 +407,277 @@ def _allowed(lo: float, hi: float, safe_lo: float, safe_hi: float, zoom: float, 
     return (first, last)
 
 
-def _pan_filter(shot: Shot, motion: Motion) -> str:
-    """Scale once, repeat, and move a 1080x1920 crop window in a straight line over the shot.
-
-    The window moves in whole 2 px steps (yuv420p chroma alignment), at ~0.5 px/frame about one
-    step every 4 frames: frames in between are identical, which x264 codes almost for free.
-    ``crop=...:exact=1`` would step 1 px at a time but costs ~10 % more CPU (chroma half a pixel off
-    on odd rows means a residual on every other frame), which the drift speed here does not need.
-    """
-    big_w, big_h = _even(W * motion.zoom), _even(H * motion.zoom)
+def pan_path(shot: Shot, motion: Motion) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The crop window's offsets at the shot's first and last frame (px), speed-capped."""
     (fx0, fy0), (fx1, fy1) = shot.path
     (ax, bx), (ay, by) = motion.x_range, motion.y_range
     x0, x1 = ax + (bx - ax) * fx0, ax + (bx - ax) * fx1
     y0, y1 = ay + (by - ay) * fy0, ay + (by - ay) * fy1
-    # Cap the speed: a short shot travels a shorter stretch around the middle of its path.
     seconds = shot.frames / FPS
     length = ((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5
-    if length > MAX_PAN_SPEED * seconds:
+    if length > MAX_PAN_SPEED * seconds:  # a short shot travels a shorter stretch around the middle
         keep = MAX_PAN_SPEED * seconds / length
         mx, my = (x0 + x1) / 2, (y0 + y1) / 2
         x0, x1 = mx + (x0 - mx) * keep, mx + (x1 - mx) * keep
         y0, y1 = my + (y0 - my) * keep, my + (y1 - my) * keep
+    return (x0, y0), (x1, y1)
+
+
+def _still_source(shot: Shot, motion: Motion) -> str:
+    """A still scaled ONCE to the overscan size (Lanczos), as one yuv420p frame."""
+    big_w, big_h = motion.big
+    return (
+        f"scale={big_w}:{big_h}:force_original_aspect_ratio=increase:flags=lanczos,crop={big_w}:{big_h},format=yuv420p"
+    )
+
+
+def _pan_piece(shot: Shot, motion: Motion, first: int, count: int) -> str:
+    """Frames ``first`` .. ``first + count`` of a still shot: the scaled frame repeated by ``loop``
+    and a crop window moving in a straight line over the whole shot (the piece picks up the path
+    where it is at ``first``). The window moves in whole 2 px steps (yuv420p chroma alignment):
+    frames in between are identical, which x264 codes almost for free."""
+    (x0, y0), (x1, y1) = pan_path(shot, motion)
     steps = max(shot.frames - 1, 1)
-    x = f"{x0:.2f}+({x1 - x0:.2f})*n/{steps}"
-    y = f"{y0:.2f}+({y1 - y0:.2f})*n/{steps}"
+    x = f"{x0:.2f}+({x1 - x0:.2f})*(n+{first})/{steps}"
+    y = f"{y0:.2f}+({y1 - y0:.2f})*(n+{first})/{steps}"
     return (
-        f"scale={big_w}:{big_h}:force_original_aspect_ratio=increase:flags=lanczos,crop={big_w}:{big_h},"
-        f"format=yuv420p,loop=loop={shot.frames - 1}:size=1:start=0,settb=1/{FPS},setpts=N,"
-        f"crop={W}:{H}:x='{x}':y='{y}'"
+        f"loop=loop={count - 1}:size=1:start=0,settb=1/{FPS},setpts=N,"
+        f"crop={motion.width}:{motion.height}:x='{x}':y='{y}'"
     )
 
 
-def _clip_filter(shot: Shot) -> str:
-    """A stock clip as a shot: constant 30 fps, cover-fitted to 1080x1920, exactly ``frames``
-    long (the input loops when the clip is shorter). The scene's overlay (scrim + text) is drawn
-    on it afterwards; the clip's audio is never used. (``drawbox`` with an alpha colour would be
-    the obvious scrim, but on yuv420p it blends luma only and turns red footage grey-brown.)"""
-    return (
-        f"fps={FPS},scale={W}:{H}:force_original_aspect_ratio=increase:flags=bicubic,crop={W}:{H},setsar=1,"
-        f"trim=end_frame={shot.frames},settb=1/{FPS},setpts=N,format=yuv420p"
-    )
+def _clip_source(motion: Motion) -> str:
+    """A stock clip as a shot: constant 30 fps, cover-fitted to the frame (the input loops when the
+    clip is shorter; its audio is never used). The scene's overlay (scrim + text) goes on next.
+    (``drawbox`` with an alpha colour would be the obvious scrim, but on yuv420p it blends luma
+    only and turns red footage grey-brown.)"""
+    w, h = motion.width, motion.height
+    return f"fps={FPS},scale={w}:{h}:force_original_aspect_ratio=increase:flags=bicubic,crop={w}:{h},setsar=1"
+
+
+def _clip_piece(first: int, count: int) -> str:
+    return f"trim=start_frame={first}:end_frame={first + count},settb=1/{FPS},setpts=N,format=yuv420p"
 
 
 def _even(value: float) -> int:
     return round(value / 2) * 2
 
 
-# -- audio ---------------------------------------------------------------------------------------
-def _audio_inputs(audio: Path, options: dict[str, Any]) -> list[str]:
-    args = ["-i", str(audio)]
-    if options.get("music"):
-        args += ["-stream_loop", "-1", "-i", str(options["music"])]
-    return args
-
-
-def _audio_graph(first_input: int, duration: float, options: dict[str, Any], gain_db: float | None) -> list[str]:
-    """Filter chains from the voice (and music) inputs to ``[aout]``: 48 kHz stereo, exact length.
-
-    With ``gain_db`` None the chain stops before the gain, for measuring; otherwise a static gain and
-    a lookahead limiter (-1 dBFS, latency compensated so captions stay in sync) finish it.
-    """
-    voice = f"[{first_input}:a]aresample={media.AUDIO_RATE},aformat=channel_layouts=stereo"
-    graph: list[str] = []
-    if options.get("music"):
-        graph.append(f"{voice},asplit=2[vo][key]")
-        graph.append(
-            f"[{first_input + 1}:a]aresample={media.AUDIO_RATE},aformat=channel_layouts=stereo,"
-            f"volume={options['music_volume']:.3f}[bed]"
-        )
-        # Duck the bed whenever the voice speaks, then mix; the voice's length decides the end.
-        graph.append("[bed][key]sidechaincompress=threshold=0.02:ratio=8:attack=15:release=350[ducked]")
-        graph.append("[vo][ducked]amix=inputs=2:duration=first:normalize=0[mix]")
-    else:
-        graph.append(f"{voice}[mix]")
-    tail = f"[mix]atrim=end={duration:.4f},apad=whole_dur={duration:.4f}"
-    if gain_db is not None:
-        tail += f",volume={gain_db:.2f}dB,alimiter=limit={LIMIT:.3f}:level=0:latency=1"
-    graph.append(f"{tail}[aout]")
-    return graph
-
-
-def _measure_mix(ctx: StageContext, audio: Path, duration: float, options: dict[str, Any], gain: float | None) -> float:
-    args = ["-hide_banner", "-nostdin", "-nostats", *_audio_inputs(audio, options)]
-    graph = _audio_graph(0, duration, options, gain)
-    graph[-1] = graph[-1].replace("[aout]", ",ebur128=framelog=quiet[aout]")
-    args += ["-filter_complex", ";".join(graph), "-map", "[aout]", "-f", "null", "-"]
-    code, lines = media.run_ffmpeg(args, ctx)
-    lufs = media.parse_levels(lines).lufs
-    if code != 0 or lufs is None:
-        raise PermanentStageError(f"could not measure the voiceover loudness: {' | '.join(lines[-3:])}")
-    return lufs
-
-
-def _loudness_gain(ctx: StageContext, audio: Path, duration: float, options: dict[str, Any]) -> float:
-    """Gain (dB) that brings the mix to -14 LUFS through the limiter: measure, apply, correct once."""
-    measured = _measure_mix(ctx, audio, duration, options, None)
-    if measured == float("-inf") or measured < -70:
-        raise PermanentStageError("the voiceover is silent", hint="re-run voiceover")
-    gain = min(media.TARGET_LUFS - measured, MAX_GAIN_DB)
-    # The limiter shaves peaks and with them some loudness; one corrective pass closes the gap.
-    limited = _measure_mix(ctx, audio, duration, options, gain)
-    return min(gain + (media.TARGET_LUFS - limited), MAX_GAIN_DB)
-
-
 # -- ffmpeg --------------------------------------------------------------------------------------
-def build_command(
-    shots: list[Shot],
-    captions: list[Caption],
-    audio: Path,
-    duration: float,
-    options: dict[str, Any],
-    out: Path,
-    motion: Motion,
-    gain_db: float,
-) -> list[str]:
-    """The ffmpeg arguments (without the binary) for the whole short. Public for benchmarks."""
-    args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-progress", "pipe:2", "-nostats"]
-    graph: list[str] = []
-    n = 0  # next input index
-    for i, shot in enumerate(shots):
-        if shot.clip is not None and shot.overlay is not None:
-            # -t bounds the decode (with -stream_loop -1 a short clip repeats to fill the shot);
-            # one decoder thread per clip: every input is open at once (bench/RESULTS.md, -70 MB)
-            seconds = shot.frames / FPS + 1.0
-            args += [
-                "-threads",
-                "1",
-                "-stream_loop",
-                "-1",
-                "-t",
-                f"{seconds:.3f}",
-                "-i",
-                str(shot.clip),
-                "-i",
-                str(shot.overlay),
-            ]
-            graph.append(f"[{n}:v]{_clip_filter(shot)}[v{i}]")
-            graph.append(f"[v{i}][{n + 1}:v]overlay=x=0:y=0:eof_action=repeat,format=yuv420p[s{i}]")
-            n += 2
-        else:
-            args += ["-framerate", str(FPS), "-i", str(shot.image)]
-            graph.append(f"[{n}:v]{_pan_filter(shot, motion)}[s{i}]")
-            n += 1
-    audio_index = n
-    args += _audio_inputs(audio, options)
-    first_caption = audio_index + (2 if options.get("music") else 1)
-    for caption in captions:
-        args += ["-i", str(caption.image)]
+# xfade costs ~2 ms on EVERY frame that passes through it (measured, ffmpeg 9: 2.0 s for 874
+# frames with one 10-frame transition, against 0.2 s for concat), not only on the blended ones.
+# So each shot is cut into pieces: a head (its first T frames, crossed with the previous shot's
+# tail), a body, and a tail (its last T frames); xfade only ever sees T-frame pieces and concat
+# joins: body 0, cross 1, body 1, ..., body n-1.
 
-    frames = sum(s.frames for s in shots)
-    graph.append("".join(f"[s{i}]" for i in range(len(shots))) + f"concat=n={len(shots)}:v=1:a=0[base]")
-    label = "base"
-    for k, caption in enumerate(captions):
-        y = CAPTION_CENTER_Y - caption.height // 2
-        graph.append(
-            f"[{label}][{first_caption + k}:v]overlay=x=(W-w)/2:y={y}:eof_action=repeat:"
-            f"enable='gte(t,{caption.start:.3f})*lt(t,{caption.end:.3f})'[c{k}]"
-        )
-        label = f"c{k}"
-    graph += _audio_graph(audio_index, duration, options, gain_db)
-    args += [
+
+def _pieces(shot: Shot, k: int, count: int, transition: int) -> list[tuple[str, int, int]]:
+    """(name, first frame, frame count) of a shot's head, body and tail as they exist."""
+    head = transition if k > 0 else 0
+    tail = transition if k < count - 1 else 0
+    out = []
+    if head:
+        out.append(("head", 0, head))
+    out.append(("body", head, shot.frames - head - tail))
+    if tail:
+        out.append(("tail", shot.frames - tail, tail))
+    return [p for p in out if p[2] > 0]
+
+
+def _shot_inputs(shot: Shot, frames: int) -> list[str]:
+    """The inputs for the first ``frames`` frames of a shot (two inputs for a clip + its overlay)."""
+    if shot.clip is not None:
+        seconds = frames / FPS + 1.0  # -t bounds the decode; a short clip repeats
+        return [
+            "-threads",
+            "1",
+            "-stream_loop",
+            "-1",
+            "-t",
+            f"{seconds:.3f}",
+            "-i",
+            str(shot.clip),
+            "-i",
+            str(shot.overlay),
+        ]
+    return ["-framerate", str(FPS), "-i", str(shot.image)]
+
+
+def _shot_graph(shot: Shot, n: int, k: int, motion: Motion, wanted: list[tuple[str, int, int]]) -> list[str]:
+    """Chains from input ``n`` to one labelled stream per wanted piece: ``[k<name>]``."""
+    labels = "".join(f"[src{k}{name}]" for name, _, _ in wanted)
+    if shot.clip is not None:
+        chains = [
+            f"[{n}:v]{_clip_source(motion)}[clip{k}]",
+            f"[clip{k}][{n + 1}:v]overlay=x=0:y=0:eof_action=repeat,split={len(wanted)}{labels}",
+        ]
+        return chains + [f"[src{k}{name}]{_clip_piece(first, count)}[{k}{name}]" for name, first, count in wanted]
+    chains = [f"[{n}:v]{_still_source(shot, motion)},split={len(wanted)}{labels}"]
+    return chains + [
+        f"[src{k}{name}]{_pan_piece(shot, motion, first, count)}[{k}{name}]" for name, first, count in wanted
+    ]
+
+
+def _cross(k: int, look: Look, transition: int) -> str:
+    kinds = XFADE.get(look.transition, ["fade"])
+    kind = kinds[(k - 1) % len(kinds)]
+    return f"[{k - 1}tail][{k}head]xfade=transition={kind}:duration={transition / FPS:.6f}:offset=0[{k}cross]"
+
+
+def _finish(
+    graph: list[str],
+    label: str,
+    caption_input: int | None,
+    track: captions_mod.Track,
+    look: Look,
+    out: Path,
+    contact_frames: list[int],
+    frames: int,
+) -> list[str]:
+    """The caption overlay and the encoder settings shared by both paths."""
+    if caption_input is not None:
+        x0, y0, _, _ = track.canvas
+        graph.append(f"[{label}][{caption_input}:v]overlay=x={x0}:y={y0}:eof_action=repeat[captioned]")
+        label = "captioned"
+    return [
         "-filter_complex",
         ";".join(graph),
         "-map",
         f"[{label}]",
-        "-map",
-        "[aout]",
         "-frames:v",
         str(frames),
         "-c:v",
         "libx264",
         "-preset",
-        options["preset"],
+        look.preset,
         "-crf",
-        str(options["crf"]),
+        str(look.crf),
+        # a key frame on each contact-sheet frame, so the sheet is cut from the file in ~0.1 s
+        "-force_key_frames",
+        ",".join(f"{(f - 0.25) / FPS:.4f}" for f in contact_frames),  # a hair early: the frame is >= it
         "-profile:v",
         "high",
         "-pix_fmt",
         "yuv420p",
         "-r",
         str(FPS),
-        "-c:a",
-        "aac",
-        "-b:a",
-        "160k",
-        "-ar",
-        str(media.AUDIO_RATE),
-        "-ac",
-        "2",
-        "-movflags",
-        "+faststart",
+        "-an",
         str(out),
     ]
-    return args
+
+
+def _cut_contact_sheet(ctx: StageContext, video: Path, frames: list[int], frame: Frame, out: Path) -> None:
+    """One frame per shot from the finished file, side by side. Each is a key frame (the encode
+    forces them), so the decoder is told to decode key frames only (~10 pictures, not ~900)."""
+    w, h = frame.width // CONTACT_SCALE, frame.height // CONTACT_SCALE
+    near = "+".join(f"lt(abs(t-{f / FPS:.4f}),0.017)" for f in frames)  # quoted below: no escaping
+    args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-skip_frame", "nokey", "-i", str(video)]
+    args += ["-vf", f"select='{near}',scale={w}:{h},pad={w + 4}:{h}:0:0:white,tile={len(frames)}x1"]
+    args += ["-fps_mode", "passthrough", "-frames:v", "1", "-q:v", "4", "-update", "1", str(out)]
+    code, lines = media.run_ffmpeg(args, ctx)
+    from PIL import Image
+
+    sheet = Image.open(out).convert("L") if code == 0 and out.is_file() else None
+    # one tile per shot, none left black by the tile filter for want of a frame
+    if (
+        sheet is None
+        or sheet.size != ((w + 4) * len(frames), h)
+        or any(sheet.crop((i * (w + 4), 0, i * (w + 4) + w, h)).getextrema()[1] < 16 for i in range(len(frames)))
+    ):
+        raise PermanentStageError(f"could not cut the contact sheet: {' | '.join(lines[-3:]) or 'a frame is missing'}")
+
+
+def build_command(
+    shots: list[Shot],
+    track_file: Path | None,
+    track: captions_mod.Track,
+    look: Look,
+    motion: Motion,
+    transition: int,
+    out: Path,
+) -> list[str]:
+    """The ffmpeg arguments (without the binary) for a short of stills, video only. Public for benchmarks."""
+    args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-progress", "pipe:2", "-nostats"]
+    graph: list[str] = []
+    order: list[str] = []
+    n = 0
+    for k, shot in enumerate(shots):
+        args += _shot_inputs(shot, shot.frames)
+        graph += _shot_graph(shot, n, k, motion, _pieces(shot, k, len(shots), transition))
+        n += 2 if shot.clip is not None else 1
+        if k > 0 and transition:
+            graph.append(_cross(k, look, transition))
+            order.append(f"[{k}cross]")
+        order.append(f"[{k}body]")
+    graph.append("".join(order) + f"concat=n={len(order)}:v=1:a=0[base]")
+    caption_input = None
+    if track_file is not None:
+        args += ["-f", "concat", "-safe", "0", "-i", str(track_file)]
+        caption_input = n
+    frames = shots[-1].end
+    return args + _finish(graph, "base", caption_input, track, look, out, _contact_frames(shots, transition), frames)
+
+
+def _render_segments(ctx: StageContext, shots: list[Shot], motion: Motion, look: Look, transition: int) -> Path:
+    """Stock-clip path: each shot, with the cross from the previous one at its head, as a segment
+    of its own; returns the concat list. At most two shots' inputs are open at once, so memory no
+    longer grows with the number of clips."""
+    folder = ctx.work_dir / SEGMENT_DIR
+    folder.mkdir(exist_ok=True)
+    lines = ["ffconcat version 1.0"]
+    for k, shot in enumerate(shots):
+        args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
+        pieces = [p for p in _pieces(shot, k, len(shots), transition) if p[0] != "tail"]
+        graph: list[str] = []
+        order = []
+        n = 0
+        if k > 0 and transition:
+            prev = shots[k - 1]
+            args += _shot_inputs(prev, prev.frames)
+            graph += _shot_graph(prev, 0, k - 1, motion, [("tail", prev.frames - transition, transition)])
+            n = 2 if prev.clip is not None else 1
+        args += _shot_inputs(shot, shot.frames)
+        graph += _shot_graph(shot, n, k, motion, pieces)
+        if k > 0 and transition:
+            graph.append(_cross(k, look, transition))
+            order.append(f"[{k}cross]")
+        order.append(f"[{k}body]")
+        graph.append("".join(order) + f"concat=n={len(order)}:v=1:a=0[v]")
+        frames = sum(count for _, _, count in pieces)
+        path = folder / f"segment-{k + 1:02d}.mp4"
+        args += ["-filter_complex", ";".join(graph), "-map", "[v]", "-frames:v", str(frames)]
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-crf", str(SEGMENT_CRF), "-pix_fmt", "yuv420p"]
+        args += ["-r", str(FPS), "-an", str(path)]
+        code, lines_out = media.run_ffmpeg(args, ctx)
+        if code != 0:
+            raise PermanentStageError(f"ffmpeg could not render shot {k + 1}: {' | '.join(lines_out[-3:])}")
+        lines += [f"file '{path.name}'", f"duration {frames / FPS:.6f}"]
+        ctx.progress(0.08 + 0.4 * (k + 1) / len(shots), f"rendered shot {k + 1}/{len(shots)}")
+    listing = folder / "segments.ffconcat"
+    listing.write_text("\n".join(lines) + "\n")
+    return listing
+
+
+def build_command_from_segments(
+    listing: Path,
+    track_file: Path | None,
+    track: captions_mod.Track,
+    look: Look,
+    out: Path,
+    shots: list[Shot],
+) -> list[str]:
+    """The caption pass over the joined segments (one decoder for the whole picture)."""
+    args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-progress", "pipe:2", "-nostats"]
+    args += ["-threads", "1", "-f", "concat", "-safe", "0", "-i", str(listing)]
+    graph = [f"[0:v]settb=1/{FPS},setpts=N,format=yuv420p[base]"]
+    caption_input = None
+    if track_file is not None:
+        args += ["-f", "concat", "-safe", "0", "-i", str(track_file)]
+        caption_input = 1
+    transition = shots[0].end - shots[1].start if len(shots) > 1 else 0
+    return args + _finish(
+        graph, "base", caption_input, track, look, out, _contact_frames(shots, transition), shots[-1].end
+    )
 
 
 def _encode(ctx: StageContext, args: list[str]) -> None:
@@ -496,7 +693,7 @@ def _encode(ctx: StageContext, args: list[str]) -> None:
             now = time.monotonic()
             if now - last >= 0.5 or int(value) >= frames:
                 last = now
-                ctx.progress(0.06 + 0.88 * min(int(value) / frames, 1.0), f"encoding frame {value}/{frames}")
+                ctx.progress(0.08 + 0.86 * min(int(value) / frames, 1.0), f"encoding frame {value}/{frames}")
         elif "=" not in line or " " in key:
             errors.append(line)
 
@@ -506,3 +703,14 @@ def _encode(ctx: StageContext, args: list[str]) -> None:
         if code < 0:  # killed by a signal we did not send (OOM killer...): worth another attempt
             raise TransientStageError(f"ffmpeg was killed (signal {-code}) while encoding: {detail}")
         raise PermanentStageError(f"ffmpeg could not encode the short: {detail}", hint="check the scene images")
+
+
+def _mux(ctx: StageContext, video: Path, audio: Path, out: Path) -> None:
+    """Picture + soundtrack into the delivered MP4 (stream copy, ``+faststart`` for web playback)."""
+    code, lines = media.run_ffmpeg(
+        ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-i", str(video), "-i", str(audio)]
+        + ["-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-shortest", "-movflags", "+faststart", str(out)],
+        ctx,
+    )
+    if code != 0:
+        raise PermanentStageError(f"ffmpeg could not join picture and sound: {' | '.join(lines[-3:])}")

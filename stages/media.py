@@ -37,6 +37,8 @@ VIDEO_HEIGHT = 1920
 VIDEO_FPS = 30
 AUDIO_RATE = 48000
 TARGET_LUFS = -14.0
+LUFS_TOLERANCE = 1.0  # integrated loudness within +-1 LU of the target
+MAX_TRUE_PEAK = -1.0  # dBTP: what the platforms ask for (their own encoders add overshoot above it)
 SILENT_MEAN_DB = -50.0
 DURATION_TOLERANCE = 0.1
 
@@ -184,6 +186,8 @@ class AudioLevels:
     max_volume_db: float | None = None
     lufs: float | None = None  # integrated loudness (EBU R128)
     lra: float | None = None  # loudness range, LU
+    true_peak: float | None = None  # dBTP (ebur128 peak=true: 4x oversampled)
+    threshold: float | None = None  # the relative gate of the integrated loudness, LUFS
 
 
 def parse_levels(lines: Sequence[str]) -> AudioLevels:
@@ -194,14 +198,20 @@ def parse_levels(lines: Sequence[str]) -> AudioLevels:
             section = "I"
         elif "Loudness range" in line:
             section = "LRA"
+        elif "True peak" in line:
+            section = "TP"
         if m := re.search(r"mean_volume:\s*(-?[\d.]+|-inf) dB", line):
             levels.mean_volume_db = _float(m.group(1))
         elif m := re.search(r"max_volume:\s*(-?[\d.]+|-inf) dB", line):
             levels.max_volume_db = _float(m.group(1))
         elif section == "I" and (m := re.match(r"I:\s*(-?[\d.]+|-inf) LUFS", line)):
             levels.lufs = _float(m.group(1))
+        elif section == "I" and (m := re.match(r"Threshold:\s*(-?[\d.]+|-inf) LUFS", line)):
+            levels.threshold = _float(m.group(1))
         elif section == "LRA" and (m := re.match(r"LRA:\s*(-?[\d.]+) LU", line)):
             levels.lra = _float(m.group(1))
+        elif section == "TP" and (m := re.match(r"Peak:\s*(-?[\d.]+|-inf) dBFS", line)):
+            levels.true_peak = _float(m.group(1))
     return levels
 
 
@@ -210,7 +220,7 @@ def _float(text: str) -> float:
 
 
 def measure_audio(path: Path, ctx: StageContext | None = None) -> AudioLevels:
-    """Integrated loudness and mean/max volume of the first audio stream, in one decode pass."""
+    """Integrated loudness, true peak and mean/max volume of the first audio stream, in one decode pass."""
     code, lines = run_ffmpeg(
         [
             "-hide_banner",
@@ -221,7 +231,7 @@ def measure_audio(path: Path, ctx: StageContext | None = None) -> AudioLevels:
             "-map",
             "0:a:0",
             "-af",
-            "ebur128=framelog=quiet,volumedetect",
+            "ebur128=framelog=quiet:peak=true,volumedetect",
             "-f",
             "null",
             "-",
@@ -240,11 +250,15 @@ def wav_duration(path: Path) -> float:
 
 
 # -- QC ------------------------------------------------------------------------------------------
-def check_video(info: MediaInfo, levels: AudioLevels, expected_duration: float) -> dict[str, Any]:
+def check_video(
+    info: MediaInfo, levels: AudioLevels, expected_duration: float, size: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """The QC report of a finished short: every delivery requirement as a named check.
 
     ``passed`` is True only if every check is ok; composition refuses to hand on a failed video.
+    ``size`` is the frame the theme asks for (1080x1920 unless it says 1:1 or 16:9).
     """
+    width, height = size or (VIDEO_WIDTH, VIDEO_HEIGHT)
     checks: list[dict[str, Any]] = []
 
     def check(name: str, ok: bool, detail: str) -> None:
@@ -252,9 +266,7 @@ def check_video(info: MediaInfo, levels: AudioLevels, expected_duration: float) 
 
     check("video stream", info.video_codec is not None, f"streams: {', '.join(info.streams) or 'none'}")
     check(
-        "resolution",
-        (info.width, info.height) == (VIDEO_WIDTH, VIDEO_HEIGHT),
-        f"{info.width}x{info.height}, want {VIDEO_WIDTH}x{VIDEO_HEIGHT}",
+        "resolution", (info.width, info.height) == (width, height), f"{info.width}x{info.height}, want {width}x{height}"
     )
     check("frame rate", info.fps is not None and abs(info.fps - VIDEO_FPS) < 0.01, f"{info.fps} fps, want {VIDEO_FPS}")
     check("video codec", info.video_codec == "h264", f"{info.video_codec}, want h264")
@@ -276,12 +288,13 @@ def check_video(info: MediaInfo, levels: AudioLevels, expected_duration: float) 
         f"mean volume {mean} dB, want > {SILENT_MEAN_DB:.0f} dB",
     )
     lufs = levels.lufs
-    # Lenient on purpose: single-pass loudnorm lands within ~1 LU; this catches a broken audio chain.
     check(
         "loudness",
-        lufs is not None and abs(lufs - TARGET_LUFS) <= 4.0,
-        f"{lufs} LUFS integrated, target {TARGET_LUFS:.0f} (+/- 4)",
+        lufs is not None and abs(lufs - TARGET_LUFS) <= LUFS_TOLERANCE,
+        f"{lufs} LUFS integrated, target {TARGET_LUFS:.0f} +/- {LUFS_TOLERANCE:.0f}",
     )
+    peak = levels.true_peak
+    check("true peak", peak is not None and peak <= MAX_TRUE_PEAK, f"{peak} dBTP, want <= {MAX_TRUE_PEAK:.1f}")
     return {
         "width": info.width,
         "height": info.height,
@@ -297,14 +310,17 @@ def check_video(info: MediaInfo, levels: AudioLevels, expected_duration: float) 
         "max_volume_db": levels.max_volume_db,
         "lufs": lufs,
         "lra": levels.lra,
+        "true_peak": peak,
         "passed": all(c["ok"] for c in checks),
         "checks": checks,
     }
 
 
-def qc_video(path: Path, expected_duration: float, ctx: StageContext | None = None) -> dict[str, Any]:
+def qc_video(
+    path: Path, expected_duration: float, ctx: StageContext | None = None, size: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """Probe + measure + check a video file in two short ffmpeg runs."""
-    return check_video(probe(path, ctx), measure_audio(path, ctx), expected_duration)
+    return check_video(probe(path, ctx), measure_audio(path, ctx), expected_duration, size)
 
 
 # -- text on images ------------------------------------------------------------------------------

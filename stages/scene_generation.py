@@ -1,4 +1,9 @@
-"""Stage: scene_generation. One 1080x1920 scene image per script segment, in speaking order.
+"""Stage: scene_generation. One scene image per script segment, in speaking order, in the theme's
+frame (``stages.look``: 1080x1920 by default, 1080x1080 or 1920x1080).
+
+Each card shows the segment's key phrase, not its sentence: the captions carry the spoken words,
+so a headline that repeats the narration (``stages.scripts.duplicates``) is replaced by the
+facts in it (``card_text``: "Fjord-2B · 9 tokens/s") or left out (a picture-only card).
 
 Steps: read the script's segments and the provider chain (``theme.settings.scene_generation``
 ``providers``, e.g. ``["pexels", "cards"]``, or the older single ``provider``; default
@@ -22,12 +27,14 @@ Output::
 
     {"scenes": [{"segment": <segment id>, "image": "scene-01.png", "width": 1080, "height": 1920,
                  "source": "pexels" | "card", "provider": <chain name>,
+                 "text": <the key phrase as drawn>, "boxes": {"badge" | "headline" | ...: [x0, y0, x1, y1]},
                  # pexels scenes only:
                  "query": "...", "pexels": {"id", "media", "url", "file", "photographer",
                                             "photographer_url", "text"},
                  # videos only:
                  "clip": "clip-01.mp4", "clip_seconds": 12.5, "overlay": "text-01.png"}],
-     "style": {"renderer", "palette", "font", "size", "safe_zone", "text_box", "caption_zone", "max_zoom"},
+     "style": {"renderer", "palette", "font", "size", "safe_box", "safe_zone", "text_box", "caption_zone",
+               "max_zoom"},
      "provider": "pexels" | "cards" | "pexels,cards",  # who produced the scenes, in order of first use
      "provider_failures": [{"provider", "kind", "error", "hint", "segment"}],
      "credits": ["Photo by … on Pexels (https://www.pexels.com/photo/…)"]}
@@ -45,8 +52,10 @@ from typing import Any, Protocol
 from stages import media
 from stages.base import ArtifactSpec, PermanentStageError, StageContext, StageError, StageResult
 from stages.chain import Registry, run_chain
+from stages.look import look_for
 from stages.providers import pexels as pexels_provider
-from stages.providers.cards import HEIGHT, WIDTH, Card, CardRenderer, CardSpec, palette_for
+from stages.providers.cards import Card, CardRenderer, CardSpec, Layout, palette_for
+from stages.scripts import card_text
 
 PNG_COMPRESS_LEVEL = 3  # ~50 ms a card; level 6 is twice as slow for ~20 % smaller files
 
@@ -125,7 +134,6 @@ def run(ctx: StageContext) -> StageResult:
     # video keeps its look.
     seed = str(topic.get("title") or script.get("title") or ctx.job_id)
     source = str(topic.get("source") or "").strip()
-    hashtags = [t for t in script.get("hashtags") or [] if isinstance(t, str)]
     keywords = [str(k) for k in (topic.get("keywords") or ctx.theme.get("keywords") or []) if str(k).strip()]
     names = PROVIDERS.names(ctx)
     # Every renderer is built up front, so a typo in the chain fails before any network call
@@ -135,6 +143,9 @@ def run(ctx: StageContext) -> StageResult:
         if isinstance(renderer, StockScenes):
             renderer.keywords = keywords
     style_renderer = next((r for r in renderers.values() if callable(getattr(r, "style", None))), CardRenderer())
+    look = look_for(ctx.theme.get("settings"))
+    captions = look.captions.position if look.captions.style != "none" else "none"
+    layout = Layout(look.frame.width, look.frame.height, look.frame.safe_zone, captions)
     total = len(segments)
     ctx.progress(0.0, f"making {total} scenes ({', '.join(names)})")
 
@@ -145,22 +156,26 @@ def run(ctx: StageContext) -> StageResult:
     try:
         for i, seg in enumerate(segments):
             ctx.check_cancelled()
-            footer = ""
-            if seg["id"] == "hook" and source:
-                footer = f"via {source}"
-            elif seg["id"] == "cta" and hashtags:
-                footer = " ".join(hashtags[:3])
+            footer = f"via {source}" if seg["id"] == "hook" and source and look.credit else ""
             spec = CardSpec(
-                headline=seg["headline"],
+                headline=card_text(seg),
                 index=i,
                 total=total,
                 seed=seed,
                 label=str(ctx.theme.get("name") or ""),
                 footer=footer,
+                counter=look.counter,
+                layout=layout,
+                search=seg["headline"],
                 **theme_style(ctx),
             )
             name = f"scene-{i + 1:02d}.png"
-            scene: dict[str, Any] = {"segment": seg["id"], "image": name, "width": WIDTH, "height": HEIGHT}
+            scene: dict[str, Any] = {
+                "segment": seg["id"],
+                "image": name,
+                "width": layout.width,
+                "height": layout.height,
+            }
 
             def attempt(provider: str, spec=spec) -> Card:
                 return renderers[provider].render(spec)
@@ -174,12 +189,17 @@ def run(ctx: StageContext) -> StageResult:
                 unwrap_single=False,
             )
             failures += [{**f, "segment": seg["id"]} for f in report["failures"]]
-            if card.image.size != (WIDTH, HEIGHT):
+            if card.image.size != layout.size:
                 raise PermanentStageError(
-                    f"scene renderer drew {card.image.size[0]}x{card.image.size[1]}, expected {WIDTH}x{HEIGHT}"
+                    f"scene renderer drew {card.image.size[0]}x{card.image.size[1]}, "
+                    f"expected {layout.width}x{layout.height}"
                 )
             card.image.convert("RGB").save(ctx.work_dir / name, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
             scene.update({"source": "card", **card.meta, "provider": report["provider"]})
+            # What was drawn over the picture, and where: composition's QC checks it against the
+            # platforms' UI and the narration.
+            scene["text"] = card.headline
+            scene["boxes"] = {key: [int(v) for v in box] for key, box in card.boxes.items()}
             scenes.append(scene)
             if scene["provider"] not in used:
                 used.append(scene["provider"])
@@ -197,12 +217,20 @@ def run(ctx: StageContext) -> StageResult:
     credits = list(dict.fromkeys(f"{s['pexels']['text']} ({s['pexels']['url']})" for s in scenes if s.get("pexels")))
     output = {
         "scenes": scenes,
-        "style": style_renderer.style(seed),
+        "style": _style(style_renderer, seed, layout),
         "provider": ",".join(used),
         "provider_failures": failures,
         "credits": credits,
     }
     return StageResult(output=output, artifacts=artifacts)
+
+
+def _style(renderer: Any, seed: str, layout: Layout) -> dict[str, Any]:
+    """The renderer's description of its look, for the frame in use (older renderers take no layout)."""
+    try:
+        return renderer.style(seed, layout)
+    except TypeError:
+        return renderer.style(seed)
 
 
 class StockScenes:
@@ -241,7 +269,11 @@ class StockScenes:
         if self.source is None:
             self.source = pexels_provider.PexelsSource(self.ctx)
         source = self.source
-        query = pexels_provider.query_for(spec.headline, self.keywords) or " ".join(self.keywords[:2]) or "technology"
+        query = (
+            pexels_provider.query_for(spec.search or spec.headline, self.keywords)
+            or " ".join(self.keywords[:2])
+            or "technology"
+        )
         if query not in self.searches:
             self.searches[query] = source.search(query)
         hits = self.searches[query]
@@ -303,7 +335,7 @@ class StockScenes:
             # (toward the palette's ink) with the card's text on top
             layer = f"text-{index + 1:02d}.png"
             ink = palette_for(spec.seed, spec.index, spec.hue, spec.accent).ink
-            scrim = Image.new("RGBA", (WIDTH, HEIGHT), (*ink, round(255 * SCRIM)))
+            scrim = Image.new("RGBA", spec.layout.size, (*ink, round(255 * SCRIM)))
             Image.alpha_composite(scrim, self.overlay.text_layer(spec)).save(
                 self.ctx.work_dir / layer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
             )
@@ -320,12 +352,12 @@ SCRIM = 0.42  # how far a photo is darkened toward the palette's ink so white ty
 
 
 def photo_card(path: Path, spec: CardSpec, overlay: CardRenderer) -> Card:
-    """A photo cover-fitted to 1080x1920, darkened, with the card's text layer drawn on top."""
+    """A photo cover-fitted to the frame, darkened, with the card's text layer drawn on top."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as source:
         image = ImageOps.exif_transpose(source).convert("RGB")
-    image = ImageOps.fit(image, (WIDTH, HEIGHT), method=Image.Resampling.LANCZOS, centering=(0.5, 0.45))
+    image = ImageOps.fit(image, spec.layout.size, method=Image.Resampling.LANCZOS, centering=(0.5, 0.45))
     pal = palette_for(spec.seed, spec.index, spec.hue, spec.accent)
     image = Image.blend(image, Image.new("RGB", image.size, pal.ink), SCRIM)
     card = Card(image=image)

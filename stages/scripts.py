@@ -22,7 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stages.base import PermanentStageError
-from stages.text import clean_text, count_words, is_emoji, shorten, strip_emoji, tidy
+from stages.text import (
+    STOPWORDS,
+    as_sentence,
+    clean_text,
+    count_words,
+    is_emoji,
+    shorten,
+    split_sentences,
+    strip_emoji,
+    tidy,
+)
 
 WORDS_PER_SECOND = 2.9  # measured: Piper joe-medium speaks 2.7-2.8 words/s with our pauses (77 words -> 27.8 s); aim just over the target
 HOOK_MAX_WORDS = 6  # the hook must land in the first ~2 seconds
@@ -43,6 +53,29 @@ _BREAK_WORDS = {
     "with", "and", "for", "to", "in", "on", "at", "by", "from", "while", "as", "after", "amid",
     "that", "which", "but", "because", "despite", "over", "into", "via", "than", "when", "where",
 }  # fmt: skip
+
+
+_CLAUSE_END = re.compile(r"[,;:]$|^[-–—]$")
+
+
+def clause_fit(sentence: str, max_words: int, min_words: int = 5) -> str:
+    """``sentence`` if it has at most ``max_words`` words, else its longest opening that ends at a
+    clause boundary (a comma, semicolon, colon or dash) and still has ``min_words``, as a sentence;
+    "" when there is none. Never cuts inside a phrase ("...under the Apache 2.0." was such a cut)."""
+    sentence = " ".join(sentence.split())
+    if count_words(sentence) <= max_words:
+        return sentence
+    tokens = sentence.split()
+    best = ""
+    words = 0
+    for i, token in enumerate(tokens):
+        words += 1 if any(ch.isalnum() for ch in token) else 0
+        if words > max_words:
+            break
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if (_CLAUSE_END.search(token) or _CLAUSE_END.search(nxt)) and words >= min_words:
+            best = " ".join(tokens[: i + 1]).rstrip(",;:-–— ")
+    return as_sentence(best) if best else ""
 
 
 def headline_from(text: str) -> str:
@@ -309,3 +342,138 @@ def validate_script(script: Any) -> None:
             f"is {total} words, over {WORD_BUDGET_TOLERANCE}x the budget of {budget:.0f} "
             f"({script['target_seconds']} s at {script['words_per_second']} words/s)",
         )
+
+
+# --- on-screen text: the card carries a key phrase, the captions the spoken words -----------
+DUPLICATE_RUN = 4  # a card may repeat at most 3 spoken words in a row
+_WORD_RE = re.compile(r"[\w$€£%]+(?:[.'’-][\w]+)*")
+_NUMBER_RE = re.compile(
+    r"(?<![\w.-])([$€£]?\d[\d,]*(?:\.\d+)?(?:\s?(?:%|×|[kKmMbB]\b|bn\b))?)(?:\s?([A-Za-z]{2,12})\b)?(?:\s+per\s+([A-Za-z]{3,10}))?"
+)
+_UNIT_SHORT = {"second": "s", "minute": "min", "hour": "h", "day": "day", "year": "yr", "month": "mo"}
+
+
+def spoken_words(text: str) -> list[str]:
+    """Lower-cased words for comparing what is drawn with what is said (punctuation ignored)."""
+    return [w.lower().strip(".'’-") for w in _WORD_RE.findall(text or "")]
+
+
+def shared_run(headline: str, narration: str) -> int:
+    """The longest run of consecutive words the headline shares with the narration."""
+    a, b = spoken_words(headline), spoken_words(narration)
+    best = 0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0] * (len(b) + 1)
+        for j, y in enumerate(b, start=1):
+            if x == y:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+def duplicates(headline: str, narration: str) -> bool:
+    """Does the card's text repeat what the voice (and so the caption) says?
+
+    Yes when it shares ``DUPLICATE_RUN`` (4) or more words in a row with the narration, or is a
+    whole spoken sentence ("Share this." read out and drawn). Key phrases such as "Raspberry Pi 5"
+    or "9 tokens/s" are not duplicates: the card shows the fact, the caption the sentence.
+    """
+    words = spoken_words(headline)
+    if len(words) >= 2 and any(words == spoken_words(s) for s in split_sentences(narration)):
+        return True
+    return shared_run(headline, narration) >= DUPLICATE_RUN
+
+
+def facts(narration: str) -> list[str]:
+    """Short facts in a narration, the most telling first: numbers with their unit ("9 tokens/s",
+    "8 GB", "$80") and names with digits ("Fjord-2B", "Apache 2.0"), then other names; each at most
+    3 words."""
+    found: list[tuple[int, int, str]] = []  # (rank, position, text)
+    numbers: list[tuple[int, int]] = []
+    for m in _NUMBER_RE.finditer(narration):
+        number, unit, per = m.group(1).strip(), m.group(2) or "", m.group(3) or ""
+        if unit.lower() in STOPWORDS or unit.lower() in {"and", "or"}:
+            unit, per = "", ""
+        text = f"{number} {unit}".strip()
+        if per:
+            text += "/" + _UNIT_SHORT.get(per.lower().rstrip("s"), per)
+        before = narration[: m.start()].split()
+        if (
+            before
+            and before[-1][:1].isupper()
+            and before[-1][-1].isalnum()
+            and before[-1].lower() not in STOPWORDS
+            and number[:1] not in "$€£"
+        ):
+            continue  # a version after a name ("Pi 5", "Apache 2.0"): part of the name
+        end = m.start() + len(m.group(0)) if unit else m.start() + len(m.group(1))
+        numbers.append((m.start(), end))
+        if len(text) > 1 and (unit or not text.replace(".", "").isdigit() or len(text) > 2):
+            found.append((0, m.start(), text))
+
+    def close(run: list[re.Match[str]], offset: int) -> None:
+        text = " ".join(t.group(0).rstrip(".,;:") for t in run)
+        rank = 0 if any(ch.isdigit() for ch in text) else (1 if len(run) > 1 else 2)
+        found.append((rank, offset + run[0].start(), text))
+
+    for sentence in split_sentences(narration):
+        offset = narration.find(sentence)
+        tokens = [t for t in re.finditer(r"[\w][\w'’.+&-]*", sentence)]
+        run: list[re.Match[str]] = []
+        for i, tok in enumerate([*tokens, None]):
+            word = tok.group(0).rstrip(".") if tok is not None else ""
+            inside = tok is not None and any(a <= offset + tok.start() < b for a, b in numbers)
+            following = tokens[i + 1].group(0) if tok is not None and i + 1 < len(tokens) else ""
+            if run and tok is not None and sentence[run[-1].end() : tok.start()].strip():
+                close(run, offset)  # punctuation ends a name
+                run = []
+            version = bool(run) and word.replace(".", "").isdigit()
+            name = (
+                tok is not None
+                and (not inside or version)
+                and word.lower() not in STOPWORDS
+                and (version or word[:1].isupper())
+                and (  # not the first word of a sentence or of a clause after a colon
+                    (i > 0 and not tokens[i - 1].group(0).endswith(":") and sentence[tokens[i - 1].end()] != ":")
+                    or following[:1].isupper()
+                    or following[:1].isdigit()
+                )
+                and (len(word) > 1 or bool(run))  # a lone "C" is no name
+            )
+            if name and len(run) < 3:
+                run.append(tok)
+                continue
+            if run:
+                close(run, offset)
+            run = [tok] if name else []
+    kept: list[tuple[int, int, str]] = []
+    for item in sorted(found):
+        if not any(item[2].lower() in k[2].lower() or k[2].lower() in item[2].lower() for k in kept):
+            kept.append(item)
+    return [text for _, _, text in kept]
+
+
+def key_phrase(narration: str, avoid: str = "") -> str:
+    """A card's text for a narration: one or two of its facts ("Fjord-2B · 9 tokens/s"), at most
+    ``HEADLINE_MAX_CHARS``, never a duplicate of the narration; "" when it has no fact to show."""
+    facts_found = [f for f in facts(narration) if f.lower() not in (avoid or "").lower()]
+    order = {fact: narration.find(fact.split("/")[0]) for fact in facts_found}
+    for count in (2, 1):
+        for start in range(len(facts_found) - count + 1):
+            chosen = sorted(facts_found[start : start + count], key=lambda f: order[f])  # as spoken
+            phrase = " · ".join(chosen)
+            if len(phrase) <= HEADLINE_MAX_CHARS and not duplicates(phrase, narration):
+                return phrase
+    return ""
+
+
+def card_text(segment: dict[str, Any]) -> str:
+    """What a segment's card shows: its headline unless that repeats the narration, else a key
+    phrase from the narration, else nothing (a picture-only card; the captions carry the words)."""
+    headline = str(segment.get("headline") or "").strip()
+    narration = str(segment.get("narration") or "")
+    if headline and not duplicates(headline, narration):
+        return headline
+    return key_phrase(narration)

@@ -9,10 +9,13 @@ from a words-per-second estimate. Steps:
 2. Split it into sentences, synthesize each (checking cancel between sentences), trim the engine's
    own leading/trailing silence and join them with fixed pauses (120 ms between sentences, 250 ms
    between segments).
-3. Segment windows tile the whole track (a segment owns the pause after it), so composition can cut
-   scenes on them; captions are <= 7 words / 32 chars, timed by the engine's word events when it has
-   them (eSpeak NG) or by characters within the sentence (Piper).
-4. Write ``voice.wav`` (mono 16-bit at the engine's rate) and return the contract output.
+3. Time every word (``stages.speech_timing``): from the voice's own timings (eSpeak NG word events,
+   Piper phoneme durations, ElevenLabs character alignment), or, for a voice that gives none
+   (OpenAI-compatible TTS), found in its audio by alignment with a timed reference reading.
+4. Segment windows tile the whole track (a segment owns the pause after it), so composition can cut
+   scenes on them; ``words`` (each with its start, end and segment) drive the karaoke captions and
+   ``captions`` (lines of <= 7 words / 32 chars) start with their first word.
+5. Write ``voice.wav`` (mono 16-bit at the engine's rate) and return the contract output.
 
 Providers (``PROVIDERS``): ``theme.settings["voiceover"]["providers"]`` is a fallback chain, e.g.
 ``["elevenlabs", "openai", "offline"]`` (``stages.providers.cloud_tts`` for the network ones;
@@ -38,7 +41,8 @@ import numpy as np
 
 from stages.base import ArtifactSpec, PermanentStageError, StageAborted, StageContext, StageError, StageResult
 from stages.chain import Registry, run_chain
-from stages.providers.tts import Speech, VoiceProvider
+from stages.providers.tts import VoiceProvider
+from stages.speech_timing import complete_starts, derive_starts, snap_to_sound, tokens
 from stages.text import split_sentences
 
 __all__ = ["PROVIDERS", "VoiceProvider", "run", "split_sentences"]
@@ -222,35 +226,23 @@ def trim_silence(samples: np.ndarray, rate: int) -> tuple[int, int]:
     return start, end
 
 
-def line_starts(lines: list[Line], speech: Speech, lead: int, length: int) -> list[float]:
-    """Start of each line in seconds from the trimmed sentence start.
+def word_starts(
+    sentence: str, samples: np.ndarray, rate: int, timings: list[Any], offset: float
+) -> tuple[list[float], str]:
+    """A start for every word of ``sentence`` in seconds from the trimmed audio, and their source.
 
-    Uses the engine's word timings when every line has one; otherwise spreads the sentence's time
-    over the lines in proportion to their characters (plus one per line for the word gap).
+    The voice's own timings (relative to its untrimmed audio, hence ``offset``) when they cover the
+    sentence (``"voice"``), else found in the audio itself (``"derived"``; OpenAI-compatible TTS, an
+    ElevenLabs answer without a usable alignment). Either way a start that falls in a pause moves
+    to the first sound after it (``snap_to_sound``).
     """
-    duration = length / speech.sample_rate
-    offset = lead / speech.sample_rate
-    starts: list[float] = []
-    if speech.words and len(lines) > 1:
-        for i, line in enumerate(lines):
-            end_char = lines[i + 1].char if i + 1 < len(lines) else 1 << 30
-            hits = [w.start - offset for w in speech.words if line.char <= w.char < end_char]
-            if not hits:
-                starts = []
-                break
-            starts.append(min(max(hits[0], 0.0), duration))
-        if starts:
-            starts[0] = 0.0
-            if all(b > a for a, b in itertools.pairwise(starts)):
-                return starts
-    weights = [len(line.text) + 1 for line in lines]
-    total = sum(weights)
-    acc = 0.0
-    starts = []
-    for weight in weights:
-        starts.append(duration * acc / total)
-        acc += weight
-    return starts
+    length = len(samples) / rate
+    if timings:
+        starts = complete_starts(sentence, timings, length + offset)
+        if starts is not None:
+            starts = [min(max(start - offset, 0.0), length) for start in starts]
+            return snap_to_sound(starts, samples, rate), "voice"
+    return snap_to_sound(derive_starts(samples, rate, sentence), samples, rate), "derived"
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
@@ -311,6 +303,8 @@ def speak(ctx: StageContext, provider: VoiceProvider, plan: list[tuple[str, list
 
     windows: list[dict[str, Any]] = []
     captions: list[dict[str, Any]] = []
+    words: list[dict[str, Any]] = []
+    timing = {"voice": 0, "derived": 0}  # sentences timed by the voice itself / from its audio
     done = 0
     track = [sentence for _, sentences in plan for sentence in sentences]  # neighbours across segments
     silence(LEAD_IN)
@@ -341,11 +335,28 @@ def speak(ctx: StageContext, provider: VoiceProvider, plan: list[tuple[str, list
                 ctx.logger.warning("voiceover: %s produced no audio for %r", provider.engine, sentence)
                 done += 1
                 continue
-            lines = split_lines(sentence)
-            for line, start in zip(lines, line_starts(lines, speech, lead, tail - lead), strict=False):
-                segment_captions.append((caption_text(line.text), cursor + round(start * rate)))
+            starts, source = word_starts(sentence, speech.samples[lead:tail], rate, speech.words, lead / rate)
+            timing[source] += 1
+            length = tail - lead
+            sentence_words = tokens(sentence)
+            for k, ((_, text), start) in enumerate(zip(sentence_words, starts, strict=True)):
+                end = starts[k + 1] if k + 1 < len(starts) else length / rate
+                words.append(
+                    {
+                        "text": text,
+                        "start": _sec(cursor + round(start * rate), rate),
+                        "end": _sec(cursor + round(end * rate), rate),
+                        "segment": segment_id,
+                        "sentence": done,
+                    }
+                )
+            first_word = {
+                char: cursor + round(start * rate) for (char, _), start in zip(sentence_words, starts, strict=True)
+            }
+            for line in split_lines(sentence):
+                segment_captions.append((caption_text(line.text), first_word.get(line.char, cursor)))
             pieces.append(speech.samples[lead:tail])
-            cursor += tail - lead
+            cursor += length
             done += 1
         if not segment_captions:
             silence(EMPTY_SEGMENT_HOLD)
@@ -374,6 +385,8 @@ def speak(ctx: StageContext, provider: VoiceProvider, plan: list[tuple[str, list
             "voice": provider.voice,
             "segments": windows,
             "captions": captions,
+            "words": words,
+            "word_timing": timing,
         },
         artifacts=[ArtifactSpec(path=AUDIO_NAME, kind="audio", label=f"Voiceover ({provider.engine})")],
     )

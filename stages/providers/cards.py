@@ -1,15 +1,17 @@
-"""Scene cards: one 1080x1920 still per script segment, drawn with Pillow.
+"""Scene cards: one still per script segment (1080x1920, or 1080x1080 / 1920x1080), drawn with Pillow.
 
 Each card is a background derived from the topic (a palette from a hash of the topic title,
-a vertical gradient, soft geometric shapes and a little grain so a slow Ken Burns move reads
-as motion) with the segment's headline in large, wrapped, auto-fitted type on top.
+a vertical gradient and soft geometric shapes, so a slow pan reads as motion) with the segment's
+key phrase in large, wrapped, auto-fitted type on top, and a small badge with the theme's name.
+A "2/5" counter and the source's name are drawn only when the theme asks (``style.counter``,
+``style.credit``): they are production furniture, not something a viewer needs.
 
-Everything drawn over the background stays inside the platforms' safe zone: Shorts, Reels and
-TikTok put their own UI over the top ~250 px (status bar, tabs), the bottom ~420 px (caption,
-account, music ticker) and the right ~140 px (like/comment/share column). The box is shrunk
-further by ``MOTION_ZOOM`` so the text is still clear of that UI when composition zooms in by
-that much. The lower part of the box (``CAPTION_ZONE``) is left free of card text for the
-voiceover captions composition lays on top.
+Everything drawn over the background stays inside the platforms' safe zone (``stages.look``:
+the area TikTok, Reels and Shorts leave free of their UI, mapped into the frame). The box is
+shrunk further by ``MOTION_ZOOM`` so the text is still clear of that UI when composition pans
+the overscanned still. A band of it (``Layout.caption_zone``; lower, middle or upper, as the
+theme's captions sit) is left free of card text for the captions composition lays on top.
+Every element drawn is recorded with its box (``Card.boxes``), which composition's QC checks.
 """
 
 from __future__ import annotations
@@ -24,31 +26,85 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from stages.look import PLATFORM_ZONE, Box
 from stages.media import FONT_PATH
 
-WIDTH, HEIGHT = 1080, 1920
-# Platform UI overlays (px at 1080x1920), the largest of YouTube Shorts, Instagram Reels, TikTok.
-SAFE_TOP = 250
-SAFE_BOTTOM = 420
-SAFE_RIGHT = 140
-SAFE_LEFT = 60  # no UI there, but type touching the edge looks cut off
-MOTION_ZOOM = 1.08  # the most composition may zoom in (Ken Burns) with text still clear of the UI
+WIDTH, HEIGHT = 1080, 1920  # the default (9:16) frame
+MOTION_ZOOM = 1.08  # the most composition may zoom in (pan overscan) with text still clear of the UI
+# Text is kept inside the safe box shrunk as for a 1.12x zoom, so at the 1.08x overscan the pan
+# window still has ~30 px sideways and ~50 px up/down to travel with every letter inside the zone.
+TEXT_INSET = 1.12
+BADGE_ROW = 120  # px above the headline zone: the theme badge (and the counter when asked for)
 
 
-def _inset_box(zoom: float) -> tuple[int, int, int, int]:
-    """The safe zone, shrunk toward the centre so it still fits after a ``zoom`` x centre zoom."""
-    cx, cy = WIDTH / 2, HEIGHT / 2
-    left = cx - (cx - SAFE_LEFT) / zoom
-    top = cy - (cy - SAFE_TOP) / zoom
-    right = cx + (WIDTH - SAFE_RIGHT - cx) / zoom
-    bottom = cy + (HEIGHT - SAFE_BOTTOM - cy) / zoom
-    return (int(left) + 1, int(top) + 1, int(right), int(bottom))
+def _inset_box(box: Box, width: int, height: int, zoom: float) -> Box:
+    """``box``, shrunk toward the frame's centre so it still fits after a ``zoom`` x centre zoom."""
+    cx, cy = width / 2, height / 2
+    left, top, right, bottom = box
+    return (
+        int(cx - (cx - left) / zoom) + 1,
+        int(cy - (cy - top) / zoom) + 1,
+        int(cx + (right - cx) / zoom),
+        int(cy + (bottom - cy) / zoom),
+    )
 
 
-SAFE_BOX = (SAFE_LEFT, SAFE_TOP, WIDTH - SAFE_RIGHT, HEIGHT - SAFE_BOTTOM)
-TEXT_BOX = _inset_box(MOTION_ZOOM)  # (96, 303, 910, 1460): all card text lives in here
-CAPTION_ZONE = (TEXT_BOX[0], 1140, TEXT_BOX[2], TEXT_BOX[3])  # kept free for composition's captions
-HEADLINE_ZONE = (TEXT_BOX[0], TEXT_BOX[1] + 120, TEXT_BOX[2], CAPTION_ZONE[1] - 40)
+@dataclass(frozen=True)
+class Layout:
+    """Where things go on a card of one frame size: the platform-safe box, the text box inside it,
+    the band kept for captions and the headline's zone."""
+
+    width: int = WIDTH
+    height: int = HEIGHT
+    safe_box: Box = PLATFORM_ZONE
+    caption_position: str = "lower"  # lower | middle | upper | none (no captions: no band)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+    @property
+    def text_box(self) -> Box:
+        return _inset_box(self.safe_box, self.width, self.height, TEXT_INSET)
+
+    @property
+    def caption_band(self) -> int:
+        return round(300 * min(1.0, self.height / 1200))
+
+    @property
+    def caption_zone(self) -> Box:
+        """The band for captions: as wide as the safe box (captions do not pan), as high as
+        ``caption_band``, at the bottom, middle or top of the text box."""
+        _, y0, _, y1 = self.text_box
+        x0, x1 = self.safe_box[0] + 10, self.safe_box[2] - 10
+        band = self.caption_band
+        if self.caption_position == "upper":
+            return (x0, y0, x1, y0 + band)
+        if self.caption_position == "middle":
+            mid = (y0 + y1) // 2 + BADGE_ROW // 2
+            return (x0, mid - band // 2, x1, mid + band // 2)
+        if self.caption_position == "none":
+            return (x0, y1, x1, y1)
+        return (x0, y1 - band, x1, y1)
+
+    @property
+    def badge_top(self) -> int:
+        top = self.text_box[1]
+        return top + self.caption_band + 20 if self.caption_position == "upper" else top
+
+    @property
+    def headline_zone(self) -> Box:
+        x0, _, x1, y1 = self.text_box
+        top = self.badge_top + BADGE_ROW
+        bottom = y1 if self.caption_position in ("upper", "none") else self.caption_zone[1] - 40
+        return (x0, top, x1, bottom)
+
+
+DEFAULT_LAYOUT = Layout()
+SAFE_BOX = DEFAULT_LAYOUT.safe_box
+TEXT_BOX = DEFAULT_LAYOUT.text_box  # all card text lives in here
+CAPTION_ZONE = DEFAULT_LAYOUT.caption_zone  # kept free for composition's captions
+HEADLINE_ZONE = DEFAULT_LAYOUT.headline_zone
 
 HEADLINE_MAX_SIZE, HEADLINE_MIN_SIZE = 132, 64
 HEADLINE_MAX_LINES = 5
@@ -59,14 +115,17 @@ _BG_SCALE = 2  # the background is drawn at half size and scaled up: soft shapes
 
 @dataclass(frozen=True)
 class CardSpec:
-    headline: str
+    headline: str  # the key phrase ("" for a picture-only card)
     index: int  # 0-based position of the segment
     total: int
     seed: str  # the topic title: palette and shapes come from it
-    label: str = ""  # small caps line beside the segment marker (the theme name)
-    footer: str = ""  # line under the headline ("via Hacker News" on the hook card)
+    label: str = ""  # the badge: the theme's name
+    footer: str = ""  # line under the headline (the source's name, when the theme asks for it)
     hue: float | None = None  # the theme's style: a fixed base hue (degrees) instead of the topic's
     accent: str | None = None  # the theme's style: accent colour "#rrggbb"
+    counter: bool = False  # the theme's style: draw a "2/5" pill before the badge
+    layout: Layout = DEFAULT_LAYOUT
+    search: str = ""  # what stock media to look for (the segment's headline as written); "" = headline
 
 
 @dataclass
@@ -212,9 +271,21 @@ def _balanced(text: str, fnt: ImageFont.FreeTypeFont, width: float, *, split_wor
     return best
 
 
+def _tidy_separators(lines: list[str]) -> list[str]:
+    """A key phrase's " · " never ends or starts a line ("3 nm ·" / "RISC-V" -> "3 nm" / "RISC-V")."""
+    return [line.strip().removesuffix("·").removeprefix("·").strip() for line in lines if line.strip(" ·")]
+
+
 def fit_headline(text: str, width: int, height: int) -> tuple[ImageFont.FreeTypeFont, list[str], int]:
     """The largest size at which ``text`` fits the box in at most ``HEADLINE_MAX_LINES`` lines,
-    preferring a smaller size with whole words over a larger one that splits a word."""
+    preferring a smaller size with whole words over a larger one that splits a word. A key phrase
+    ("Nordlys Labs · Raspberry Pi 5") puts each fact on a line of its own when that fits."""
+    if " · " in text:
+        parts = [p.strip() for p in text.split(" · ") if p.strip()]
+        for size in range(HEADLINE_MAX_SIZE, HEADLINE_MIN_SIZE + 15, -4):
+            fnt, line_h = font(size), round(size * 1.1)
+            if len(parts) * line_h <= height and all(fnt.getlength(p) <= width - _stroke(size) * 2 for p in parts):
+                return fnt, parts, line_h
     for split_words in (False, True):
         for size in range(HEADLINE_MAX_SIZE, HEADLINE_MIN_SIZE - 1, -4):
             fnt = font(size)
@@ -222,7 +293,7 @@ def fit_headline(text: str, width: int, height: int) -> tuple[ImageFont.FreeType
             lines = _wrap(text, fnt, width - pad, split_words=split_words)
             line_h = round(size * 1.1)
             if lines is not None and len(lines) <= HEADLINE_MAX_LINES and len(lines) * line_h <= height:
-                return fnt, _balanced(text, fnt, width - pad, split_words=split_words), line_h
+                return fnt, _tidy_separators(_balanced(text, fnt, width - pad, split_words=split_words)), line_h
     fnt = font(HEADLINE_MIN_SIZE)
     width -= _stroke(HEADLINE_MIN_SIZE) * 2
     wrapped = _wrap(text, fnt, width) or []
@@ -263,45 +334,47 @@ class CardRenderer:
     def __init__(self, ctx: Any = None) -> None:
         """Stateless: the registry builds it with the stage context, which it does not need."""
 
-    def style(self, seed: str) -> dict[str, Any]:
+    def style(self, seed: str, layout: Layout = DEFAULT_LAYOUT) -> dict[str, Any]:
+        x0, y0, x1, y1 = layout.safe_box
         return {
             "renderer": self.name,
             "palette": palette_for(seed).as_hex(),
             "font": FONT_PATH.name,
-            "size": [WIDTH, HEIGHT],
-            "safe_zone": {"top": SAFE_TOP, "bottom": SAFE_BOTTOM, "left": SAFE_LEFT, "right": SAFE_RIGHT},
-            "text_box": list(TEXT_BOX),
-            "caption_zone": list(CAPTION_ZONE),
+            "size": [layout.width, layout.height],
+            "safe_box": list(layout.safe_box),
+            "safe_zone": {"top": y0, "bottom": layout.height - y1, "left": x0, "right": layout.width - x1},
+            "text_box": list(layout.text_box),
+            "caption_zone": list(layout.caption_zone),
             "max_zoom": MOTION_ZOOM,
         }
 
     def render(self, spec: CardSpec, *, with_text: bool = True) -> Card:
         pal = palette_for(spec.seed, spec.index, spec.hue, spec.accent)
         rng = random.Random(_seed_int(spec.seed, f"shapes-{spec.index}"))
-        image = self._background(pal, rng)
+        image = self._background(pal, rng, spec.layout.size)
         card = Card(image=image)
         if with_text:
             self._draw_text(card, spec, pal)
         return card
 
     def text_layer(self, spec: CardSpec) -> Image.Image:
-        """The card's text alone (marker, headline, footer, shadow) on a transparent 1080x1920 RGBA
-        layer: what composition draws over a playing stock clip, so a video scene keeps the card's
-        layout and safe zone.
+        """The card's text alone (badge, headline, footer, shadow) on a transparent RGBA layer of
+        the frame's size: what composition draws over a playing stock clip, so a video scene keeps
+        the card's layout and safe zone.
 
         Drawing onto transparent black with Pillow composites like premultiplied alpha (every
         channel, alpha included, is blended with the glyph coverage), so the result is read back as
         ``RGBa`` and converted to straight alpha, which ffmpeg's overlay expects.
         """
         pal = palette_for(spec.seed, spec.index, spec.hue, spec.accent)
-        card = Card(image=Image.new("RGBA", (WIDTH, HEIGHT), (0, 0, 0, 0)))
+        card = Card(image=Image.new("RGBA", spec.layout.size, (0, 0, 0, 0)))
         self._draw_text(card, spec, pal)
         return Image.frombytes("RGBa", card.image.size, card.image.tobytes()).convert("RGBA")
 
     # -- background -------------------------------------------------------------------------
     @staticmethod
-    def _background(pal: Palette, rng: random.Random) -> Image.Image:
-        w, h = WIDTH // _BG_SCALE, HEIGHT // _BG_SCALE
+    def _background(pal: Palette, rng: random.Random, size: tuple[int, int] = (WIDTH, HEIGHT)) -> Image.Image:
+        w, h = size[0] // _BG_SCALE, size[1] // _BG_SCALE
         mask = Image.linear_gradient("L").resize((w, h))
         base = Image.composite(Image.new("RGB", (w, h), pal.bottom), Image.new("RGB", (w, h), pal.top), mask)
         layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
@@ -334,40 +407,47 @@ class CardRenderer:
         image = Image.composite(Image.new("RGB", (w, h), pal.ink), image, vignette)
         # No film grain: it made each PNG 6x larger (2.5 MB), 4x slower to save and costs H.264
         # bitrate; the shapes are what make a slow zoom read as motion.
-        return image.resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC)
+        return image.resize(size, Image.Resampling.BICUBIC)
 
     # -- text --------------------------------------------------------------------------------
     def _draw_text(self, card: Card, spec: CardSpec, pal: Palette) -> None:
         image = card.image
         draw = ImageDraw.Draw(image)
-        x0, top, x1, _ = TEXT_BOX
+        layout = spec.layout
+        x0, _, x1, _ = layout.text_box
+        top = layout.badge_top
 
-        # Segment marker pill ("2/5") and the theme name beside it.
-        marker_font = font(38)
-        marker = f"{spec.index + 1}/{max(spec.total, spec.index + 1)}"
-        tb = draw.textbbox((0, 0), marker, font=marker_font, anchor="lt")
-        pill = (x0, top, x0 + (tb[2] - tb[0]) + 44, top + (tb[3] - tb[1]) + 28)
-        draw.rounded_rectangle(pill, radius=(pill[3] - pill[1]) // 2, fill=pal.accent)
-        draw.text((pill[0] + 22, pill[1] + 14), marker, font=marker_font, fill=pal.ink, anchor="lt")
-        card.boxes["marker"] = pill
+        # The badge: the theme's name on an accent pill, after a "2/5" counter if the theme asks.
+        badge_font = font(34)
+        left = x0
+        if spec.counter:
+            marker = f"{spec.index + 1}/{max(spec.total, spec.index + 1)}"
+            tb = draw.textbbox((0, 0), marker, font=badge_font, anchor="lt")
+            pill = (left, top, left + (tb[2] - tb[0]) + 44, top + (tb[3] - tb[1]) + 28)
+            draw.rounded_rectangle(pill, radius=(pill[3] - pill[1]) // 2, fill=WHITE)
+            draw.text((pill[0] + 22, pill[1] + 14), marker, font=badge_font, fill=pal.ink, anchor="lt")
+            card.boxes["counter"] = pill
+            left = pill[2] + 14
         label = renderable(spec.label).upper()
         if label:
-            label_font = font(32)
-            label_x = pill[2] + 22
-            label = _truncate(label, label_font, x1 - label_x)
-            if label:
-                pos = (label_x, (pill[1] + pill[3]) // 2)
-                draw.text(pos, label, font=label_font, fill=(235, 235, 240), anchor="lm")
-                card.boxes["label"] = tuple(int(v) for v in draw.textbbox(pos, label, font=label_font, anchor="lm"))
+            label = _truncate(label, badge_font, x1 - left - 44)
+        if label:
+            tb = draw.textbbox((0, 0), label, font=badge_font, anchor="lt")
+            pill = (left, top, left + (tb[2] - tb[0]) + 44, top + (tb[3] - tb[1]) + 28)
+            draw.rounded_rectangle(pill, radius=(pill[3] - pill[1]) // 2, fill=pal.accent)
+            draw.text((pill[0] + 22, pill[1] + 14), label, font=badge_font, fill=pal.ink, anchor="lt")
+            card.boxes["badge"] = pill
 
         # Headline: auto-fitted, vertically centred in its zone together with the footer.
         headline = renderable(spec.headline)
         wanted = sum(1 for ch in spec.headline if ch.isalnum())
         if sum(1 for ch in headline if ch.isalnum()) < wanted * 0.4:  # mostly glyphs the font lacks (CJK)
-            headline = renderable(spec.label) or headline or "Trending now"
+            headline = renderable(spec.label) or headline
         card.headline = headline
+        if not headline:
+            return  # a picture-only card: the captions carry the words
         # The zone shrunk by the shadow's reach, so the shadow stays inside the safe box too.
-        zx0, zy0, zx1, zy1 = HEADLINE_ZONE
+        zx0, zy0, zx1, zy1 = layout.headline_zone
         zx0, zx1, zy1 = zx0 + SHADOW_PAD, zx1 - SHADOW_PAD, zy1 - SHADOW_PAD - 12
         footer = renderable(spec.footer)
         footer_font = font(44)

@@ -3,8 +3,9 @@
 
 Both are ``VoiceProvider``s like the offline engines: ONE sentence per request, so the stage knows
 exactly where each sentence starts and captions stay exact. ElevenLabs' ``/with-timestamps``
-endpoint also returns per-character times, which become word timings (captions timed to the word);
-OpenAI gives none, so the stage spreads each sentence's time over its caption lines by characters.
+endpoint also returns per-character times, which ``alignment_words`` turns into word starts (the
+stage completes and checks them against the audio: ``stages.speech_timing``); OpenAI gives none,
+so the stage finds each word in the audio itself (alignment with a timed eSpeak NG reading).
 
 Every answer is checked before use: decodable (WAV, raw 16-bit PCM, or MP3 through ffmpeg), not
 empty, not silent and of a plausible length for its text. Garbage is a permanent error for that
@@ -290,7 +291,7 @@ class ElevenLabsProvider(HttpProvider):
         words = alignment_words(text, alignment)
         if not words:
             self.ctx.logger.warning(
-                "%s: no usable alignment for %r; captions timed by characters", ELEVENLABS, text[:60]
+                "%s: no usable alignment for %r; its words are found in the audio instead", ELEVENLABS, text[:60]
             )
         return Speech(samples=samples, sample_rate=self.sample_rate, words=words)
 

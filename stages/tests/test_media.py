@@ -30,6 +30,10 @@ Threshold: -24.6 LUFS
 Loudness range:
 LRA:         3.4 LU
 Threshold: -34.0 LUFS
+LRA low:   -17.1 LUFS
+LRA high:  -13.7 LUFS
+True peak:
+Peak:       -1.8 dBFS
 [Parsed_volumedetect_1 @ 0x7f2604002140] n_samples: 1406786
 [Parsed_volumedetect_1 @ 0x7f2604002140] mean_volume: -17.3 dB
 [Parsed_volumedetect_1 @ 0x7f2604002140] max_volume: -0.7 dB""".splitlines()
@@ -48,7 +52,7 @@ def test_it_parses_ffmpeg_stream_lines():
 def test_it_parses_loudness_and_volume():
     levels = media.parse_levels(LEVEL_LINES)
 
-    assert (levels.lufs, levels.lra) == (-14.2, 3.4)
+    assert (levels.lufs, levels.lra, levels.true_peak) == (-14.2, 3.4, -1.8)
     assert (levels.mean_volume_db, levels.max_volume_db) == (-17.3, -0.7)
 
 
@@ -59,12 +63,27 @@ def test_it_passes_a_good_video_and_names_every_failed_check():
     assert all(c["ok"] for c in good["checks"])
 
     info.profile, info.audio_rate = "Constrained Baseline", 44100
-    silent = media.AudioLevels(mean_volume_db=-91.0, max_volume_db=-91.0, lufs=-70.0)
+    silent = media.AudioLevels(mean_volume_db=-91.0, max_volume_db=-91.0, lufs=-70.0, true_peak=-60.0)
     bad = media.check_video(info, silent, expected_duration=31.0)
     assert bad["passed"] is False
     failed = {c["name"] for c in bad["checks"] if not c["ok"]}
     assert failed == {"profile", "audio rate", "duration", "audio not silent", "loudness"}
     assert next(c for c in bad["checks"] if c["name"] == "duration")["detail"].startswith("29.31 s, voiceover 31.000 s")
+
+
+def test_it_holds_loudness_to_one_lu_and_the_true_peak_to_minus_one():
+    info = media.parse_probe(PROBE_LINES)
+
+    def failed(lufs: float, peak: float) -> set[str]:
+        levels = media.AudioLevels(mean_volume_db=-17.0, max_volume_db=-1.0, lufs=lufs, true_peak=peak)
+        return {c["name"] for c in media.check_video(info, levels, expected_duration=29.3)["checks"] if not c["ok"]}
+
+    assert failed(-14.9, -1.0) == set()
+    assert failed(-13.1, -1.5) == set()
+    assert failed(-15.2, -1.5) == {"loudness"}  # 1.2 LU off: out
+    assert failed(-12.8, -1.5) == {"loudness"}
+    assert failed(-14.0, -0.6) == {"true peak"}  # the demo's old mix: -0.6 dBTP
+    assert failed(-14.0, -0.9) == {"true peak"}
 
 
 @pytest.mark.slow
@@ -112,6 +131,7 @@ def test_it_probes_and_measures_a_real_file(tmp_path):
     assert levels.lufs is not None
     failed = {c["name"] for c in qc["checks"] if not c["ok"]}
     assert failed <= {"loudness"}  # a test tone is not mastered to -14 LUFS
+    assert levels.true_peak is not None and levels.true_peak < 0
 
 
 def test_it_measures_a_missing_file_as_nothing(tmp_path):

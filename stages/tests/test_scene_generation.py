@@ -100,7 +100,8 @@ def test_it_renders_one_card_per_segment_in_order(tmp_path):
     style = result.output["style"]
     assert style["renderer"] == "cards"
     assert style["text_box"] == list(TEXT_BOX)
-    assert style["safe_zone"] == {"top": 250, "bottom": 420, "left": 60, "right": 140}
+    assert style["safe_zone"] == {"top": 130, "bottom": 350, "left": 65, "right": 140}  # stages.look
+    assert style["safe_box"] == [65, 130, 940, 1570]
     assert set(style["palette"]) == {"top", "bottom", "accent", "secondary", "ink"}
     # progress per scene, ending at 1.0
     assert [round(f, 3) for f, _ in log[1:]] == [round(i / 6, 3) for i in range(1, 7)]

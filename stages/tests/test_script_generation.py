@@ -10,7 +10,7 @@ from stages import script_generation
 from stages.base import PermanentStageError
 from stages.providers.template import CTAS, HOOKS, OPENERS, TemplateWriter
 from stages.script_generation import validate_script
-from stages.scripts import HOOK_MAX_WORDS, parse_notes
+from stages.scripts import OPERATOR_HOOK_MAX_WORDS, duplicates, parse_notes
 from stages.scripts import WORDS_PER_SECOND as WPS
 from stages.tests.helpers import make_context
 from stages.text import count_words, is_emoji
@@ -78,7 +78,7 @@ def test_it_sizes_a_30_second_script(tmp_path):
     assert script["words_per_second"] == WPS
     assert 0.8 * 30 * WPS <= script["word_count"] <= round(30 * WPS)
     assert script["word_count"] == sum(count_words(s["narration"]) for s in script["segments"])
-    assert count_words(script["hook"]) <= HOOK_MAX_WORDS
+    assert count_words(script["hook"]) <= OPERATOR_HOOK_MAX_WORDS  # a named hook may use the contract's 8
     assert script["segments"][0]["narration"] == script["hook"]
     assert script["segments"][-1]["narration"] == script["cta"]
     assert script["writer"] == "template"
@@ -136,10 +136,10 @@ def test_it_replaces_the_hook_and_shortens_on_request(tmp_path):
 
     assert after["hook"] == "Chips just got cheaper."
     assert after["segments"][0]["narration"] == "Chips just got cheaper."
-    assert after["segments"][0]["headline"] == "Chips just got cheaper"
+    assert not duplicates(after["segments"][0]["headline"], after["hook"])  # the card shows a key phrase
     assert after["target_seconds"] == 22
     assert after["word_count"] < before["word_count"]
-    assert after["word_count"] <= 22 * WPS
+    assert after["word_count"] <= round(22 * WPS)
     assert any(n.startswith("shorter: target 30 s -> 22 s") for n in after["notes_applied"])
     assert 'hook replaced: "Chips just got cheaper."' in after["notes_applied"]
 
@@ -184,7 +184,9 @@ def test_it_replaces_title_and_cta_and_changes_tone():
     assert script["cta"] == "Tell me what you'd build with it."
     assert script["segments"][-1]["narration"] == script["cta"]
     assert "tone: serious" in script["notes_applied"]
-    serious_hooks = {h.format(s=s) for h in HOOKS["serious"]["subject"] for s in ("Raspberry Pi", "AI", "NPU")}
+    serious_hooks = {
+        h.format(s=s) for h in HOOKS["serious"]["subject"] for s in ("Raspberry Pi 6", "Raspberry Pi", "AI", "NPU")
+    }
     assert script["hook"] in serious_hooks | set(HOOKS["serious"]["plain"])
     openers = {o for role in OPENERS.values() for o in role["serious"] if o}
     assert script["segments"][1]["narration"].startswith(tuple(openers))
