@@ -199,6 +199,40 @@ def _no_progress(fraction: float, message: str) -> None:
     return None
 
 
+class Usage:
+    """What one stage attempt consumed, for the cost ledger: counts per provider and metric.
+
+    Metrics: ``llm_tokens_in``, ``llm_tokens_out``, ``tts_characters``, ``api_calls``,
+    ``upload_bytes``, ``render_cpu_seconds``. The orchestrator records ``as_dict()`` on the attempt.
+    """
+
+    METRICS = (
+        "llm_tokens_in",
+        "llm_tokens_out",
+        "tts_characters",
+        "api_calls",
+        "upload_bytes",
+        "render_cpu_seconds",
+    )
+
+    def __init__(self) -> None:
+        self._counts: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, provider: str, **counts: float) -> None:
+        unknown = set(counts) - set(self.METRICS)
+        if unknown:
+            raise ValueError(f"unknown usage metrics: {sorted(unknown)}")
+        with self._lock:
+            row = self._counts.setdefault(provider or "unknown", {})
+            for metric, value in counts.items():
+                row[metric] = row.get(metric, 0) + value
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {provider: dict(row) for provider, row in self._counts.items()}
+
+
 @dataclass
 class StageContext:
     job_id: int
@@ -214,6 +248,14 @@ class StageContext:
     abort: AbortSignal = field(default_factory=AbortSignal)
     report: Callable[[float, str], None] = _no_progress
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("trendreel.stage"))
+    # Targeted edits (issue 14). ``overrides`` is the job's cumulative, validated edit state (every
+    # edit so far, merged; see ``stages/edits.py``), applied on every run of a stage. ``base_output``
+    # and ``base_dir`` are this stage's latest succeeded checkpoint (None on a first run): a stage
+    # re-run after an edit reuses each item of it whose inputs did not change.
+    overrides: dict[str, Any] = field(default_factory=dict)
+    base_output: dict[str, Any] | None = None
+    base_dir: Path | None = None
+    usage: Usage = field(default_factory=Usage)  # what this attempt consumed (the cost ledger)
 
     # -- inputs -----------------------------------------------------------------------------
     @property
