@@ -11,6 +11,7 @@ every stage after the gate and the publish stage itself all ask this module.
 from __future__ import annotations
 
 from jobs.models import ReviewDecision, StageRun
+from jobs.orchestrator import statements
 from stages import pipeline
 
 REVIEW_PERMISSION = "jobs.review_job"
@@ -33,24 +34,27 @@ def reviewed_checkpoint(job_id: int) -> StageRun | None:
 
 
 def problem(job_id: int) -> str | None:
-    """Why the job's current composition may not be published, or None when an approval covers it."""
-    checkpoint = reviewed_checkpoint(job_id)
-    if checkpoint is None:
-        return f"publishing needs an approved {pipeline.REVIEWED}, and this job has no current one"
-    decision = (
-        ReviewDecision.objects.filter(job_id=job_id, composition_run=checkpoint)
-        .select_related("decided_by")
-        .order_by("-decided_at", "-id")
-        .first()
+    """Why the job's current composition may not be published, or None when an approval covers it.
+
+    One statement (``statements.approval``): it runs on every publish claim. Whether the approver
+    may still review is asked of the database with the rule of Django's ModelBackend (an active
+    superuser, or the permission held directly or through a group; axes adds no permissions), the
+    answer ``user.has_perm`` gives (``test_review_gate`` checks both agree).
+    """
+    facts = statements.sql().approval(
+        job_id, stage=pipeline.REVIEWED, status=StageRun.Status.SUCCEEDED, permission=REVIEW_PERMISSION
     )
-    what = f"{pipeline.REVIEWED} #{checkpoint.attempt}"
-    if decision is None:
+    if facts.attempt is None:
+        return f"publishing needs an approved {pipeline.REVIEWED}, and this job has no current one"
+    what = f"{pipeline.REVIEWED} #{facts.attempt}"
+    if facts.decision is None:
         return f"publishing needs a reviewer's approval of {what}, and nobody has approved it"
-    if decision.decision != ReviewDecision.Decision.APPROVE:
-        return f"publishing needs a reviewer's approval of {what}, which was {decision.get_decision_display().lower()}"
-    if checkpoint.finished_at and decision.decided_at < checkpoint.finished_at:
+    if facts.decision != ReviewDecision.Decision.APPROVE:
+        label = ReviewDecision.Decision(facts.decision).label.lower()
+        return f"publishing needs a reviewer's approval of {what}, which was {label}"
+    if not facts.after_checkpoint:
         return f"the approval predates {what}: publishing needs a new review"
-    if not may_review(decision.decided_by):
+    if not facts.reviewer_may:
         return f"the approval of {what} was made by a user who may no longer review: publishing needs a new review"
     return None
 

@@ -16,7 +16,17 @@ from typing import Any
 
 from django.db import connection
 
-from jobs.models import Job, StageRun, Theme
+from jobs.models import Job, ReviewDecision, StageRun, Theme
+
+
+@dataclass
+class Approval:
+    """What the review gate needs to know about a job's current reviewed checkpoint (one query)."""
+
+    attempt: int | None  # the checkpoint's attempt; None: the job has no current one
+    decision: str | None  # the latest decision on it; None: nobody decided
+    after_checkpoint: bool  # the decision was made after the checkpoint finished
+    reviewer_may: bool  # its maker is active and may review (superuser, or the permission directly or by group)
 
 
 @dataclass
@@ -89,6 +99,69 @@ class Statements:
             f"RETURNING {col(StageRun, 'id')}, {col(StageRun, 'attempt')}"
         )
         self.updates: dict[tuple, str] = {}
+        self.approval_sql = self._approval_sql(col)
+
+    def _approval_sql(self, col) -> str:
+        """The gate's question in one statement: the current checkpoint of the reviewed stage, the
+        latest decision on it and whether its maker may review. Through the ORM the same answer
+        took ~4 ms of CPU per publish claim (query compilation), ``user.has_perm`` ~8 ms more
+        (it loads every permission the user holds)."""
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group, Permission
+        from django.contrib.contenttypes.models import ContentType
+
+        q = self.q
+        table = lambda model: q(model._meta.db_table)  # noqa: E731
+        user = get_user_model()
+        user_perms = user._meta.get_field("user_permissions").remote_field.through
+        user_groups = user._meta.get_field("groups").remote_field.through
+        group_perms = Group._meta.get_field("permissions").remote_field.through
+        rd = lambda f: f"d.{col(ReviewDecision, f)}"  # noqa: E731
+        perm = (
+            f"SELECT p.{col(Permission, 'id')} FROM {table(Permission)} p JOIN {table(ContentType)} ct "
+            f"ON ct.{col(ContentType, 'id')} = p.{col(Permission, 'content_type')} "
+            f"WHERE p.{col(Permission, 'codename')} = %s AND ct.{col(ContentType, 'app_label')} = %s"
+        )
+        held = (
+            f"EXISTS (SELECT 1 FROM {table(user_perms)} up WHERE up.{q(user_perms._meta.get_field('user').column)} "
+            f"= u.{col(user, 'id')} AND up.{q(user_perms._meta.get_field('permission').column)} IN ({perm})) "
+            f"OR EXISTS (SELECT 1 FROM {table(user_groups)} ug JOIN {table(group_perms)} gp "
+            f"ON gp.{q(group_perms._meta.get_field('group').column)} = ug.{q(user_groups._meta.get_field('group').column)} "
+            f"WHERE ug.{q(user_groups._meta.get_field('user').column)} = u.{col(user, 'id')} "
+            f"AND gp.{q(group_perms._meta.get_field('permission').column)} IN ({perm}))"
+        )
+        latest = (
+            f"SELECT d2.{col(ReviewDecision, 'id')} FROM {table(ReviewDecision)} d2 "
+            f"WHERE d2.{col(ReviewDecision, 'composition_run')} = c.{col(StageRun, 'id')} "
+            f"ORDER BY d2.{col(ReviewDecision, 'decided_at')} DESC, d2.{col(ReviewDecision, 'id')} DESC LIMIT 1"
+        )
+        checkpoint = (
+            f"SELECT {col(StageRun, 'id')}, {col(StageRun, 'attempt')}, {col(StageRun, 'finished_at')} "
+            f"FROM {table(StageRun)} WHERE {col(StageRun, 'job_id')} = %s AND {col(StageRun, 'stage')} = %s "
+            f"AND {col(StageRun, 'status')} = %s AND {col(StageRun, 'superseded_at')} IS NULL "
+            f"ORDER BY {col(StageRun, 'attempt')} DESC LIMIT 1"
+        )
+        return (
+            f"SELECT c.{col(StageRun, 'attempt')}, {rd('decision')}, "
+            f"CASE WHEN c.{col(StageRun, 'finished_at')} IS NULL OR {rd('decided_at')} >= c.{col(StageRun, 'finished_at')} "
+            f"THEN 1 ELSE 0 END, "
+            f"CASE WHEN u.{col(user, 'is_active')} AND (u.{col(user, 'is_superuser')} OR {held}) THEN 1 ELSE 0 END "
+            f"FROM ({checkpoint}) c "
+            f"LEFT JOIN {table(ReviewDecision)} d ON {rd('id')} = ({latest}) "
+            f"LEFT JOIN {table(user)} u ON u.{col(user, 'id')} = {rd('decided_by')}"
+        )
+
+    def approval(self, job_id: int, *, stage: str, status: str, permission: str) -> Approval:
+        """The review gate's facts for ``job_id``: ``stage`` is the reviewed stage, ``status`` a
+        checkpoint's status, ``permission`` the reviewer's (``app_label.codename``)."""
+        app_label, codename = permission.split(".")
+        with self.conn.cursor() as cur:
+            cur.execute(self.approval_sql, [codename, app_label, codename, app_label, job_id, stage, status])
+            row = cur.fetchone()
+        if row is None:
+            return Approval(None, None, False, False)
+        attempt, decision, after, may = row
+        return Approval(attempt, decision, bool(after), bool(may))
 
     def _json(self, field, value):
         return field.from_db_value(value, None, self.conn)

@@ -111,6 +111,46 @@ def test_an_approval_binds_to_the_composition_it_saw(engine, in_review, reviewer
     assert [s for s, _ in calls(call_log)].count("publish") == 2
 
 
+@pytest.mark.parametrize(
+    "who, may",
+    [
+        ("direct permission", True),
+        ("through a group", True),
+        ("superuser without the permission", True),
+        ("inactive, with the permission", False),
+        ("permission taken away", False),
+        ("deleted user", False),
+    ],
+)
+def test_the_gate_reads_the_reviewers_permission_as_has_perm_does(in_review, reviewer, who, may):
+    """The gate asks the database whether the approver may review (one EXISTS, not the whole
+    permission set): it must agree with ``user.has_perm`` for every kind of user."""
+    from django.contrib.auth.models import Group
+
+    from jobs.orchestrator import gate
+
+    orchestrator.review_job(in_review.pk, "approve", user=reviewer)
+    if who == "through a group":
+        group = Group.objects.create(name="reviewers")
+        group.permissions.add(Permission.objects.get(codename="review_job"))
+        reviewer.user_permissions.remove(Permission.objects.get(codename="review_job"))
+        reviewer.groups.add(group)
+    elif who == "superuser without the permission":
+        reviewer.user_permissions.clear()
+        User.objects.filter(pk=reviewer.pk).update(is_superuser=True)
+    elif who == "inactive, with the permission":
+        User.objects.filter(pk=reviewer.pk).update(is_active=False)
+    elif who == "permission taken away":
+        reviewer.user_permissions.remove(Permission.objects.get(codename="review_job"))
+    elif who == "deleted user":
+        reviewer.delete()
+    fresh = User.objects.filter(pk=reviewer.pk).first()
+    assert gate.may_review(fresh) is may  # Django's own answer
+    assert (gate.problem(in_review.pk) is None) is may
+    if not may:
+        assert "may no longer review" in gate.problem(in_review.pk)
+
+
 def test_a_queued_publish_without_approval_fails_at_claim_and_in_the_stage(in_review, engine, call_log):
     """Defence in depth: a publish run that exists without a covering approval (made by hand, by a
     restored backup, by a bug) is refused when claimed, and the real publish stage refuses too."""
