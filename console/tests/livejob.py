@@ -49,7 +49,7 @@ def media_file(job: Job, name: str, *, video_seconds: float = 0) -> tuple[str, i
 
 def running_job(theme: Theme, *, video_seconds: float = 0) -> LiveJob:
     """The job; ``video_seconds`` > 0 encodes a real clip for the player (else the file is a stub)."""
-    t = timezone.now() - timedelta(minutes=2)
+    t = timezone.now() - timedelta(seconds=27)  # 8 attempts 3 s apart: the last one started now
     job = Job.objects.create(theme=theme, status=Job.Status.RUNNING, current_stage="composition", started=t)
 
     def run(stage: str, attempt: int = 1, status: str = RS.SUCCEEDED, **fields) -> StageRun:
