@@ -76,6 +76,8 @@ def test_a_status_change_brings_the_new_attempt_and_rest_stops_the_polls(page, l
     live = running_job(theme)
     polls = open_page(page, live_server.url, live)
     assert page.get_attribute("#job-progress", "data-polling") == "on"
+    # nothing moved yet: the page's poll, sending what it shows (hx-vals), gets an empty answer
+    assert page.wait_for_event("response", predicate=is_poll).status == 204
     audio = page.locator(f"#artifact-{live.voice.artifacts.get().pk}").element_handle()
 
     # the running composition fails; its retry is queued: both appear without a reload
