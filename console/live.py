@@ -107,3 +107,19 @@ class Changes:
     @property
     def any(self) -> bool:
         return self.header or self.runs
+
+
+def dashboard_state(counts: dict, running: list[Job], review: list[Job], failures: list[Job], stats: list) -> str:
+    """The fingerprint of what the dashboard's live part shows (the running jobs with ``open_runs``)."""
+    return fingerprint(
+        [
+            counts,
+            [
+                (j.pk, j.status, j.current_stage, [(r.pk, r.status, r.progress, r.message) for r in j.open_runs])
+                for j in running
+            ],
+            [(j.pk, j.updated) for j in review],
+            [(j.pk, j.error_stage, j.error_kind, j.error_message) for j in failures],
+            stats,
+        ]
+    )

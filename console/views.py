@@ -107,18 +107,7 @@ def _dashboard_data() -> dict:
     review = list(jobs.filter(status=JS.AWAITING_REVIEW).order_by("created")[:15])
     failures = list(jobs.filter(status=JS.FAILED).order_by("-finished")[:10])
     stats = timeline.stage_chart(now)
-    shown = live.fingerprint(
-        [
-            counts,
-            [
-                (j.pk, j.status, j.current_stage, [(r.pk, r.status, r.progress, r.message) for r in j.open_runs])
-                for j in running
-            ],
-            [(j.pk, j.updated) for j in review],
-            [(j.pk, j.error_message) for j in failures],
-            stats,
-        ]
-    )
+    shown = live.dashboard_state(counts, running, review, failures, stats)
     return {
         "counts": [(value, label, counts.get(value, 0)) for value, label in JS.choices],
         "running": running,
