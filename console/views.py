@@ -7,22 +7,20 @@ Every view checks the user (staff + model permission); every action goes through
 from __future__ import annotations
 
 import base64
+import json
 import mimetypes
 import os
 import re
 from collections.abc import Callable
-from datetime import timedelta
 from functools import wraps
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.views import redirect_to_login
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Prefetch, Window
-from django.db.models.functions import RowNumber
+from django.db import transaction
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -31,20 +29,26 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.middleware import HtmxDetails
 from django_otp import devices_for_user
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp.qr import write_qrcode_image
 
-from console import metrics, two_factor
+from console import live, metrics, timeline, two_factor
 from console.secrets import job_secrets, masked
 from jobs import orchestrator
 from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
 from jobs.validation import batch_count
 from stages import pipeline
 
-RS = StageRun.Status
 JS = Job.Status
+
+
+class HtmxHttpRequest(HttpRequest):
+    """What django-htmx's middleware makes of every request (``request.htmx``), for type checkers."""
+
+    htmx: HtmxDetails
 
 
 def console_view(perm: str | None = "jobs.view_job", *, second_factor: bool = True) -> Callable:
@@ -93,106 +97,17 @@ def _context(request: HttpRequest, **extra) -> dict:
 # --- dashboard ------------------------------------------------------------------------------
 
 
-STATS_TTL = 60  # seconds: the stage chart does not need to move every poll
-
-
-def stage_stats(now) -> tuple[list[dict], list[dict]]:
-    """Per stage, over 24 h and over 7 days: attempts, success rate, median succeeded duration.
-
-    Cached for ``STATS_TTL`` seconds (the live partial polls every 2 s; the chart needs not).
-    PostgreSQL computes both windows in one pass with ``percentile_cont``; SQLite picks the
-    median with a window function. Either way the cost does not grow with the page's rows.
-    """
-    key = "console:stage-stats"
-    cached = cache.get(key)
-    if cached is not None:
-        return cached
-    gates = [s.key for s in pipeline.STAGES if s.gate]
-    day, week = now - timedelta(days=1), now - timedelta(days=7)
-    raw: dict[str, dict] = {}
-    if connection.vendor == "postgresql":
-        sql = f"""
-            SELECT stage,
-                   count(*) FILTER (WHERE finished_at >= %s),
-                   count(*) FILTER (WHERE finished_at >= %s AND status = %s),
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))
-                       FILTER (WHERE finished_at >= %s AND status = %s),
-                   count(*),
-                   count(*) FILTER (WHERE status = %s),
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))
-                       FILTER (WHERE status = %s)
-            FROM {StageRun._meta.db_table}
-            WHERE finished_at >= %s AND started_at IS NOT NULL
-            GROUP BY stage"""
-        ok = RS.SUCCEEDED
-        with connection.cursor() as cur:
-            cur.execute(sql, [day, day, ok, day, ok, ok, ok, week])
-            for stage, d_total, d_ok, d_med, w_total, w_ok, w_med in cur.fetchall():
-                raw[stage] = {"day": (d_total, d_ok, d_med), "week": (w_total, w_ok, w_med)}
-    else:
-        for label, since in (("day", day), ("week", week)):
-            finished = StageRun.objects.filter(finished_at__gte=since, started_at__isnull=False)
-            counts: dict[str, dict[str, int]] = {}
-            for row in finished.values("stage", "status").annotate(n=Count("id")).order_by():
-                counts.setdefault(row["stage"], {})[row["status"]] = row["n"]
-            medians = {
-                row["stage"]: row["d"].total_seconds()
-                for row in finished.filter(status=RS.SUCCEEDED)
-                .annotate(
-                    d=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField()),
-                    rn=Window(RowNumber(), partition_by=[F("stage")], order_by=F("d").asc()),
-                    cnt=Window(Count("id"), partition_by=[F("stage")]),
-                )
-                .filter(rn=(F("cnt") + 1) / 2)
-                .values("stage", "d")
-            }
-            for stage, c in counts.items():
-                raw.setdefault(stage, {})[label] = (sum(c.values()), c.get(RS.SUCCEEDED, 0), medians.get(stage))
-
-    def row(spec, label):
-        total, ok, med = raw.get(spec.key, {}).get(label) or (0, 0, None)
-        return {
-            "stage": spec.key,
-            "label": spec.label,
-            "total": total,
-            "succeeded": ok,
-            "rate": (ok / total) if total else None,
-            "median": float(med) if med is not None else None,
-        }
-
-    specs = [s for s in pipeline.STAGES if s.key not in gates]
-    result = ([row(s, "day") for s in specs], [row(s, "week") for s in specs])
-    cache.set(key, result, STATS_TTL)
-    return result
-
-
 def _dashboard_data() -> dict:
     now = timezone.now()
-    counts = {row["status"]: row["n"] for row in Job.objects.values("status").annotate(n=Count("id")).order_by()}
-    open_runs = Prefetch(
-        "runs",
-        queryset=StageRun.objects.filter(status__in=[RS.RUNNING, RS.QUEUED]).order_by("-id"),
-        to_attr="open_runs",
-    )
+    counts = Job.objects.status_counts()
+    jobs = Job.objects.for_dashboard()
     running = list(
-        Job.objects.for_dashboard()
-        .filter(status__in=[JS.PENDING, JS.RUNNING, JS.PUBLISHING])
-        .prefetch_related(open_runs)
-        .order_by("-created")[:15]
+        jobs.filter(status__in=[JS.PENDING, JS.RUNNING, JS.PUBLISHING]).with_open_runs().order_by("-created")[:15]
     )
-    review = list(Job.objects.for_dashboard().filter(status=JS.AWAITING_REVIEW).order_by("created")[:15])
-    failures = list(Job.objects.for_dashboard().filter(status=JS.FAILED).order_by("-finished")[:10])
-    day, week = stage_stats(now)
-    longest = max([r["median"] or 0 for r in day + week] + [0.001])
-    stats = [
-        {
-            **d,
-            "week": w,
-            "day_width": (d["median"] or 0) / longest * 100,
-            "week_width": (w["median"] or 0) / longest * 100,
-        }
-        for d, w in zip(day, week, strict=False)
-    ]
+    review = list(jobs.filter(status=JS.AWAITING_REVIEW).order_by("created")[:15])
+    failures = list(jobs.filter(status=JS.FAILED).order_by("-finished")[:10])
+    stats = timeline.stage_chart(now)
+    shown = live.dashboard_state(counts, running, review, failures, stats)
     return {
         "counts": [(value, label, counts.get(value, 0)) for value, label in JS.choices],
         "running": running,
@@ -201,12 +116,14 @@ def _dashboard_data() -> dict:
         "stats": stats,
         "active": bool(running),
         "now": now,
+        "shown": shown,
+        "poll_vals": json.dumps({"shown": shown}),
     }
 
 
 @require_GET
 @console_view()
-def dashboard(request: HttpRequest) -> TemplateResponse:
+def dashboard(request: HtmxHttpRequest) -> TemplateResponse:
     return TemplateResponse(
         request,
         "console/dashboard.html",
@@ -221,8 +138,12 @@ def _metrics_context(**extra) -> dict:
 
 @require_GET
 @console_view()
-def dashboard_live(request: HttpRequest) -> TemplateResponse:
-    return TemplateResponse(request, "console/partials/dashboard_live.html", _context(request, **_dashboard_data()))
+def dashboard_live(request: HtmxHttpRequest) -> HttpResponse:
+    """The dashboard's live part; 204 when it shows what the poll says it has (``shown``)."""
+    data = _dashboard_data()
+    if request.GET.get("shown") == data["shown"]:
+        return HttpResponse(status=204)
+    return TemplateResponse(request, "console/partials/dashboard_live.html", _context(request, **data))
 
 
 # --- job page -------------------------------------------------------------------------------
@@ -232,62 +153,94 @@ def dashboard_live(request: HttpRequest) -> TemplateResponse:
 SHOWN_RUN_FIELDS = ("reason", "message", "error_message", "error_hint", "error_traceback", "log_tail", "output")
 
 
-def _job_data(job: Job) -> dict:
-    runs = list(job.runs.prefetch_related("artifacts").order_by("queued_at", "id"))
-    # display copies, never saved: masked as the API and the admin show them
+def _mask(job: Job, runs: list[StageRun]) -> None:
+    """Display copies, never saved: masked as the API and the admin show them."""
     secrets = job_secrets(job)
     job.error_message, job.error_hint = masked(job.error_message, secrets), masked(job.error_hint, secrets)
     for run in runs:
         for field in SHOWN_RUN_FIELDS:
             setattr(run, field, masked(getattr(run, field), secrets))
-    start = min((r.started_at or r.queued_at for r in runs), default=job.created)
-    end = max([r.finished_at or timezone.now() for r in runs] + [start + timedelta(seconds=1)])
-    span = (end - start).total_seconds() or 1.0
-    for run in runs:
-        begin = run.started_at or run.queued_at
-        stop = run.finished_at or (timezone.now() if run.status in (RS.RUNNING, RS.WAITING) else begin)
-        run.bar_left = (begin - start).total_seconds() / span * 100
-        run.bar_width = max(0.6, (stop - begin).total_seconds() / span * 100)
-    latest: dict[str, StageRun] = {}
-    for run in runs:
-        latest[run.stage] = run
-    steps = [{"spec": spec, "run": latest.get(spec.key)} for spec in pipeline.STAGES]
-    checkpoints = {r.stage: r for r in runs if r.is_checkpoint}
+
+
+def _job_data(job: Job, runs: list[StageRun] | None = None, *, shown: list[StageRun] | None = None) -> dict:
+    """Everything the job page (and the review page) shows of ``job``.
+
+    ``shown``: the attempts whose files are rendered (their artifacts are loaded, one query); all of
+    them by default. The review decisions are loaded when the records are shown.
+    """
+    runs = list(job.runs.for_timeline()) if runs is None else runs
+    _mask(job, runs)
+    prefetch_related_objects(runs if shown is None else shown, "artifacts")
+    span = timeline.place_bars(runs, since=job.created, now=timezone.now())
+    steps = timeline.latest_per_stage(runs)
     return {
         "job": job,
         "runs": runs,
         "steps": steps,
         "span": span,
-        "checkpoints": checkpoints,
-        "reviews": list(job.reviews.select_related("decided_by")),
+        "checkpoints": {r.stage: r for r in runs if r.is_checkpoint},
+        "state": live.JobState.of(job, runs, steps),
         "rerun_stages": [s for s in pipeline.STAGES if not s.gate],
         "change_stages": [s for s in pipeline.STAGES[: pipeline.index(next(g.key for g in pipeline.STAGES if g.gate))]],
     }
 
 
+def _reviews(job: Job) -> list[ReviewDecision]:
+    return list(job.reviews.select_related("decided_by"))
+
+
+def _job(pk: int) -> Job:
+    return get_object_or_404(Job.objects.select_related("theme", "created_by"), pk=pk)
+
+
 @require_GET
 @console_view()
-def job_detail(request: HttpRequest, pk: int) -> TemplateResponse:
-    job = get_object_or_404(Job.objects.select_related("theme", "created_by"), pk=pk)
+def job_detail(request: HtmxHttpRequest, pk: int) -> TemplateResponse:
+    job = _job(pk)
     return TemplateResponse(
         request,
         "console/job_detail.html",
         _context(
-            request, title=f"Job {job.pk}", **_job_data(job), **_metrics_context(metrics=metrics.job_chart(job.pk))
+            request,
+            title=f"Job {job.pk}",
+            **_job_data(job),
+            reviews=_reviews(job),
+            **_metrics_context(metrics=metrics.job_chart(job.pk)),
         ),
     )
 
 
 @require_GET
 @console_view()
-def job_live(request: HttpRequest, pk: int) -> TemplateResponse:
-    job = get_object_or_404(Job.objects.select_related("theme", "created_by"), pk=pk)
-    return TemplateResponse(request, "console/partials/job_live.html", _context(request, **_job_data(job)))
+def job_live(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The job page's poll (see console/live.py): 204 when nothing it shows changed, the stage table
+    when only progress moved, plus out-of-band swaps of what a status change touched."""
+    job = _job(pk)
+    runs = list(job.runs.for_timeline())
+    seen = live.JobState.parse(request.GET)
+    now = live.JobState.of(job, runs, timeline.latest_per_stage(runs))
+    if seen == now:
+        return HttpResponse(status=204)
+    changes = live.Changes.between(seen, now)
+    rendered = [r for r in runs if r.pk in changes.new_runs or r.pk in changes.changed_runs]
+    data = _job_data(job, runs, shown=None if changes.everything else rendered)
+    return TemplateResponse(
+        request,
+        "console/partials/job_live.html",
+        _context(
+            request,
+            **data,
+            changes=changes,
+            new_runs=[r for r in reversed(runs) if r.pk in changes.new_runs],
+            changed_runs=[r for r in runs if r.pk in changes.changed_runs],
+            reviews=_reviews(job) if changes.header else [],
+        ),
+    )
 
 
 @require_POST
 @console_view("jobs.change_job")
-def job_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+def job_action(request: HtmxHttpRequest, pk: int, action: str) -> HttpResponse:
     job = get_object_or_404(Job, pk=pk)
     try:
         if action == "retry":
@@ -317,7 +270,7 @@ def job_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 
 @require_GET
 @console_view()
-def review(request: HttpRequest, pk: int) -> TemplateResponse:
+def review(request: HtmxHttpRequest, pk: int) -> TemplateResponse:
     job = get_object_or_404(Job.objects.select_related("theme"), pk=pk)
     data = _job_data(job)
     cps = data["checkpoints"]
@@ -339,6 +292,7 @@ def review(request: HttpRequest, pk: int) -> TemplateResponse:
             request,
             title=f"Review job {job.pk}",
             **data,
+            reviews=_reviews(job),
             video=video,
             thumbnail=thumb,
             script=(cps["script_generation"].output if "script_generation" in cps else None),
@@ -356,7 +310,7 @@ def review(request: HttpRequest, pk: int) -> TemplateResponse:
 
 @require_POST
 @console_view("jobs.review_job")
-def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
+def review_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=pk)
     decision = request.POST.get("decision", "")
     try:
@@ -379,7 +333,7 @@ def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @console_view("jobs.add_job")
-def theme_run(request: HttpRequest, pk: int) -> HttpResponse:
+def theme_run(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     theme = get_object_or_404(Theme, pk=pk)
     try:
         count = batch_count(request.POST.get("count", "1"))
@@ -424,7 +378,7 @@ def _file_chunks(path: Path, start: int, length: int, chunk: int = 1 << 16):
 
 @require_GET
 @console_view()
-def media(request: HttpRequest, pk: int, artifact_id: int) -> HttpResponse:
+def media(request: HtmxHttpRequest, pk: int, artifact_id: int) -> HttpResponse:
     """Serve one artifact of one job, with HTTP Range so video players can seek."""
     artifact = get_object_or_404(Artifact.objects.select_related("job"), pk=artifact_id, job_id=pk)
     if artifact.job.media_purged_at is not None:
@@ -482,7 +436,7 @@ def _pending_device(user) -> TOTPDevice:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @console_view(None, second_factor=False)
-def two_factor_setup(request: HttpRequest) -> HttpResponse:
+def two_factor_setup(request: HtmxHttpRequest) -> HttpResponse:
     """Any staff user turns on their own second factor: scan the key, confirm with a code it makes."""
     confirmed = next(iter(devices_for_user(request.user)), None)
     target = safe_next(request, reverse("console:dashboard"))
@@ -528,7 +482,7 @@ def two_factor_setup(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 @console_view(None, second_factor=False)
-def two_factor_qr(request: HttpRequest) -> HttpResponse:
+def two_factor_qr(request: HtmxHttpRequest) -> HttpResponse:
     """The key being set up as a QR code (SVG). Never for a confirmed device: its key is not shown again."""
     if next(iter(devices_for_user(request.user)), None) is not None:
         raise Http404("two-factor authentication is already on")
@@ -538,5 +492,5 @@ def two_factor_qr(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: HtmxHttpRequest) -> HttpResponse:
     return redirect("console:dashboard")

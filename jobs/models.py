@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connection, models
+from django.db.models.functions import Extract, RowNumber
 from django.utils import timezone
 
 from jobs.validation import batch_count
@@ -129,6 +130,15 @@ class JobQuerySet(models.QuerySet):
     def for_dashboard(self) -> JobQuerySet:
         return self.select_related("theme")
 
+    def status_counts(self) -> dict[str, int]:
+        """``{status: number of jobs}`` in one grouped query (statuses without jobs are absent)."""
+        return {row["status"]: row["n"] for row in self.values("status").annotate(n=models.Count("id")).order_by()}
+
+    def with_open_runs(self) -> JobQuerySet:
+        """Each job's queued and running attempts, newest first, as ``job.open_runs`` (one more query)."""
+        runs = StageRun.objects.filter(status__in=[StageRun.Status.RUNNING, StageRun.Status.QUEUED]).order_by("-id")
+        return self.prefetch_related(models.Prefetch("runs", queryset=runs, to_attr="open_runs"))
+
 
 class Job(models.Model):
     class Status(models.TextChoices):
@@ -183,6 +193,77 @@ class Job(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+
+class Median(models.Aggregate):
+    """PostgreSQL's ``percentile_cont(0.5) WITHIN GROUP (ORDER BY …)``, ``FILTER`` included."""
+
+    function = "percentile_cont"
+    name = "Median"
+    template = "%(function)s(0.5) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = models.FloatField()
+
+
+class StageRunQuerySet(models.QuerySet):
+    def for_timeline(self) -> StageRunQuerySet:
+        """One job's attempts in the order they were queued (the job page's timeline and attempts)."""
+        return self.order_by("queued_at", "id")
+
+    def stage_stats(self, day, week) -> dict[str, dict[str, tuple]]:
+        """Per stage, the attempts finished since ``day`` and since ``week``: ``{stage: {"day": (total,
+        succeeded, median seconds of the succeeded or None), "week": (...)}}``.
+
+        PostgreSQL computes both windows in one pass with ``percentile_cont``; SQLite counts per
+        window and picks the median with a window function. Either way the cost does not grow with
+        the number of jobs shown (the ``stagerun_finished_stage`` index).
+        """
+        ok = StageRun.Status.SUCCEEDED
+        finished = self.filter(started_at__isnull=False, finished_at__isnull=False)
+        took = models.ExpressionWrapper(
+            models.F("finished_at") - models.F("started_at"), output_field=models.DurationField()
+        )
+        raw: dict[str, dict[str, tuple]] = {}
+        if connection.vendor == "postgresql":
+            seconds = Extract(took, "epoch")
+            recent, succeeded = models.Q(finished_at__gte=day), models.Q(status=ok)
+            rows = (
+                finished.filter(finished_at__gte=week)
+                .values("stage")
+                .annotate(
+                    d_total=models.Count("id", filter=recent),
+                    d_ok=models.Count("id", filter=recent & succeeded),
+                    d_med=Median(seconds, filter=recent & succeeded),
+                    w_total=models.Count("id"),
+                    w_ok=models.Count("id", filter=succeeded),
+                    w_med=Median(seconds, filter=succeeded),
+                )
+                .order_by()
+            )
+            for r in rows:
+                raw[r["stage"]] = {
+                    "day": (r["d_total"], r["d_ok"], r["d_med"]),
+                    "week": (r["w_total"], r["w_ok"], r["w_med"]),
+                }
+            return raw
+        for label, since in (("day", day), ("week", week)):
+            window = finished.filter(finished_at__gte=since)
+            counts: dict[str, dict[str, int]] = {}
+            for row in window.values("stage", "status").annotate(n=models.Count("id")).order_by():
+                counts.setdefault(row["stage"], {})[row["status"]] = row["n"]
+            medians = {
+                row["stage"]: row["d"].total_seconds()
+                for row in window.filter(status=ok)
+                .annotate(
+                    d=took,
+                    rn=models.Window(RowNumber(), partition_by=[models.F("stage")], order_by=models.F("d").asc()),
+                    cnt=models.Window(models.Count("id"), partition_by=[models.F("stage")]),
+                )
+                .filter(rn=(models.F("cnt") + 1) / 2)
+                .values("stage", "d")
+            }
+            for stage, c in counts.items():
+                raw.setdefault(stage, {})[label] = (sum(c.values()), c.get(ok, 0), medians.get(stage))
+        return raw
 
 
 class StageRun(models.Model):
@@ -240,6 +321,8 @@ class StageRun(models.Model):
     # child processes the attempt started, as recorded by its watchdog ({"pid", "start", "boot"}):
     # the sweeper kills them, on their own host, when the worker died without them
     processes = models.JSONField(default=_list, blank=True)
+
+    objects = StageRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["job_id", "queued_at", "id"]

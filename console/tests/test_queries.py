@@ -54,3 +54,14 @@ def test_query_count_is_pinned_with_10000_jobs(operator, big_db, django_assert_n
         if hasattr(resp, "render"):
             resp.render()
     assert resp.status_code == 200
+
+
+def test_a_poll_that_finds_nothing_new_costs_less_than_the_fragment(operator, big_db, django_assert_num_queries):
+    """The job page's poll when nothing changed (console/live.py): the session, the user, the second
+    factor, the job and its attempts; no files, no decisions, nothing rendered (204)."""
+    from console.tests.test_live import poll_vals
+
+    page = operator.get(reverse("console:job_detail", args=[big_db.pk])).content.decode()
+    with django_assert_num_queries(5):
+        resp = operator.get(reverse("console:job_live", args=[big_db.pk]), poll_vals(page))
+    assert resp.status_code == 204
