@@ -16,6 +16,7 @@ from stages.base import PermanentStageError
 from stages.providers.template import TemplateWriter
 from stages.providers.tts import piper_available
 from stages.scripts import FIELDS, validate_script
+from stages.tests import test_cloud_tts as cloud
 from stages.tests.helpers import make_context
 from stages.tests.test_script_generation import TOPIC
 from stages.tests.test_voiceover import SCRIPT as VOICED
@@ -332,3 +333,39 @@ def test_a_piper_rerun_reuses_the_other_segments_and_stays_in_sync(tmp_path):
     assert characters(ctx2) == spoken_chars(EDITED_LINE)
     assert_reused_in_place(first, second, ctx1.work_dir, ctx2.work_dir)
     assert_in_sync(second, ctx2.work_dir / "voice.wav")
+
+
+def test_network_voices_are_reused_too_and_a_segment_may_speak_with_another_engine(tmp_path):
+    def attempt(srv, number, overrides, base=None):
+        ctx = cloud.ctx_for(tmp_path, srv, providers=("openai",))
+        ctx.work_dir = tmp_path / "voiceover" / f"attempt-{number}"
+        ctx.work_dir.mkdir(parents=True)
+        ctx.overrides, ctx.base_output, ctx.base_dir = overrides, *(base or (None, None))
+        out = voiceover.run(ctx).output
+        cloud.assert_contract(ctx, out)
+        return ctx, out
+
+    with cloud.FakeServer() as srv:
+        srv.route("POST", cloud.OA_PATH, [cloud.oa_reply(s) for s in [*cloud.SENTENCES, cloud.LONG]])
+        ctx1, first = attempt(srv, 1, {})
+        assert len(srv.requests) == 3
+        ctx2, second = attempt(srv, 2, {"segments": {"2": {"voice": "shimmer"}}}, (first, ctx1.work_dir))
+        assert [r.json()["voice"] for r in srv.requests[3:]] == ["shimmer"]
+        assert ctx2.usage.as_dict() == {"openai": {"tts_characters": len(cloud.LONG)}}
+        assert [r["reused"] for r in second["segment_audio"]] == [True, False, True]
+
+        # Segment 2 in an offline voice (22050 Hz) inside the 24 kHz OpenAI track: resampled, no request.
+        ctx3, third = attempt(srv, 3, {"segments": {"2": {"voice": "espeak-ng:en-us"}}}, (second, ctx2.work_dir))
+        assert len(srv.requests) == 4
+        assert third["sample_rate"] == 24000 and third["engine"] == "openai"
+        assert third["segment_audio"][1]["key"]["engine"] == "espeak-ng"
+        assert set(ctx3.usage.as_dict()) == {"espeak-ng"}
+        window = third["segments"][1]
+        beat = [w for w in third["words"] if w["segment"] == "beat1"]
+        assert [w["text"] for w in beat] == cloud.LONG.split()
+        assert all(window["start"] <= w["start"] < w["end"] <= window["end"] for w in beat)
+
+        # The whole video in a voice that names its engine: that engine alone speaks, no request.
+        _, fourth = attempt(srv, 4, {"voice": "espeak-ng:en-gb"}, (third, ctx3.work_dir))
+        assert (fourth["engine"], fourth["voice"], fourth["provider"]) == ("espeak-ng", "en-gb", "espeak-ng")
+        assert len(srv.requests) == 4
