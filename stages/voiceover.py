@@ -35,8 +35,9 @@ by the sentence pause) and timings (``.json``, sample offsets) are keyed by (eng
 as spoken, ``voice_take``). A re-run with a base checkpoint hard-links every segment whose key
 matches from ``ctx.base_dir`` and speaks only the others (a new line, another voice, a new take),
 then joins the pieces with the same pauses, so word timings are what a first run would give with
-those pieces. ``ctx.usage`` counts the characters actually synthesised (reused segments cost
-nothing). The output adds ``voice_source`` (override | settings | pattern | theme | default),
+those pieces. ``ctx.usage`` counts the characters actually synthesised under the engine's name
+(reused segments cost nothing; a provider that counts its own, under its price key, is not counted
+twice). The output adds ``voice_source`` (override | settings | pattern | theme | default),
 ``tts_characters`` and ``segment_audio``: per segment ``{"index", "segment", "key", "digest",
 "audio", "timings", "start", "duration", "reused", "characters"}`` (``start``: seconds into voice.wav).
 """
@@ -445,6 +446,12 @@ def reuse_piece(ctx: StageContext, record: dict[str, Any] | None, key: dict[str,
     )
 
 
+def _tts_characters(ctx: StageContext) -> float:
+    """TTS characters counted so far in this attempt. A network provider may count its own, under
+    the key its price is found by (host, model); the stage counts for the others."""
+    return sum(row.get("tts_characters", 0) for row in ctx.usage.as_dict().values())
+
+
 def synthesize_piece(
     ctx: StageContext,
     provider: VoiceProvider,
@@ -469,6 +476,7 @@ def synthesize_piece(
             chunks.append(np.zeros(round(SENTENCE_PAUSE * rate), dtype=np.int16))
             cursor += len(chunks[-1])
         done = first + number
+        counted = _tts_characters(ctx)
         try:
             speech = provider.synthesize(
                 sentence,
@@ -483,7 +491,8 @@ def synthesize_piece(
                 hint="reword that sentence in the script or switch voiceover.engine",
             ) from exc
         characters += len(sentence)
-        ctx.usage.add(provider.engine, tts_characters=len(sentence))
+        if _tts_characters(ctx) == counted:  # the provider does not bill its own (the offline engines)
+            ctx.usage.add(provider.engine, tts_characters=len(sentence))
         if speech.sample_rate != rate:
             raise PermanentStageError(f"{provider.engine} changed sample rate mid-track")
         lead, tail = trim_silence(speech.samples, rate)
