@@ -38,6 +38,8 @@ then joins the pieces with the same pauses, so word timings are what a first run
 those pieces. ``ctx.usage`` counts the characters actually synthesised under the engine's name
 (reused segments cost nothing; a provider that counts its own, under its price key, is not counted
 twice). The output adds ``voice_source`` (override | settings | pattern | theme | default),
+``voice_choice`` (the voice string as chosen, None for the default; what publish records as the
+video's voice, so the feedback loop compares like with like),
 ``tts_characters`` and ``segment_audio``: per segment ``{"index", "segment", "key", "digest",
 "audio", "timings", "start", "duration", "reused", "characters"}`` (``start``: seconds into voice.wav).
 """
@@ -357,7 +359,9 @@ def run(ctx: StageContext) -> StageResult:
         PROVIDERS.canonical(provider), ""
     ).startswith("stages.providers.tts."):
         provider = result.output["engine"]  # no chain: the offline engine that spoke is the provider
-    result.output.update(provider=provider, provider_failures=report["failures"], voice_source=source)
+    result.output.update(
+        provider=provider, provider_failures=report["failures"], voice_source=source, voice_choice=voice
+    )
     return result
 
 

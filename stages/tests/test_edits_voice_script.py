@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from stages import captions, qc, script_generation, voiceover
+from stages import captions, publish, qc, script_generation, voiceover
 from stages.base import PermanentStageError
 from stages.providers.template import TemplateWriter
 from stages.providers.tts import piper_available
@@ -302,6 +302,9 @@ def test_the_voice_chosen_from_past_results_is_spoken(tmp_path):
     chosen = {"trend_analysis": {"patterns": {"active": True, "chosen": {"voice": "espeak-ng:en-gb"}}}}
     _, out = voice_run(tmp_path, upstream=chosen)
     assert (out["engine"], out["voice"], out["voice_source"]) == ("espeak-ng", "en-gb", "pattern")
+    # Publish records the voice as the feedback loop named it, so the next choice learns from this video.
+    publishing = make_context(tmp_path, "publish", upstream={"voiceover": out})
+    assert publish.made_with(publishing, SPOKEN, {}, "hook")["voice"] == "espeak-ng:en-gb"
 
     # The theme's explicit voice setting and an operator's edit both win over the pattern.
     explicit = {"settings": {"voiceover": {"engine": "espeak-ng", "voice": "en-us"}}}
