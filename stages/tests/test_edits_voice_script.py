@@ -17,6 +17,8 @@ from stages.providers.template import TemplateWriter
 from stages.providers.tts import piper_available
 from stages.scripts import FIELDS, validate_script
 from stages.tests import test_cloud_tts as cloud
+from stages.tests import test_llm as llm_tests
+from stages.tests.fakeserver import FakeServer
 from stages.tests.helpers import make_context
 from stages.tests.test_script_generation import TOPIC
 from stages.tests.test_voiceover import SCRIPT as VOICED
@@ -122,6 +124,33 @@ def test_overrides_survive_a_later_rerun_and_apply_on_a_first_run_too(tmp_path):
     assert fourth["base_reused"] is False
     assert fourth["segments"][1]["narration"] == NEW_LINE
     assert fourth["segments"][3]["headline"] == "Cases still fit"
+
+
+def as_rerun(ctx, number, overrides, base=None):
+    """``ctx`` (made by another module's helper) as attempt ``number`` after an edit."""
+    ctx.work_dir = ctx.work_dir.parent / f"attempt-{number}"
+    ctx.work_dir.mkdir(parents=True)
+    ctx.overrides, ctx.base_output, ctx.base_dir = overrides, *(base or (None, None))
+    return ctx
+
+
+def test_an_edit_spends_no_llm_tokens(tmp_path, monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TRENDREEL_LLM_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeServer() as srv:
+        srv.route("POST", llm_tests.PATH, llm_tests.chat(llm_tests.GOOD))
+        ctx1 = as_rerun(llm_tests.ctx_for(tmp_path, srv), 1, {})
+        first = script_generation.run(ctx1).output
+        assert len(srv.requests) == 1
+        edit = {"segments": {"4": {"narration": NEW_LINE}}}
+        ctx2 = as_rerun(llm_tests.ctx_for(tmp_path, srv), 2, edit, (first, ctx1.work_dir))
+        second = script_generation.run(ctx2).output
+    assert len(srv.requests) == 1  # the local LLM server got no second request
+    assert ctx2.usage.as_dict() == {}
+    assert [s["narration"] for s in second["segments"]] == [
+        NEW_LINE if n == 4 else s["narration"] for n, s in enumerate(first["segments"], start=1)
+    ]
+    assert (second["provider"], second["prompt_version"]) == (first["provider"], first["prompt_version"])
 
 
 @pytest.mark.parametrize(
@@ -340,15 +369,12 @@ def test_a_piper_rerun_reuses_the_other_segments_and_stays_in_sync(tmp_path):
 
 def test_network_voices_are_reused_too_and_a_segment_may_speak_with_another_engine(tmp_path):
     def attempt(srv, number, overrides, base=None):
-        ctx = cloud.ctx_for(tmp_path, srv, providers=("openai",))
-        ctx.work_dir = tmp_path / "voiceover" / f"attempt-{number}"
-        ctx.work_dir.mkdir(parents=True)
-        ctx.overrides, ctx.base_output, ctx.base_dir = overrides, *(base or (None, None))
+        ctx = as_rerun(cloud.ctx_for(tmp_path, srv, providers=("openai",)), number, overrides, base)
         out = voiceover.run(ctx).output
         cloud.assert_contract(ctx, out)
         return ctx, out
 
-    with cloud.FakeServer() as srv:
+    with FakeServer() as srv:
         srv.route("POST", cloud.OA_PATH, [cloud.oa_reply(s) for s in [*cloud.SENTENCES, cloud.LONG]])
         ctx1, first = attempt(srv, 1, {})
         assert len(srv.requests) == 3
