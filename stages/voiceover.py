@@ -436,7 +436,9 @@ def reuse_piece(ctx: StageContext, record: dict[str, Any] | None, key: dict[str,
             rate, frames = wav.getframerate(), wav.readframes(wav.getnframes())
     except (OSError, ValueError, EOFError, wave.Error):
         return None
-    if meta.get("key") != key or meta.get("sample_rate") != rate:
+    if not isinstance(meta, dict) or meta.get("key") != key or meta.get("sample_rate") != rate:
+        return None
+    if not isinstance(meta.get("words"), list) or not isinstance(meta.get("captions"), list):
         return None
     for source, suffix in zip(sources, (".wav", ".json"), strict=True):
         _link(source, ctx.work_dir / SEGMENT_DIR / f"{stem}{suffix}")
@@ -567,7 +569,7 @@ def speak(
         provider = providers[own]
         key = segment_key(provider, sentences, _take(edit))
         digest = key_digest(key)
-        stem = f"{index + 1:02d}-{segment_id}"
+        stem = f"{index + 1:02d}-" + re.sub(r"[^\w-]", "_", segment_id)[:40]  # ids come from the script
         piece = reuse_piece(ctx, base.get(digest), key, stem)
         if piece is None:
             piece = synthesize_piece(ctx, provider, segment_id, sentences, track, first, progress)

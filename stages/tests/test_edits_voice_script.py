@@ -398,3 +398,17 @@ def test_network_voices_are_reused_too_and_a_segment_may_speak_with_another_engi
         _, fourth = attempt(srv, 4, {"voice": "espeak-ng:en-gb"}, (third, ctx3.work_dir))
         assert (fourth["engine"], fourth["voice"], fourth["provider"]) == ("espeak-ng", "en-gb", "espeak-ng")
         assert len(srv.requests) == 4
+
+
+def test_a_missing_or_foreign_base_file_is_spoken_again_not_trusted(tmp_path):
+    ctx1, first = voice_run(tmp_path)
+    (ctx1.work_dir / first["segment_audio"][0]["timings"]).unlink()
+    outside = tmp_path / "elsewhere.wav"
+    outside.write_bytes((ctx1.work_dir / first["segment_audio"][1]["audio"]).read_bytes())
+    records = [dict(r) for r in first["segment_audio"]]
+    records[1]["audio"] = "../../elsewhere.wav"  # a record naming a file outside the base folder
+    base = {**first, "segment_audio": records}
+    ctx2, second = voice_run(tmp_path, base=(base, ctx1.work_dir), attempt=2)
+    assert [r["reused"] for r in second["segment_audio"]] == [False, False, True, True]
+    assert characters(ctx2) == spoken_chars(*(s["narration"] for s in SPOKEN["segments"][:2]))
+    assert_in_sync(second, ctx2.work_dir / "voice.wav")
