@@ -125,6 +125,11 @@ def test_overrides_survive_a_later_rerun_and_apply_on_a_first_run_too(tmp_path):
     assert fourth["segments"][1]["narration"] == NEW_LINE
     assert fourth["segments"][3]["headline"] == "Cases still fit"
 
+    # With no base checkpoint at all (a first run), the writer writes and the edits apply on top.
+    _, fresh = script_run(tmp_path, overrides=both, attempt=5)
+    assert len(RecordingWriter.calls) == 3 and fresh["base_reused"] is False
+    assert fresh["segments"] == third["segments"] and fresh["overrides_applied"] == third["overrides_applied"]
+
 
 def as_rerun(ctx, number, overrides, base=None):
     """``ctx`` (made by another module's helper) as attempt ``number`` after an edit."""
