@@ -28,8 +28,9 @@ The model, per theme:
 Where the choices go: ``hook`` and ``length`` are read by script_generation (the template writer
 opens with the subject or a plain hook; the length is the script's target), ``caption_style`` by
 publish (how TikTok and Instagram captions open). ``voice`` is chosen among
-``options.voice`` when a theme lists several, and recorded; the voiceover stage reads the theme's
-voice until it reads this choice too. What each video was actually made with is recorded in its
+``options.voice`` when a theme lists several, and recorded; the voiceover stage speaks it unless the
+theme's explicit ``settings.voiceover.voice`` or an operator's voice edit names another
+(``stages.voiceover.chosen_voice``). What each video was actually made with is recorded in its
 Publication rows (``stages.publish.made_with``), and that, not the choice, is what the model learns
 from.
 

@@ -248,7 +248,8 @@ def made_with(ctx: StageContext, script: dict[str, Any], topic: dict[str, Any], 
         "hook": used.get("hook") if isinstance(used.get("hook"), str) else None,
         "length": as_int(script.get("target_seconds"), low=1, high=3600),
         "caption_style": caption_style,
-        "voice": str(voiceover.get("voice") or ctx.theme.get("voice") or "") or None,
+        # the voice as chosen (a feedback option, an edit: "espeak-ng:en-gb"), else as the engine names it
+        "voice": str(voiceover.get("voice_choice") or voiceover.get("voice") or ctx.theme.get("voice") or "") or None,
         "keywords": [str(k).lower() for k in (topic.get("keywords") or [])[:5] if isinstance(k, str)],
     }
 

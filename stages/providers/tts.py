@@ -311,16 +311,26 @@ def make_provider(settings: dict[str, Any], theme_voice: str = "") -> VoiceProvi
 
 
 # -- the voiceover registry's offline entries ----------------------------------------------------
-def _offline(ctx: Any, engine: str | None) -> VoiceProvider:
+def _offline(ctx: Any, engine: str | None, voice: str | None = None) -> VoiceProvider:
     """The offline provider for a stage run: ``theme.settings["voiceover"]`` minus the chain keys,
-    with ``engine`` forced when the chain names one ("piper", "espeak-ng")."""
+    with ``engine`` forced when the chain names one ("piper", "espeak-ng"). A ``voice`` (an
+    operator's edit, the feedback loop's choice; ``parse_voice_setting`` syntax) names the voice
+    and, with it, its engine: it wins over the theme's voice, engine and voice settings."""
     from stages.base import PermanentStageError
 
     settings = {k: v for k, v in ctx.stage_settings.items() if k not in ("provider", "providers")}
-    if engine:
+    theme_voice = str(ctx.theme.get("voice") or "")
+    if voice:
+        chosen_engine, chosen_name = parse_voice_setting(voice)
+        settings.pop("voice", None)
+        settings["engine"] = chosen_engine or engine or "offline"
+        if chosen_name:
+            settings["voice"] = chosen_name
+        theme_voice = ""
+    elif engine:
         settings["engine"] = engine
     try:
-        return make_provider(settings, str(ctx.theme.get("voice") or ""))
+        return make_provider(settings, theme_voice)
     except VoiceConfigError as exc:
         raise PermanentStageError(
             f"voiceover engine/voice setting is unusable: {exc}",
@@ -340,3 +350,8 @@ def piper_voice(ctx: Any) -> VoiceProvider:
 
 def espeak_voice(ctx: Any) -> VoiceProvider:
     return _offline(ctx, ESPEAK)
+
+
+def voice_provider(ctx: Any, voice: str) -> VoiceProvider:
+    """The offline provider speaking ``voice`` ("en-gb", "piper:en_US-joe-medium", ...)."""
+    return _offline(ctx, None, voice)

@@ -29,14 +29,21 @@ def make_context(
     params: dict[str, Any] | None = None,
     review_notes: list[str] | None = None,
     progress_log: list[tuple[float, str]] | None = None,
+    overrides: dict[str, Any] | None = None,
+    base_output: dict[str, Any] | None = None,
+    base_dir: Path | None = None,
+    attempt: int = 1,
 ) -> StageContext:
-    work = tmp_path / stage / "attempt-1.partial"
+    """``overrides``/``base_output``/``base_dir`` are what the runner hands a re-run after an edit
+    (the job's edit state, the stage's latest succeeded checkpoint); ``attempt`` names the work
+    folder, so a test can run a stage twice side by side."""
+    work = tmp_path / stage / f"attempt-{attempt}.partial"
     work.mkdir(parents=True, exist_ok=True)
     log = progress_log if progress_log is not None else []
     return StageContext(
         job_id=1,
         stage=stage,
-        attempt=1,
+        attempt=attempt,
         theme={**DEMO_THEME, **(theme or {})},
         params=params or {},
         upstream=upstream or {},
@@ -44,4 +51,7 @@ def make_context(
         work_dir=work,
         review_notes=review_notes or [],
         report=lambda f, m: log.append((f, m)),
+        overrides=overrides or {},
+        base_output=base_output,
+        base_dir=base_dir,
     )
