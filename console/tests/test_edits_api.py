@@ -13,8 +13,9 @@ from console.tests.test_api import ALL_PERMS, auth, make_user, post
 from jobs import orchestrator
 from jobs.models import Job, JobEdit, StageRun
 from jobs.orchestrator import gate
-from jobs.tests.conftest import params, reviewer  # noqa: F401 (a fixture)
+from jobs.tests.conftest import params
 from jobs.tests.stagefns import calls
+from jobs.tests.test_edits import approve_and_fail_publish, assert_needs_a_new_review
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,18 +115,11 @@ def test_edits_need_change_job_and_a_known_job(client, tokens, in_review):
     assert not JobEdit.objects.exists()
 
 
-def test_an_approval_before_an_api_edit_does_not_cover_it(client, tokens, in_review, reviewer):
-    orchestrator.review_job(in_review.pk, "approve", user=reviewer)
-    Job.objects.filter(pk=in_review.pk).update(status=Job.Status.PUBLISHING)  # (publish not run here)
-    assert (
-        post(
-            client,
-            f"/api/jobs/{in_review.pk}/edits",
-            {"edits": [{"kind": "caption", "index": 1, "text": "x"}]},
-            tokens["change_job"],
-        ).status_code
-        == 409
-    )
+def test_an_approval_before_an_api_edit_does_not_cover_it(client, tokens, engine, in_review, reviewer):
+    job = approve_and_fail_publish(engine, in_review, reviewer)
+    body = {"edits": [{"kind": "caption", "index": 1, "text": "x"}]}
+    assert post(client, f"/api/jobs/{job.pk}/edits", body, tokens["change_job"]).status_code == 202
+    assert_needs_a_new_review(job, reviewer)
 
 
 def test_an_uploaded_scene_is_checked_then_named_by_an_edit(client, tokens, in_review, settings):

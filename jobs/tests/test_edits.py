@@ -3,8 +3,13 @@ approval never covers a composition made after it (``jobs.orchestrator.edit_job`
 
 from __future__ import annotations
 
+import io
+import re
+
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from jobs import orchestrator
 from jobs.models import Job, JobEdit, StageRun
@@ -125,20 +130,9 @@ def test_an_edit_is_refused_while_its_rerun_runs(in_review):
 def test_an_approval_before_an_edit_does_not_publish_after_it(engine, in_review, reviewer, editor, call_log):
     """Approve; publish fails at a destination; edit: the new composition waits for a new review, and
     publish may not be re-run on the old approval."""
-    engine.TRENDREEL_STAGE_POLICY["publish"]["max_attempts"] = 1
-    job = in_review
-    Job.objects.filter(pk=job.pk).update(params={**job.params, "behave": {"publish": ["permanent", "ok"]}})
-    orchestrator.review_job(job.pk, "approve", user=reviewer)
-    job = orchestrator.run_inline(job.pk)
-    assert (job.status, job.error_stage) == (Job.Status.FAILED, "publish")
-    assert gate.problem(job.pk) is None  # the approval covers the current composition
-
-    job, _ = edit_and_run(job, [{"kind": "caption", "index": 1, "text": "Better words"}], editor)
-    assert job.status == Job.Status.AWAITING_REVIEW
-    assert "nobody has approved" in gate.problem(job.pk)
-    orchestrator.cancel_job(job.pk, user=editor)
-    with pytest.raises(orchestrator.InvalidState, match="approv"):
-        orchestrator.retry_job(job.pk, from_stage="publish", user=editor)
+    job = approve_and_fail_publish(engine, in_review, reviewer)
+    orchestrator.edit_job(job.pk, [{"kind": "caption", "index": 1, "text": "Better words"}], user=editor)
+    assert_needs_a_new_review(job, editor)
     assert [s for s, _ in calls(call_log)].count("publish") == 1
 
 
@@ -228,3 +222,89 @@ def test_texts_are_cleaned_and_capped():
         editing.validate([], segments=1)
     with pytest.raises(editing.EditError, match="index"):
         editing.validate([{"kind": "caption", "index": True, "text": "x"}], segments=1)
+
+
+# --- manage.py edit_job -----------------------------------------------------------------------
+
+
+def approve_and_fail_publish(engine, job: Job, reviewer) -> Job:
+    """An approved job whose publish failed for good: editable, and its approval covers its composition."""
+    engine.TRENDREEL_STAGE_POLICY["publish"]["max_attempts"] = 1
+    Job.objects.filter(pk=job.pk).update(params={**job.params, "behave": {"publish": ["permanent", "ok"]}})
+    orchestrator.review_job(job.pk, "approve", user=reviewer)
+    job = orchestrator.run_inline(job.pk)
+    assert (job.status, job.error_stage) == (Job.Status.FAILED, "publish") and gate.problem(job.pk) is None
+    return job
+
+
+def assert_needs_a_new_review(job: Job, user) -> None:
+    job = orchestrator.run_inline(job.pk)
+    assert job.status == Job.Status.AWAITING_REVIEW
+    assert "nobody has approved" in gate.problem(job.pk)
+    orchestrator.cancel_job(job.pk, user=user)
+    with pytest.raises(orchestrator.InvalidState, match="approv"):
+        orchestrator.retry_job(job.pk, from_stage="publish", user=user)
+
+
+def edit_command(*args: str) -> str:
+    out = io.StringIO()
+    call_command("edit_job", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_the_command_edits_as_a_user_and_the_old_approval_is_void(engine, in_review, reviewer, editor, call_log):
+    job = approve_and_fail_publish(engine, in_review, reviewer)
+    call_log.write_text("")
+    out = edit_command(str(job.pk), "--caption", "2", "--text", "Fixed", "--scene", "3", "--pick",
+                       "--notes", "two fixes", "--user", "edith")  # fmt: skip
+    assert "re-runs scene_generation, composition (caption 2, scene 3, composition)" in out
+    record = JobEdit.objects.get()
+    assert (record.user, record.notes) == (editor, "two fixes")
+    assert record.edits == [
+        {"kind": "caption", "index": 2, "text": "Fixed"},
+        {"kind": "scene", "index": 3, "pick": "next"},
+    ]
+    assert_needs_a_new_review(job, editor)
+    assert [s for s, _ in calls(call_log)] == ["scene_generation", "composition"]
+
+
+def test_the_command_stores_an_image_and_names_it(in_review, editor, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "mine.jpg"
+    Image.new("RGB", (30, 50), (1, 2, 3)).save(path, format="JPEG")
+    edit_command(str(in_review.pk), "--scene", "1", "--image", str(path), "--user", "edith")
+    (edit,) = JobEdit.objects.get().edits
+    assert edit["kind"] == "scene" and edit["upload"].endswith(".jpg")
+    assert Job.objects.get(pk=in_review.pk).overrides["segments"]["1"]["scene"]["media"] == "image"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--user", "edith"], 2, "no edit given"),
+        (["--text", "x", "--user", "edith"], 2, "must follow --scene"),
+        (["--caption", "two", "--text", "x", "--user", "edith"], 2, "segment number"),
+        (["--caption", "9", "--text", "x", "--user", "edith"], 2, "edit 1 index: is 9; the script has segments 1 to 3"),
+        (["--caption", "1", "--text", "x"], 2, "--user"),
+        (["--caption", "1", "--text", "x", "--user", "nobody"], 2, "no user"),
+        (["--caption", "1", "--text", "x", "--user", "viewer"], 1, "change_job"),
+        (["--scene", "1", "--image", "/no/such/file.png", "--user", "edith"], 2, "--image /no/such/file.png"),
+        (["--scene", "1", "--clip", "README.md", "--user", "edith"], 2, "not an image or clip"),
+    ],
+)
+def test_the_command_refuses_bad_input_in_one_line(in_review, editor, args, code, words):
+    User.objects.create_user("viewer", password="pw", is_staff=True)
+    with pytest.raises(CommandError, match=re.escape(words)) as caught:
+        edit_command(str(in_review.pk), *args)
+    assert caught.value.returncode == code
+    assert not JobEdit.objects.exists()
+
+
+def test_the_command_refuses_an_edit_while_the_job_runs(in_review, editor):
+    orchestrator.retry_job(in_review.pk, from_stage="composition")
+    with pytest.raises(CommandError, match="running") as caught:
+        edit_command(str(in_review.pk), "--caption", "1", "--text", "x", "--user", "edith")
+    assert caught.value.returncode == 1
+    with pytest.raises(CommandError, match="no job with id 999999"):
+        edit_command("999999", "--caption", "1", "--text", "x", "--user", "edith")
