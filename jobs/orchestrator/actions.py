@@ -205,8 +205,9 @@ def review_job(job_id: int, decision: str, *, user=None, notes: str = "", from_s
 def edit_job(job_id: int, edits, *, notes: str = "", user=None, actor: str = "") -> JobEdit:
     """Change one part of a finished composition, then re-run only what depends on it.
 
-    Allowed when no run is open (awaiting review, rejected, failed, cancelled) and the job has a
-    current composition; refused (``InvalidState``) while it runs, before its first composition,
+    Allowed when no run is open (awaiting review, rejected, failed, cancelled) and the job has made
+    a composition (an earlier edit whose re-run failed does not block the next one: the stages it
+    left without a checkpoint run too); refused (``InvalidState``) while it runs, before its first composition,
     after retention removed its media, and once it is published (completed): the platforms hold
     that video and every destination is delivered once per job, so a new version would never
     reach them; make a new job instead. Invalid edits raise ``stages.edits.EditError`` (a
@@ -236,15 +237,18 @@ def edit_job(job_id: int, edits, *, notes: str = "", user=None, actor: str = "")
             )
         if job.media_purged_at is not None:
             raise InvalidState(f"job {job.pk}'s media was removed by retention: nothing left to edit; retry it")
-        composition = gate.reviewed_checkpoint(job.pk)
+        # the composition the editor saw: the latest made, current or replaced by an edit that failed
+        composition = (
+            job.runs.filter(stage=pipeline.REVIEWED, status=RS.SUCCEEDED).order_by("-attempt").only("pk").first()
+        )
         if composition is None:
             raise InvalidState(f"job {job.pk} has no {pipeline.REVIEWED} yet: nothing to edit")
-        script = (
-            job.runs.filter(stage="script_generation", status=RS.SUCCEEDED, superseded_at__isnull=True)
-            .order_by("-attempt")
-            .values_list("output", flat=True)
-            .first()
-        ) or {}
+        current = dict(
+            job.runs.filter(status=RS.SUCCEEDED, superseded_at__isnull=True)
+            .order_by("attempt")
+            .values_list("stage", "output")
+        )
+        script = current.get("script_generation") or {}
         segments = script.get("segments") if isinstance(script, dict) else None
         clean = editing.validate(
             edits,
@@ -252,6 +256,11 @@ def edit_job(job_id: int, edits, *, notes: str = "", user=None, actor: str = "")
             upload_exists=lambda upload: uploads.exists(job.pk, upload),
         )
         stages, items = editing.plan(clean)
+        # an earlier edit's re-run that failed left stages without a checkpoint: they run too
+        unfinished = [k for k in pipeline.STAGE_KEYS[: pipeline.index(pipeline.REVIEWED)] if k not in current]
+        if unfinished:
+            stages = [k for k in pipeline.STAGE_KEYS if k in stages or k in unfinished]
+            items = [*items[:-1], *(f"{k} (unfinished)" for k in unfinished if k not in items), items[-1]]
         transitions.check_job(job, "rerun", lifecycle.status_for_stage(stages[0]))
         overrides = editing.merge(job.overrides, clean, upload=lambda upload: uploads.resolve(job.pk, upload))
         record = JobEdit.objects.create(

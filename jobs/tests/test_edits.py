@@ -308,3 +308,17 @@ def test_the_command_refuses_an_edit_while_the_job_runs(in_review, editor):
     assert caught.value.returncode == 1
     with pytest.raises(CommandError, match="no job with id 999999"):
         edit_command("999999", "--caption", "1", "--text", "x", "--user", "edith")
+
+
+def test_an_edit_after_a_failed_edit_finishes_what_the_first_left_undone(engine, in_review, call_log):
+    Job.objects.filter(pk=in_review.pk).update(
+        params={**in_review.params, "behave": {"scene_generation": ["ok", "permanent", "ok"]}}
+    )
+    job, _ = edit_and_run(in_review, [{"kind": "scene", "index": 2, "pick": "next"}])
+    assert (job.status, job.error_stage) == (Job.Status.FAILED, "scene_generation")
+    job, record = edit_and_run(job, [{"kind": "caption", "index": 1, "text": "Fine"}])
+    assert record.stages == ["scene_generation", "composition"]
+    assert record.items == ["caption 1", "scene_generation (unfinished)", "composition"]
+    assert job.status == Job.Status.AWAITING_REVIEW
+    assert [s for s, _ in calls(call_log)] == ["scene_generation", "scene_generation", "composition"]
+    assert job.runs.filter(stage="voiceover").count() == 1
