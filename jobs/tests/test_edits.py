@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -20,6 +21,7 @@ from stages import edits as editing
 from stages import pipeline
 
 pytestmark = pytest.mark.django_db(transaction=True)
+README = Path(__file__).resolve().parents[2] / "README.md"  # a file that is not media
 RS = StageRun.Status
 BEFORE_REVIEW = list(pipeline.STAGE_KEYS[: pipeline.index(pipeline.GATE)])
 
@@ -290,7 +292,7 @@ def test_the_command_stores_an_image_and_names_it(in_review, editor, tmp_path):
         (["--caption", "1", "--text", "x", "--user", "nobody"], 2, "no user"),
         (["--caption", "1", "--text", "x", "--user", "viewer"], 1, "change_job"),
         (["--scene", "1", "--image", "/no/such/file.png", "--user", "edith"], 2, "--image /no/such/file.png"),
-        (["--scene", "1", "--clip", "README.md", "--user", "edith"], 2, "not an image or clip"),
+        (["--scene", "1", "--clip", str(README), "--user", "edith"], 2, "not an image or clip"),
     ],
 )
 def test_the_command_refuses_bad_input_in_one_line(in_review, editor, args, code, words):
