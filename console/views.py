@@ -41,8 +41,7 @@ from console.secrets import job_secrets, masked
 from jobs import orchestrator
 from jobs.models import Artifact, Job, ReviewDecision, StageRun, Theme
 from jobs.validation import batch_count
-from stages import edits as editing
-from stages import pipeline, uploads
+from stages import pipeline
 
 RS = StageRun.Status
 JS = Job.Status
@@ -270,16 +269,11 @@ def _job_data(job: Job) -> dict:
 @console_view()
 def job_detail(request: HttpRequest, pk: int) -> TemplateResponse:
     job = get_object_or_404(Job.objects.select_related("theme", "created_by"), pk=pk)
-    data = _job_data(job)
     return TemplateResponse(
         request,
         "console/job_detail.html",
         _context(
-            request,
-            title=f"Job {job.pk}",
-            **data,
-            **_metrics_context(metrics=metrics.job_chart(job.pk)),
-            **_edit_context(request, data),
+            request, title=f"Job {job.pk}", **_job_data(job), **_metrics_context(metrics=metrics.job_chart(job.pk))
         ),
     )
 
@@ -356,7 +350,6 @@ def review(request: HttpRequest, pk: int) -> TemplateResponse:
             mix=comp.get("mix") or {},
             can_review=request.user.has_perm("jobs.review_job"),
             decisions=ReviewDecision.Decision,
-            **_edit_context(request, data),
         ),
     )
 
@@ -379,78 +372,6 @@ def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
     except (orchestrator.InvalidState, PermissionError, ValueError) as exc:
         messages.error(request, str(exc))
         return redirect("console:review", pk=job.pk)
-
-
-# --- targeted edits ----------------------------------------------------------------------------
-
-EDIT_KINDS = [("scene", "Scene"), ("script_line", "Script line"), ("caption", "Caption"), ("voice", "Voice")]
-
-
-def _edit_context(request: HttpRequest, data: dict) -> dict:
-    """The edit form (partials/edit_form.html) and the job's edits (partials/edit_history.html)."""
-    job, cps = data["job"], data["checkpoints"]
-    script = (cps["script_generation"].output or {}) if "script_generation" in cps else {}
-    segments = [s for s in script.get("segments") or [] if isinstance(s, dict)]
-    blocked = ""
-    if job.status in (JS.PENDING, JS.RUNNING, JS.PUBLISHING):
-        blocked = "Edits are possible once the job waits for review."
-    elif job.status == JS.COMPLETED:
-        blocked = "This video is published: start a new job for another version."
-    elif job.media_purged_at is not None:
-        blocked = "The media was removed by retention."
-    elif pipeline.REVIEWED not in cps:
-        blocked = "Edits change a finished composition, and this job has none yet."
-    history = list(job.edits.select_related("user"))
-    for record in history:
-        record.described = [editing.describe(e) for e in record.edits or []]
-    return {
-        "can_edit": request.user.has_perm("jobs.change_job"),
-        "edit_blocked": blocked,
-        "edit_kinds": EDIT_KINDS,
-        "edit_segments": [(n, s.get("headline") or s.get("id") or "") for n, s in enumerate(segments, start=1)],
-        "upload_mb": settings.TRENDREEL_UPLOAD_MB,
-        "job_edits": history,
-    }
-
-
-def _edit_from_form(request: HttpRequest, job: Job) -> dict:
-    """One edit from the console's form (only the fields its kind takes); an upload is stored first."""
-    post = request.POST
-    kind = post.get("kind", "")
-    edit: dict = {"kind": kind}
-    if post.get("index"):
-        edit["index"] = int(post["index"]) if post["index"].isdigit() else post["index"]
-    text = post.get("text", "").strip()
-    if kind in ("script_line", "caption") or (kind == "scene" and text):
-        edit["text"] = text
-    if kind == "script_line" and post.get("headline", "").strip():
-        edit["headline"] = post["headline"].strip()
-    if kind == "voice" and post.get("voice", "").strip():
-        edit["voice"] = post["voice"].strip()
-    if kind == "scene":
-        if request.FILES.get("file"):
-            edit["upload"] = uploads.store(job.pk, request.FILES["file"]).id
-        if post.get("pick"):
-            edit["pick"] = "next"
-    return edit
-
-
-@require_POST
-@console_view("jobs.change_job")
-def job_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    """One targeted edit from the job or review page (the API takes several at once)."""
-    job = get_object_or_404(Job, pk=pk)
-    target = safe_next(request, reverse("console:job_detail", args=[job.pk]))
-    try:
-        if int(request.META.get("CONTENT_LENGTH") or 0) > uploads.max_bytes() + 64 * 1024:
-            raise uploads.UploadError(f"the file is over the upload limit of {settings.TRENDREEL_UPLOAD_MB} MB")
-        record = orchestrator.edit_job(
-            job.pk, [_edit_from_form(request, job)], notes=request.POST.get("notes", ""), user=request.user
-        )
-        messages.success(request, f"Job {job.pk}: {', '.join(record.items)} will be redone; then review it again.")
-    except (orchestrator.InvalidState, ValueError) as exc:  # EditError and UploadError are ValueErrors
-        messages.error(request, f"Edit not made: {exc}")
-    return redirect(target)
 
 
 # --- themes ---------------------------------------------------------------------------------
