@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import random
 
 import pytest
 from django.test import Client
 from PIL import Image
 
+from console.api import MAX_BODY
 from console.models import ApiToken
 from console.tests.test_api import ALL_PERMS, auth, make_user, post
 from jobs import orchestrator
@@ -134,6 +136,10 @@ def test_an_uploaded_scene_is_checked_then_named_by_an_edit(client, tokens, in_r
     html = upload(client, in_review.pk, raw, b"<html><body>hi</body></html>", "clip.mp4")
     assert html.status_code == 422 and "not an image or clip" in html.json()["detail"]
     assert upload(client, in_review.pk, raw, png()[:60], "cut.png").status_code == 422
+    noise = io.BytesIO()
+    Image.frombytes("RGB", (300, 300), random.Random(1).randbytes(270_000)).save(noise, "PNG")
+    assert len(noise.getvalue()) > 4 * MAX_BODY  # the uploads' own cap, not the API's 64 KiB
+    assert upload(client, in_review.pk, raw, noise.getvalue()).status_code == 201
     settings.TRENDREEL_UPLOAD_MB = 1
     big = upload(client, in_review.pk, raw, png() + b"\0" * (2 * 1024 * 1024))
     assert big.status_code == 413  # over the cap: refused before the body is read
