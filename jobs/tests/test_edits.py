@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.urls import reverse
 
 from jobs import orchestrator
 from jobs.models import Job, JobEdit, StageRun
@@ -324,3 +325,20 @@ def test_an_edit_after_a_failed_edit_finishes_what_the_first_left_undone(engine,
     assert job.status == Job.Status.AWAITING_REVIEW
     assert [s for s, _ in calls(call_log)] == ["scene_generation", "scene_generation", "composition"]
     assert job.runs.filter(stage="voiceover").count() == 1
+
+
+def test_edits_are_read_only_in_the_admin_for_everyone(in_review, admin_client):
+    record = orchestrator.edit_job(in_review.pk, [{"kind": "caption", "index": 1, "text": "x"}], notes="why")
+    listing = admin_client.get(reverse("admin:jobs_jobedit_changelist"))
+    assert listing.status_code == 200 and "why" in listing.content.decode()
+    page = admin_client.get(reverse("admin:jobs_jobedit_change", args=[record.pk]))
+    assert page.status_code == 200 and 'name="notes"' not in page.content.decode()  # shown, not editable
+    assert admin_client.get(reverse("admin:jobs_jobedit_add")).status_code == 403
+    assert admin_client.post(reverse("admin:jobs_jobedit_delete", args=[record.pk]), {"post": "yes"}).status_code == 403
+    assert (
+        admin_client.post(reverse("admin:jobs_jobedit_change", args=[record.pk]), {"notes": "rewritten"}).status_code
+        == 403
+    )
+    job_page = admin_client.get(reverse("admin:jobs_job_change", args=[in_review.pk])).content.decode()
+    assert "jobedit" in job_page.lower() and "why" in job_page  # the job's page lists its edits
+    assert JobEdit.objects.get().notes == "why"
