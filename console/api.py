@@ -38,7 +38,7 @@ from django.db.models import Max, Prefetch
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
-from ninja import Field, Header, NinjaAPI, Path, Query, Schema, Status
+from ninja import Field, File, Header, NinjaAPI, Path, Query, Schema, Status, UploadedFile
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import APIKeyCookie, HttpBearer
@@ -51,10 +51,12 @@ from console import throttle, two_factor
 from console.models import ApiToken, IdempotencyKey
 from console.secrets import MASK, is_secret_name, job_secrets, mask_secrets, scrub, secret_paths  # noqa: F401
 from jobs import orchestrator
-from jobs.models import Job, ReviewDecision, StageRun, Theme
+from jobs.models import Job, JobEdit, ReviewDecision, StageRun, Theme
 from jobs.orchestrator.sweeper import SCHEDULE_NAME as SWEEP_SCHEDULE
 from jobs.validation import BATCH_MAX, batch_count
-from stages import pipeline
+from stages import edits as editing
+from stages import pipeline, uploads
+from stages.edits import EditError
 
 log = logging.getLogger("trendreel.api")
 
@@ -136,19 +138,22 @@ class ConsoleSessionAuth(APIKeyCookie):
 
 
 def limit_body(run):
-    """Refuse bodies over ``MAX_BODY`` with 413 before anything reads them (a "view" decorator)."""
+    """Refuse bodies over ``MAX_BODY`` with 413 before anything reads them (a "view" decorator).
+
+    An operation whose function has ``max_body`` (a callable: the uploads' own cap) uses that instead.
+    """
+    own = getattr(getattr(getattr(run, "__self__", None), "view_func", None), "max_body", None)
 
     @wraps(run)
     def wrapped(request: HttpRequest, *args, **kwargs):
         raw = request.META.get("CONTENT_LENGTH") or "0"
+        limit = own() if own is not None else MAX_BODY
         try:
             length = int(raw)
         except ValueError:
             return JsonResponse({"detail": "Content-Length is not a number"}, status=400)
-        if length > MAX_BODY:
-            return JsonResponse(
-                {"detail": f"request body too large: {length} bytes, the limit is {MAX_BODY}"}, status=413
-            )
+        if length > limit:
+            return JsonResponse({"detail": f"request body too large: {length} bytes, the limit is {limit}"}, status=413)
         return run(request, *args, **kwargs)
 
     return wrapped
@@ -286,6 +291,11 @@ def _invalid_value(request: HttpRequest, exc: ValueError):
     if isinstance(exc, pydantic.ValidationError):  # a ValueError too: our own response failed its schema
         return _unexpected(request, exc)
     return _error(request, 422, str(exc))
+
+
+@api.exception_handler(EditError)
+def _invalid_edit(request: HttpRequest, exc: EditError):
+    return api.create_response(request, {"detail": str(exc), "errors": exc.errors}, status=422)
 
 
 @api.exception_handler(Job.DoesNotExist)
@@ -501,11 +511,99 @@ class JobOut(Schema):
     url: str
 
 
+class EditRecordOut(Schema):
+    id: int
+    created_at: datetime
+    by: str = Field(..., description="the user (or the command's --user) who asked")
+    edits: list[dict[str, Any]] = Field(..., description="the validated edits, as sent")
+    notes: str
+    stages: list[str] = Field(..., description="the stages that ran again")
+    items: list[str] = Field(..., description='what was redone, e.g. ["scene 3", "composition"]')
+
+
 class JobDetailOut(JobOut):
     params: dict[str, Any]
     resume_point: str | None
     runs: list[StageRunOut]
     reviews: list[ReviewOut]
+    edits: list[EditRecordOut] = Field([], description="targeted edits, oldest first")
+
+
+Text = Annotated[str, Field(min_length=1, max_length=4 * editing.MAX_NARRATION, pattern=r"^[^\x00]*$")]
+Index = Annotated[int, Field(ge=1, le=1000, description="The segment, numbered from 1 (hook first).")]
+VoiceId = Annotated[str, Field(min_length=1, max_length=80, pattern=editing.VOICE_PATTERN.pattern)]
+
+
+class ScriptLineEdit(Schema):
+    model_config = {"extra": "forbid"}
+    kind: Literal["script_line"]
+    index: Index
+    text: Text = Field(..., description="the segment's new narration")
+    headline: Text | None = Field(None, description="a new card headline (the scene is re-rendered too)")
+
+
+class CaptionEdit(Schema):
+    model_config = {"extra": "forbid"}
+    kind: Literal["caption"]
+    index: Index
+    text: Text = Field(..., description="the words shown on screen for the segment (speech unchanged)")
+
+
+class VoiceEdit(Schema):
+    model_config = {"extra": "forbid"}
+    kind: Literal["voice"]
+    index: Index | None = Field(None, description="re-voice this segment (a new take); none: the whole voice")
+    voice: VoiceId | None = Field(None, description="a voice id (required for the whole voice)")
+
+
+class SceneEdit(Schema):
+    model_config = {"extra": "forbid"}
+    kind: Literal["scene"]
+    index: Index
+    text: Text | None = Field(None, description="re-render the card with this text")
+    upload: Annotated[str, Field(pattern=uploads.UPLOAD_ID.pattern)] | None = Field(
+        None, description="an upload id of this job (POST /api/jobs/{id}/uploads)"
+    )
+    pick: Literal["next"] | None = Field(None, description="another stock pick or card variant")
+
+
+EditItem = Annotated[ScriptLineEdit | CaptionEdit | VoiceEdit | SceneEdit, Field(discriminator="kind")]
+
+
+class EditIn(NoNul):
+    model_config = {"extra": "forbid"}
+    edits: list[EditItem] = Field(..., min_length=1, max_length=editing.MAX_EDITS)
+    notes: SafeStr = Field("", max_length=editing.MAX_NOTES, description="why (kept with the edit)")
+
+    @field_validator("edits", "notes", mode="before")
+    @classmethod
+    def _safe(cls, value: Any) -> Any:
+        return cls._check(value)  # no NUL, no lone surrogate: PostgreSQL could store neither
+
+
+class EditOut(Schema):
+    job: int
+    edit: int = Field(..., description="the edit's record id")
+    stages: list[str] = Field(..., description="the stages that run again, in order")
+    items: list[str] = Field(..., description="what is redone")
+
+
+class EditProblemOut(Schema):
+    edit: int = Field(..., description="which edit (1 for the first; 0: the list itself)")
+    field: str
+    message: str
+
+
+class EditErrorOut(Schema):
+    detail: str
+    errors: list[EditProblemOut] = Field([], description="one entry per invalid edit field")
+
+
+class UploadOut(Schema):
+    upload: str = Field(..., description="the id a scene edit names")
+    media: Literal["image", "video"]
+    size: int
+    created: bool = Field(..., description="false when the same content was already uploaded")
 
 
 class JobPage(Schema):
@@ -625,6 +723,18 @@ def _job_detail(request: HttpRequest, job: Job) -> dict:
         }
         for r in job.reviews.all()
     ]
+    edits = [
+        {
+            "id": e.pk,
+            "created_at": e.created_at,
+            "by": e.by,
+            "edits": e.edits or [],
+            "notes": scrub(e.notes, secrets),
+            "stages": e.stages or [],
+            "items": e.items or [],
+        }
+        for e in job.edits.all()
+    ]
     resume = orchestrator.resume_point(job) if job.status in (Job.Status.FAILED, Job.Status.CANCELLED) else None
     return {
         **_job(request, job, secrets),
@@ -632,6 +742,7 @@ def _job_detail(request: HttpRequest, job: Job) -> dict:
         "resume_point": resume,
         "runs": runs,
         "reviews": reviews,
+        "edits": edits,
     }
 
 
@@ -674,6 +785,7 @@ def _get_job(job_id: int) -> Job:
             Prefetch("runs", queryset=StageRun.objects.order_by("queued_at", "id")),
             "artifacts",
             Prefetch("reviews", queryset=ReviewDecision.objects.select_related("decided_by")),
+            Prefetch("edits", queryset=JobEdit.objects.select_related("user")),
         )
         .filter(pk=job_id)
         .first()
@@ -691,6 +803,7 @@ def _theme(slug: str) -> Theme:
 
 
 JobId = Path(..., ge=1, le=MAX_ID, description="A job's id.")
+UploadFile = File(..., description="a PNG, JPEG, WebP, MP4, MOV or WebM (judged by content)")
 
 
 # --- endpoints --------------------------------------------------------------------------------
@@ -825,6 +938,46 @@ def job_review(request: HttpRequest, payload: ReviewIn, job_id: int = JobId):
         job_id, payload.decision, user=request.auth, notes=payload.notes, from_stage=payload.from_stage
     )
     return _job_detail(request, _get_job(job_id))
+
+
+@api.post(
+    "/jobs/{job_id}/edits",
+    auth=needs("jobs.change_job"),
+    response={202: EditOut, 422: EditErrorOut, **_errors(400, 404, 409)},
+    url_name="job_edits",
+)
+def job_edits(request: HttpRequest, payload: EditIn, job_id: int = JobId):
+    """Change one part (a scene, a voice, a caption, a script line): only what depends on it runs again.
+
+    409 while the job runs, before its first composition and once it is published; 422 with one
+    entry per invalid edit. The new composition needs a new review.
+    """
+    _get_job(job_id)
+    edits = [item.model_dump(exclude_none=True) for item in payload.edits]
+    record = orchestrator.edit_job(job_id, edits, notes=payload.notes, user=request.auth)
+    return Status(202, {"job": job_id, "edit": record.pk, "stages": record.stages, "items": record.items})
+
+
+@api.post(
+    "/jobs/{job_id}/uploads",
+    auth=needs("jobs.change_job"),
+    response={200: UploadOut, 201: UploadOut, **_errors(400, 404)},
+    url_name="job_uploads",
+)
+def job_uploads(request: HttpRequest, file: UploadedFile = UploadFile, job_id: int = JobId):
+    """Upload an image or clip for a scene edit (multipart, field ``file``; at most ``TRENDREEL_UPLOAD_MB``).
+
+    Judged by its content and decoded by ffmpeg before it is kept; the same content twice is one
+    upload (200). 422 when refused, saying why.
+    """
+    if not Job.objects.filter(pk=job_id).exists():
+        raise HttpError(404, f"no job with id {job_id}")
+    upload = uploads.store(job_id, file)
+    body = {"upload": upload.id, "media": upload.media, "size": upload.size, "created": upload.created}
+    return Status(201 if upload.created else 200, body)
+
+
+job_uploads.max_body = lambda: uploads.max_bytes() + 64 * 1024  # the file plus its multipart envelope
 
 
 @api.get("/themes", auth=needs("jobs.view_theme"), response={200: list[ThemeOut], **_errors()}, url_name="themes")

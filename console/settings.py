@@ -317,6 +317,8 @@ TRENDREEL_STALL_SECONDS = env_float("TRENDREEL_STALL_SECONDS", 60.0, minimum=1.0
 # Downloaded stock media (MEDIA_ROOT/cache/pexels) is kept up to this size; the least recently
 # used files go first (a job's own copy is a hard link, so pruning never touches a checkpoint).
 TRENDREEL_CACHE_MB = env_int("TRENDREEL_CACHE_MB", 2048, minimum=0)
+# size cap of one uploaded image or clip for a targeted edit (stages/uploads.py), in MB
+TRENDREEL_UPLOAD_MB = env_int("TRENDREEL_UPLOAD_MB", 200, minimum=1)
 # `manage.py worker` removes, once an hour, the media files of completed and rejected jobs that
 # finished more than this many days ago (records stay; 0 keeps everything). See jobs/retention.py.
 TRENDREEL_MEDIA_RETENTION_DAYS = env_float("TRENDREEL_MEDIA_RETENTION_DAYS", 0.0, minimum=0.0)

@@ -28,6 +28,7 @@ from jobs.models import (
     Artifact,
     FailedStageRun,
     Job,
+    JobEdit,
     Publication,
     PublicationMetrics,
     ReviewDecision,
@@ -194,6 +195,26 @@ class StageRunInline(admin.TabularInline):
         return False
 
 
+class JobEditInline(admin.TabularInline):
+    """The job's targeted edits: an audit trail, read-only for everyone (like review decisions)."""
+
+    model = JobEdit
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "by", "edits", "notes", "stages", "items", "composition_run"]
+    readonly_fields = fields
+    ordering = ["created_at", "id"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
@@ -212,7 +233,7 @@ class JobAdmin(admin.ModelAdmin):
     list_select_related = ["theme"]
     search_fields = ["id", "theme__name", "error_message"]
     date_hierarchy = "created"
-    inlines = [StageRunInline]
+    inlines = [StageRunInline, JobEditInline]
     # the whole record is read-only for everyone, superusers included (see has_change_permission)
     fields = [
         "theme",
@@ -230,6 +251,8 @@ class JobAdmin(admin.ModelAdmin):
         "shown_error_hint",
         "review_notes",
         "media_purged_at",
+        "overrides",
+        "skip_stages",
     ]
     readonly_fields = fields
     shown_params = scrubbed("params", "Params", as_json=True)
@@ -416,6 +439,13 @@ class TrendAdmin(admin.ModelAdmin):
 class ReviewDecisionAdmin(ReadOnlyAdmin):
     list_display = ["job", "decision", "from_stage", "decided_by", "decided_at"]
     list_filter = ["decision"]
+
+
+@admin.register(JobEdit)
+class JobEditAdmin(ReadOnlyAdmin):
+    list_display = ["job", "created_at", "by", "stages", "items", "notes"]
+    list_select_related = ["user"]
+    search_fields = ["job__id", "notes", "actor"]
 
 
 @admin.register(Publication)

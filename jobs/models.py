@@ -174,6 +174,11 @@ class Job(models.Model):
     review_notes = models.JSONField(default=_list, blank=True)
     # set when retention removed the job's media files (``manage.py prune_media``); the records stay
     media_purged_at = models.DateTimeField(null=True, blank=True)
+    # targeted edits (issue 14): every edit so far, merged (``stages.edits``; stages see it as
+    # ``ctx.overrides``), and the stages the current edit's re-run skips (their checkpoint stays
+    # current). Both are loaded by the worker's claim with the job's row: no query of their own.
+    overrides = models.JSONField(default=_dict, blank=True)
+    skip_stages = models.JSONField(default=_list, blank=True)
 
     objects = JobQuerySet.as_manager()
 
@@ -405,6 +410,36 @@ class ReviewDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_decision_display()} job {self.job_id}"
+
+
+class JobEdit(models.Model):
+    """One targeted edit request (API, command, console): who asked what, why, and what it re-ran.
+
+    An audit row: written once by ``jobs.orchestrator.edit_job``, never changed.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="edits")
+    created_at = models.DateTimeField(default=timezone.now)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor = models.CharField(max_length=150, blank=True, default="", help_text="Who asked, by name (commands).")
+    edits = models.JSONField(default=_list, blank=True, help_text="The validated edit list.")
+    notes = models.TextField(blank=True, default="")
+    stages = models.JSONField(default=_list, blank=True, help_text="The stages that run again.")
+    items = models.JSONField(default=_list, blank=True, help_text='What is redone, e.g. ["scene 3", "composition"].')
+    # the composition checkpoint the edit was made against (what the editor saw)
+    composition_run = models.ForeignKey(StageRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Edit {self.pk} of job {self.job_id}"
+
+    @property
+    def by(self) -> str:
+        return self.user.get_username() if self.user_id and self.user else (self.actor or "system")
 
 
 class Publication(models.Model):

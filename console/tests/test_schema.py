@@ -10,6 +10,7 @@ import pytest
 import schemathesis
 from django.contrib.auth.models import Permission, User
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from console.models import ApiToken
 from console.wsgi import application
@@ -39,4 +40,7 @@ schema = schemathesis.openapi.from_wsgi("/api/openapi.json", application)
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_it_answers_as_documented(case, token_headers):
-    case.call_and_validate(headers=token_headers)
+    # an upload's content (a real, decodable image or clip) is beyond what a schema can say: a
+    # schema-valid file of random bytes is refused (422) by design
+    excluded = [positive_data_acceptance] if case.operation.path.endswith("/uploads") else []
+    case.call_and_validate(headers=token_headers, excluded_checks=excluded)

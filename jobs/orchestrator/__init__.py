@@ -5,7 +5,7 @@ Its parts, one module each:
 * ``transitions``: the table of every legal status change of a job and a stage run, and the one
   place that writes a status (checked against the table; ``InvalidState`` otherwise);
 * ``gate``: the review gate, an approval bound to the composition it saw;
-* ``actions``: what operators ask (start, retry / re-run, cancel, review);
+* ``actions``: what operators ask (start, retry / re-run, cancel, review, targeted edits);
 * ``runner``: one attempt, claim -> run -> record, each step safe to repeat (django-q2 delivers
   at least once); ``run_inline`` runs a job in this process;
 * ``watchdog``: heartbeat, progress, cancel and time limit of a running attempt, until its record
@@ -24,6 +24,7 @@ from __future__ import annotations
 from jobs.orchestrator.actions import (
     UnknownStage,
     cancel_job,
+    edit_job,
     resume_point,
     retry_job,
     review_job,
@@ -42,6 +43,7 @@ __all__ = [
     "broker",
     "broker_joins_transaction",
     "cancel_job",
+    "edit_job",
     "execute_run",
     "inline_mode",
     "job_dir",

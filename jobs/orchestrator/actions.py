@@ -12,7 +12,7 @@ import random
 
 from django.db import transaction
 
-from jobs.models import Job, ReviewDecision, StageRun, Theme
+from jobs.models import Job, JobEdit, ReviewDecision, StageRun, Theme
 from jobs.orchestrator import clock, gate, lifecycle, transitions
 from jobs.orchestrator.lifecycle import lock_job, who
 from jobs.orchestrator.transitions import InvalidState
@@ -99,19 +99,21 @@ def retry_job(job_id: int, *, from_stage: str | None = None, user=None, notes: s
             stage = pipeline.STAGE_KEYS[0]
             reason += " (media had been removed by retention: from the start)"
         transitions.check_job(job, event, lifecycle.status_for_stage(stage))
+        # a resumed edit keeps skipping what the edit left alone; any other re-run runs every stage
+        skip = job.skip_stages if event == "resume" and job.media_purged_at is None else []
         if job.media_purged_at is not None:
             Job.objects.filter(pk=job.pk).update(media_purged_at=None)
             job.media_purged_at = None
-        _rerun(job, stage, event, reason=reason, notes=notes)
+        _rerun(job, stage, event, reason=reason, notes=notes, skip=skip)
     return job
 
 
-def _rerun(job: Job, stage: str, event: str, *, reason: str, notes: str = "") -> None:
-    """Supersede the checkpoints from ``stage`` on, cancel what is open, enter ``stage``."""
+def _rerun(job: Job, stage: str, event: str, *, reason: str, notes: str = "", skip: list[str] | tuple = ()) -> None:
+    """Supersede the checkpoints from ``stage`` on (but those of ``skip``, which stay current and
+    which the run jumps over), cancel what is open, enter ``stage``."""
     now = clock.now()
-    job.runs.filter(stage__in=pipeline.stages_from(stage), status=RS.SUCCEEDED, superseded_at__isnull=True).update(
-        superseded_at=now
-    )
+    redone = [s for s in pipeline.stages_from(stage) if s not in skip]
+    job.runs.filter(stage__in=redone, status=RS.SUCCEEDED, superseded_at__isnull=True).update(superseded_at=now)
     transitions.move_runs(
         job.runs.all(),
         "cancel",
@@ -120,7 +122,7 @@ def _rerun(job: Job, stage: str, event: str, *, reason: str, notes: str = "") ->
         message="superseded by " + reason,
         superseded_at=now,
     )
-    lifecycle.enter_stage(job, stage, event, reason=reason, input={"review_notes": notes} if notes else None)
+    lifecycle.enter_stage(job, stage, event, skip=skip, reason=reason, input={"review_notes": notes} if notes else None)
 
 
 def cancel_job(job_id: int, *, user=None) -> Job:
@@ -195,3 +197,85 @@ def review_job(job_id: int, decision: str, *, user=None, notes: str = "", from_s
             job.review_notes = [*(job.review_notes or []), notes]
             _rerun(job, from_stage, event, reason=f"changes requested by {who(user)}", notes=notes)
     return job
+
+
+# --- targeted edits (issue 14) -----------------------------------------------------------------
+
+
+def edit_job(job_id: int, edits, *, notes: str = "", user=None, actor: str = "") -> JobEdit:
+    """Change one part of a finished composition, then re-run only what depends on it.
+
+    Allowed when no run is open (awaiting review, rejected, failed, cancelled) and the job has made
+    a composition (an earlier edit whose re-run failed does not block the next one: the stages it
+    left without a checkpoint run too); refused (``InvalidState``) while it runs, before its first composition,
+    after retention removed its media, and once it is published (completed): the platforms hold
+    that video and every destination is delivered once per job, so a new version would never
+    reach them; make a new job instead. Invalid edits raise ``stages.edits.EditError`` (a
+    ``ValueError``) listing each problem.
+
+    In one transaction holding the job's lock: the edits merge into ``Job.overrides``, a
+    ``JobEdit`` records who asked what and why, and the job re-runs from the plan's first stage
+    through the re-run path (the review gate's rules hold: the new composition needs a new review;
+    an approval given before never covers it). The stages between the first and composition that
+    the plan leaves alone keep their checkpoints and are jumped over (``Job.skip_stages``).
+    """
+    from stages import edits as editing
+    from stages import uploads
+
+    notes = (notes or "").strip()
+    if len(notes) > editing.MAX_NOTES:
+        raise ValueError(f"notes are {len(notes)} characters; at most {editing.MAX_NOTES}")
+    with transaction.atomic():
+        job = lock_job(job_id)
+        state = job.get_status_display().lower()
+        if job.status in (JS.PENDING, JS.RUNNING, JS.PUBLISHING):
+            raise InvalidState(f"job {job.pk} is {state}: edit it once it waits for review (or cancel it first)")
+        if job.status == JS.COMPLETED:
+            raise InvalidState(
+                f"job {job.pk} is published: the platforms have that video and each destination gets a job "
+                "once; start a new job to make another version"
+            )
+        if job.media_purged_at is not None:
+            raise InvalidState(f"job {job.pk}'s media was removed by retention: nothing left to edit; retry it")
+        # the composition the editor saw: the latest made, current or replaced by an edit that failed
+        composition = (
+            job.runs.filter(stage=pipeline.REVIEWED, status=RS.SUCCEEDED).order_by("-attempt").only("pk").first()
+        )
+        if composition is None:
+            raise InvalidState(f"job {job.pk} has no {pipeline.REVIEWED} yet: nothing to edit")
+        current = dict(
+            job.runs.filter(status=RS.SUCCEEDED, superseded_at__isnull=True)
+            .order_by("attempt")
+            .values_list("stage", "output")
+        )
+        script = current.get("script_generation") or {}
+        segments = script.get("segments") if isinstance(script, dict) else None
+        clean = editing.validate(
+            edits,
+            segments=len(segments) if isinstance(segments, list) else 0,
+            upload_exists=lambda upload: uploads.exists(job.pk, upload),
+        )
+        stages, items = editing.plan(clean)
+        # an earlier edit's re-run that failed left stages without a checkpoint: they run too
+        unfinished = [k for k in pipeline.STAGE_KEYS[: pipeline.index(pipeline.REVIEWED)] if k not in current]
+        if unfinished:
+            stages = [k for k in pipeline.STAGE_KEYS if k in stages or k in unfinished]
+            items = [*items[:-1], *(f"{k} (unfinished)" for k in unfinished if k not in items), items[-1]]
+        transitions.check_job(job, "rerun", lifecycle.status_for_stage(stages[0]))
+        overrides = editing.merge(job.overrides, clean, upload=lambda upload: uploads.resolve(job.pk, upload))
+        record = JobEdit.objects.create(
+            job=job,
+            created_at=clock.now(),
+            user=user if getattr(user, "pk", None) else None,
+            actor=(actor or who(user))[:150],
+            edits=clean,
+            notes=notes,
+            stages=stages,
+            items=items,
+            composition_run=composition,
+        )
+        Job.objects.filter(pk=job.pk).update(overrides=overrides)
+        job.overrides = overrides
+        by = actor or who(user)
+        _rerun(job, stages[0], "rerun", reason=f"edit by {by}: {', '.join(items)}"[:200], skip=editing.skipped(stages))
+    return record

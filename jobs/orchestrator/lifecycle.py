@@ -6,6 +6,7 @@ transition table; this module decides which move, ``transitions`` writes it.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -76,13 +77,18 @@ def new_run(
     return run
 
 
-def enter_stage(job: Job, stage: str, event: str, **kwargs: Any) -> StageRun:
-    """Move a locked job to ``stage`` (an operator's move: resume, re-run, request changes)."""
+def enter_stage(job: Job, stage: str, event: str, *, skip: Sequence[str] = (), **kwargs: Any) -> StageRun:
+    """Move a locked job to ``stage`` (an operator's move: resume, re-run, request changes, edit).
+
+    ``skip``: the stages after ``stage`` that this re-run leaves alone (a targeted edit's plan):
+    ``advance`` jumps over them, their checkpoints stay current. Any other move clears it.
+    """
     transitions.move_job(
         job,
         event,
         status_for_stage(stage),
         current_stage=stage,
+        skip_stages=list(skip),
         updated=clock.now(),
         finished=None,
         error_stage="",
@@ -93,15 +99,23 @@ def enter_stage(job: Job, stage: str, event: str, **kwargs: Any) -> StageRun:
     return new_run(job.pk, stage, **kwargs)
 
 
-def advance(job_id: int, after: str, now: datetime) -> str | None:
+def following(after: str, skip: Sequence[str] = ()) -> str | None:
+    """The stage that runs after ``after``, jumping over ``skip`` (the job's ``skip_stages``)."""
+    nxt = pipeline.next_stage(after)
+    while nxt is not None and nxt in skip:
+        nxt = pipeline.next_stage(nxt)
+    return nxt
+
+
+def advance(job_id: int, after: str, now: datetime, skip: Sequence[str] = ()) -> str | None:
     """``after`` succeeded: move the job to the next stage, or complete it after the last one.
 
     One conditional UPDATE of the job row, which is also the job's lock: call it before touching
     the job's runs (every writer locks the job first). Returns the job's new status, or None when
     the job is no longer where the move starts (cancelled, re-run): nothing changed. Then record
-    the run and ``open_next``.
+    the run and ``open_next``. ``skip``: the job's ``skip_stages``, as the claim loaded them.
     """
-    nxt = pipeline.next_stage(after)
+    nxt = following(after, skip)
     if nxt is None:
         event, target, values = "complete", JS.COMPLETED, {"finished": now, "updated": now}
     else:
@@ -111,9 +125,9 @@ def advance(job_id: int, after: str, now: datetime) -> str | None:
     return target if transitions.move_job_row(job_id, event, target, values) else None
 
 
-def open_next(job_id: int, after: str) -> None:
+def open_next(job_id: int, after: str, skip: Sequence[str] = ()) -> None:
     """The next stage's first attempt (after ``advance`` moved the job there)."""
-    nxt = pipeline.next_stage(after)
+    nxt = following(after, skip)
     if nxt is not None:
         new_run(job_id, nxt, reason=f"after {after}")
 

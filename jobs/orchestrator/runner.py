@@ -123,7 +123,7 @@ def _attempt(claim: Claim, abort: AbortSignal, dog: Watchdog) -> str:
         shutil.rmtree(ctx.work_dir, ignore_errors=True)
         return f"aborted:{abort.reason}"
     dog.record_started()
-    return _record(run, ctx, result, tail.text)
+    return _record(run, ctx, result, tail.text, claim.skip_stages)
 
 
 def _fail(run: StageRun, exc: Exception, log_tail: str, *, recording: bool = False) -> None:
@@ -173,7 +173,7 @@ def checksum(path: Path) -> str:
     return h.hexdigest()
 
 
-def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str) -> str:
+def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str, skip: list[str]) -> str:
     """Checkpoint: rename the attempt's folder into place, then record and advance atomically.
 
     Any failure leaves no trace but the failed attempt: its files are removed (unless the record
@@ -203,7 +203,7 @@ def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str
             artifacts.append((spec, path.relative_to(media_root()).as_posix(), path.stat().st_size, checksum(path)))
         with transaction.atomic():
             now = clock.now()
-            moved = lifecycle.advance(run.job_id, run.stage, now)  # the job's lock, taken first as everywhere
+            moved = lifecycle.advance(run.job_id, run.stage, now, skip)  # the job's lock, taken first as everywhere
             if moved is None:
                 lifecycle.lock_job(run.job_id)  # not active any more: record the run, start nothing
             recorded = transitions.move_run_fast(
@@ -236,7 +236,7 @@ def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str
                     ]
                 )
             if moved is not None:
-                lifecycle.open_next(run.job_id, run.stage)
+                lifecycle.open_next(run.job_id, run.stage, skip)
     except _Discarded:
         _remove(ctx, final)
         return "discarded"
@@ -273,6 +273,13 @@ def _context(claim: Claim, abort: AbortSignal, report) -> StageContext:
         upstream[stage] = output or {}
         if output_dir:
             upstream_dirs[stage] = media_root() / output_dir
+    base_output = base_dir = None
+    if claim.base is not None:  # the stage's own latest checkpoint: a re-run reuses what did not change
+        base_output, folder = claim.base
+        if folder and (media_root() / folder).is_dir():  # retention may have removed its files
+            base_output, base_dir = base_output or {}, media_root() / folder
+        else:
+            base_output = None
     work = job_dir(run.job_id) / run.stage / f"attempt-{run.attempt}.partial"
     if work.exists():
         shutil.rmtree(work)
@@ -291,6 +298,9 @@ def _context(claim: Claim, abort: AbortSignal, report) -> StageContext:
         abort=abort,
         report=report,
         logger=logging.getLogger(f"trendreel.stage.{run.stage}"),
+        overrides=dict(claim.overrides or {}),
+        base_output=base_output,
+        base_dir=base_dir,
     )
 
 

@@ -10,7 +10,7 @@ status of their own: the transition table (``transitions``) hands in every statu
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -37,11 +37,15 @@ class Claim:
     review_notes: list
     theme: Theme
     checkpoints: dict[str, tuple[Any, str]]  # stage -> (output, output_dir) of its current checkpoint
+    overrides: dict = field(default_factory=dict)  # the job's targeted edits, merged (ctx.overrides)
+    skip_stages: list = field(default_factory=list)  # stages the job's current re-run leaves alone
+    # the run's own stage's latest succeeded attempt (superseded or not): (output, output_dir), or None
+    base: tuple[Any, str] | None = None
 
 
 class Statements:
     RUN_FIELDS = ("job_id", "stage", "attempt", "retry_index", "input")
-    JOB_FIELDS = ("status", "params", "review_notes")
+    JOB_FIELDS = ("status", "params", "review_notes", "overrides", "skip_stages")
     THEME_FIELDS = ("id", "name", "slug", "keywords", "sources", "target_seconds", "voice", "settings")
 
     def __init__(self, conn) -> None:
@@ -52,7 +56,7 @@ class Statements:
         col = lambda model, name: q(model._meta.get_field(name).column)  # noqa: E731
         self.json_fields = [
             StageRun._meta.get_field("input"),
-            *(Job._meta.get_field(f) for f in ("params", "review_notes")),
+            *(Job._meta.get_field(f) for f in self.JOB_FIELDS[1:]),
             *(Theme._meta.get_field(f) for f in ("keywords", "sources", "settings")),
         ]
         run_cols = ", ".join(col(StageRun, f) for f in self.RUN_FIELDS)
@@ -76,7 +80,16 @@ class Statements:
             checkpoints = f"(SELECT json_agg(json_build_array({c_stage}, {c_attempt}, {c_output}, {c_dir})) FROM {run_t} c WHERE {where})"
         else:
             checkpoints = f"(SELECT json_group_array(json_array({c_stage}, {c_attempt}, json({c_output}), {c_dir})) FROM {run_t} c WHERE {where})"
-        select += ", " + checkpoints
+        # the stage's own latest succeeded attempt, superseded or not: what a re-run may reuse
+        same = (
+            f"c.{col(StageRun, 'job_id')} = r.{col(StageRun, 'job_id')} AND c.{col(StageRun, 'stage')} = r.{col(StageRun, 'stage')} "
+            f"AND c.{col(StageRun, 'status')} = %s ORDER BY {c_attempt} DESC LIMIT 1"
+        )
+        if conn.vendor == "postgresql":
+            base = f"(SELECT json_build_array({c_output}, {c_dir}) FROM {run_t} c WHERE {same})"
+        else:
+            base = f"(SELECT json_array(json({c_output}), {c_dir}) FROM {run_t} c WHERE {same})"
+        select += ", " + checkpoints + ", " + base
         nb = col(StageRun, "not_before")
         update = (
             f"UPDATE {run_t} SET {col(StageRun, 'status')} = %s, {col(StageRun, 'started_at')} = %s, "
@@ -176,22 +189,25 @@ class Statements:
         params = [target, at, at, worker, "started", run_id, source, at]
         with self.conn.cursor() as cur:
             if len(self.claim_sql) == 1:
-                cur.execute(self.claim_sql[0], params + [checkpoint])
+                cur.execute(self.claim_sql[0], params + [checkpoint, checkpoint])
             else:
                 cur.execute(self.claim_sql[0], params)
                 if not cur.rowcount:
                     return None
-                cur.execute(self.claim_sql[1], [checkpoint, run_id])
+                cur.execute(self.claim_sql[1], [checkpoint, checkpoint, run_id])
             row = cur.fetchone()
         if row is None:
             return None
-        job_id, stage, attempt, retry_index, input_, job_status, params_, notes, *theme, checkpoints = row
-        input_f, params_f, notes_f, *theme_json = self.json_fields
+        job_id, stage, attempt, retry_index, input_, job_status, params_, notes, overrides, skip, *theme = row
+        *theme, checkpoints, base = theme
+        input_f, params_f, notes_f, overrides_f, skip_f, *theme_json = self.json_fields
         theme_values = dict(zip(self.THEME_FIELDS, theme, strict=False))
         for f in theme_json:
             theme_values[f.name] = self._json(f, theme_values[f.name])
         if isinstance(checkpoints, str):
             checkpoints = json.loads(checkpoints)
+        if isinstance(base, str):
+            base = json.loads(base)
         latest: dict[str, tuple[int, Any, str]] = {}
         for cp_stage, cp_attempt, output, folder in checkpoints or []:
             if cp_stage not in latest or cp_attempt > latest[cp_stage][0]:
@@ -211,6 +227,9 @@ class Statements:
             review_notes=self._json(notes_f, notes) or [],
             theme=Theme(**theme_values),
             checkpoints={k: (output, folder) for k, (_, output, folder) in latest.items()},
+            overrides=self._json(overrides_f, overrides) or {},
+            skip_stages=self._json(skip_f, skip) or [],
+            base=(base[0], base[1]) if base else None,
         )
 
     def insert_run(self, **values: Any) -> StageRun:

@@ -9,7 +9,9 @@ steps, reporting progress), ``child:S`` (runs ``sleep S`` as a child process, wr
 ``params["pid_file"]``), ``spin:S`` (busy Python loop that never checks cancel), ``kill`` (SIGKILLs
 its own worker process), ``retry_after:S`` (transient with a Retry-After), ``enospc`` (the disk is full),
 ``badoutput`` (returns an output that is not JSON), ``dupartifact`` (names one file twice as an artifact).
-Outputs carry ``cluster``: the ``TRENDREEL_CLUSTER`` of the process that ran the stage.
+Outputs carry ``cluster``: the ``TRENDREEL_CLUSTER`` of the process that ran the stage; script_generation's
+carries ``params["segments"]`` (3) script segments, and every output the ``overrides`` and base checkpoint
+(``base_attempt``) the attempt was given (targeted edits).
 """
 
 from __future__ import annotations
@@ -70,6 +72,13 @@ def run(ctx: StageContext) -> StageResult:
         "seen": sorted(ctx.upstream),
         "cluster": os.environ.get("TRENDREEL_CLUSTER", ""),
     }
+    if ctx.stage == "script_generation":  # a script the targeted edits can address (segments 1..N)
+        count = int(ctx.params.get("segments", 3))
+        output["segments"] = [{"id": f"s{i}", "narration": f"Line {i}.", "headline": f"Card {i}"} for i in range(count)]
+    # what the targeted edits handed this attempt, and what it could reuse
+    output["overrides"] = ctx.overrides
+    output["base_attempt"] = (ctx.base_output or {}).get("attempt")
+    output["base_dir_exists"] = bool(ctx.base_dir and ctx.base_dir.is_dir())
     artifacts = [ArtifactSpec("out.json", "json")]
     if name == "badoutput":
         output["tags"] = {"a", "b"}  # a set: not JSON
