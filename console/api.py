@@ -714,7 +714,8 @@ def generate(
         description="Retrying with the same key returns the same job (200) instead of starting another.",
     ),
 ):
-    """Start one job for a theme (202). With an Idempotency-Key, a repeat returns the first job (200)."""
+    """Start one job for a theme (202). With an Idempotency-Key, a repeat returns the first job (200).
+    409 when the theme spent its daily budget today (``Theme.daily_budget``, UTC day)."""
     theme = _theme(payload.theme)
     params = payload.params or {}
     if not idempotency_key:
@@ -749,9 +750,12 @@ def _replay(request: HttpRequest, claimed: IdempotencyKey, body_hash: str):
     return Status(200, _created(request, Job.objects.get(pk=claimed.job_id)))
 
 
-@api.post("/batches", auth=needs("jobs.add_job"), response={202: BatchOut, **_errors(400, 404)}, url_name="batches")
+@api.post(
+    "/batches", auth=needs("jobs.add_job"), response={202: BatchOut, **_errors(400, 404, 409)}, url_name="batches"
+)
 def batches(request: HttpRequest, payload: BatchIn):
-    """Start ``count`` jobs for the theme's top ``count`` topics (one per topic)."""
+    """Start ``count`` jobs for the theme's top ``count`` topics (one per topic); 409 when the theme
+    spent its daily budget today."""
     theme = _theme(payload.theme)
     jobs = orchestrator.start_batch(theme, payload.count, user=request.auth)
     return Status(202, {"jobs": [_created(request, job) for job in jobs]})

@@ -117,7 +117,11 @@ class ThemeAdmin(admin.ModelAdmin):
     @admin.action(description="Run now (start a job for each selected theme)", permissions=["run"])
     def run_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         for theme in queryset:
-            job = orchestrator.start_job(theme, user=request.user)
+            try:
+                job = orchestrator.start_job(theme, user=request.user)
+            except orchestrator.BudgetSpent as exc:
+                self.message_user(request, f"Not started: {exc}", messages.ERROR)
+                continue
             self.message_user(request, f"Started job {job.pk} for {theme.slug}", messages.SUCCESS)
 
     def has_run_permission(self, request: HttpRequest) -> bool:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from jobs.validation import batch_count
@@ -45,6 +50,14 @@ class Theme(models.Model):
         default=1, help_text="Jobs per scheduled run (one per top topic)."
     )
     created = models.DateTimeField(default=timezone.now)
+    daily_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="US dollars the theme's jobs may spend per UTC day; once spent, new jobs are refused "
+        "until 00:00 UTC (running jobs go on). Empty: no budget.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -86,6 +99,10 @@ class Theme(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    def spent_today(self, now: datetime | None = None) -> Decimal:
+        """The cost of the theme's attempts that finished today (UTC), one query."""
+        return StageRun.objects.filter(job__theme_id=self.pk).finished_since(utc_midnight(now)).cost_total()
+
     def as_input(self) -> dict:
         """The theme as stages see it (plain data, no ORM objects)."""
         return {
@@ -122,12 +139,25 @@ class Trend(models.Model):
         return self.title
 
 
+def utc_midnight(now: datetime | None = None) -> datetime:
+    """The start of ``now``'s UTC day (the budget's day)."""
+    now = (now or timezone.now()).astimezone(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+MONEY = models.DecimalField(max_digits=14, decimal_places=6)
+
+
 class JobQuerySet(models.QuerySet):
     def active(self) -> JobQuerySet:
         return self.filter(status__in=Job.ACTIVE)
 
     def for_dashboard(self) -> JobQuerySet:
         return self.select_related("theme")
+
+    def with_cost(self) -> JobQuerySet:
+        """Each job with ``total_cost``: the sum of its attempts' recorded cost (0 without any)."""
+        return self.annotate(total_cost=Coalesce(Sum("runs__cost"), Decimal(0), output_field=MONEY))
 
 
 class Job(models.Model):
@@ -185,6 +215,34 @@ class Job(models.Model):
         return self.status in self.ACTIVE
 
 
+class StageRunQuerySet(models.QuerySet):
+    """Cost sums of the ledger, computed by the database."""
+
+    def finished_since(self, since: datetime) -> StageRunQuerySet:
+        return self.filter(finished_at__gte=since)
+
+    def cost_total(self) -> Decimal:
+        return self.aggregate(total=Coalesce(Sum("cost"), Decimal(0), output_field=MONEY))["total"]
+
+    def cost_by_stage(self) -> dict[str, Decimal]:
+        """stage -> cost of its attempts (a job's runs: the job page's per-stage subtotal)."""
+        rows = self.order_by().values("stage").annotate(total=Sum("cost")).values_list("stage", "total")
+        return {stage: total or Decimal(0) for stage, total in rows}
+
+    def cost_by_theme_day(self, days: int = 14, now: datetime | None = None) -> list[dict]:
+        """``[{"theme", "name", "day", "total"}]``: the cost of attempts finished per theme and UTC
+        day, over the last ``days`` days (today included), days without cost left out."""
+        since = utc_midnight(now) - timedelta(days=days - 1)
+        return list(
+            self.finished_since(since)
+            .filter(cost__gt=0)
+            .order_by()
+            .values(theme=models.F("job__theme__slug"), name=models.F("job__theme__name"))
+            .annotate(day=TruncDate("finished_at", tzinfo=UTC), total=Sum("cost"))
+            .order_by("day", "theme")
+        )
+
+
 class StageRun(models.Model):
     """One attempt of one stage of one job. Never deleted or rewritten by a retry."""
 
@@ -240,6 +298,12 @@ class StageRun(models.Model):
     # child processes the attempt started, as recorded by its watchdog ({"pid", "start", "boot"}):
     # the sweeper kills them, on their own host, when the worker died without them
     processes = models.JSONField(default=_list, blank=True)
+    # the cost ledger: what the attempt consumed ({provider: {metric: amount}}, stages.base.Usage)
+    # and what that cost at the price table of the time it ended (jobs.prices), succeeded or not
+    usage = models.JSONField(default=_dict, blank=True)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0), help_text="US dollars.")
+
+    objects = StageRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["job_id", "queued_at", "id"]
