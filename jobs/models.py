@@ -12,6 +12,7 @@ from django.db.models import Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from jobs.prices import QUANTUM
 from jobs.validation import batch_count
 from stages.pipeline import STAGE_CHOICES, STAGE_KEYS
 
@@ -148,6 +149,11 @@ def utc_midnight(now: datetime | None = None) -> datetime:
 MONEY = models.DecimalField(max_digits=14, decimal_places=6)
 
 
+def _money(value: Decimal | None) -> Decimal:
+    """A database sum as money (SQLite's sums come back with extra digits)."""
+    return Decimal(value or 0).quantize(QUANTUM)
+
+
 class JobQuerySet(models.QuerySet):
     def active(self) -> JobQuerySet:
         return self.filter(status__in=Job.ACTIVE)
@@ -222,18 +228,18 @@ class StageRunQuerySet(models.QuerySet):
         return self.filter(finished_at__gte=since)
 
     def cost_total(self) -> Decimal:
-        return self.aggregate(total=Coalesce(Sum("cost"), Decimal(0), output_field=MONEY))["total"]
+        return _money(self.aggregate(total=Coalesce(Sum("cost"), Decimal(0), output_field=MONEY))["total"])
 
     def cost_by_stage(self) -> dict[str, Decimal]:
         """stage -> cost of its attempts (a job's runs: the job page's per-stage subtotal)."""
         rows = self.order_by().values("stage").annotate(total=Sum("cost")).values_list("stage", "total")
-        return {stage: total or Decimal(0) for stage, total in rows}
+        return {stage: _money(total) for stage, total in rows}
 
     def cost_by_theme_day(self, days: int = 14, now: datetime | None = None) -> list[dict]:
         """``[{"theme", "name", "day", "total"}]``: the cost of attempts finished per theme and UTC
         day, over the last ``days`` days (today included), days without cost left out."""
         since = utc_midnight(now) - timedelta(days=days - 1)
-        return list(
+        rows = list(
             self.finished_since(since)
             .filter(cost__gt=0)
             .order_by()
@@ -241,6 +247,7 @@ class StageRunQuerySet(models.QuerySet):
             .annotate(day=TruncDate("finished_at", tzinfo=UTC), total=Sum("cost"))
             .order_by("day", "theme")
         )
+        return [{**row, "total": _money(row["total"])} for row in rows]
 
 
 class StageRun(models.Model):

@@ -33,12 +33,13 @@ def operator(big_db, db, client):
         # stage stats: one percentile query on PostgreSQL, counts + median per window on SQLite;
         # every page: one query for the user's second-factor devices (console.two_factor); the dashboard
         # page (not its live part) adds the best videos (one query, cached), the job page its
-        # publications and their readings
-        ("console:dashboard", [], {"postgresql": 10, "sqlite": 13}),
+        # publications and their readings; the cost ledger: the dashboard's spend chart (one grouped
+        # query), the job page's cost table (stage sums, usage), the review page's lineage (checkpoints)
+        ("console:dashboard", [], {"postgresql": 11, "sqlite": 14}),
         ("console:dashboard_live", [], {"postgresql": 9, "sqlite": 12}),
-        ("console:job_detail", ["job"], 9),
+        ("console:job_detail", ["job"], 11),
         ("console:job_live", ["job"], 7),
-        ("console:review", ["job"], 7),
+        ("console:review", ["job"], 8),
         ("admin:jobs_job_changelist", [], 10),
     ],
 )
