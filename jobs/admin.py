@@ -112,6 +112,7 @@ class ThemeAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "slug", "keywords", "sources"]}),
         ("Video", {"fields": ["target_seconds", "voice", "settings"]}),
         ("Schedule", {"fields": ["schedule_cron", "schedule_batch"]}),
+        ("Budget", {"fields": ["daily_budget"]}),
     ]
 
     @admin.action(description="Run now (start a job for each selected theme)", permissions=["run"])
@@ -185,6 +186,7 @@ class StageRunInline(admin.TabularInline):
         "started_at",
         "finished_at",
         "superseded_at",
+        "cost",
     ]
     readonly_fields = fields
     ordering = ["queued_at", "id"]
