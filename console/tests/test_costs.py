@@ -158,3 +158,26 @@ def test_the_dashboard_chart_in_a_browser(page, live_server):
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#cost-chart").screenshot(path=str(ARTIFACTS / "cost-chart.png"))
     shot(page, "dashboard-costs")
+
+
+@pytest.mark.browser
+def test_the_job_cost_table_and_the_lineage_panel_in_a_browser(page, live_server):
+    from console.tests.test_lineage import OUTPUTS
+
+    theme = Theme.objects.create(name="Tech pulse", slug="tech-pulse")
+    job = Job.objects.create(theme=theme, status=Job.Status.AWAITING_REVIEW)
+    spend(job, clock.now(), failed_voice=True)
+    for stage, output in OUTPUTS.items():
+        job.runs.filter(stage=stage, status="succeeded").update(output=output)
+    make_user("operator", "view_job")
+    login(page, live_server.url, "operator")
+    page.goto(live_server.url + reverse("console:job_detail", args=[job.pk]))
+    table = page.locator("#job-cost-table")
+    table.wait_for()
+    assert page.locator("#job-cost-table tbody.cost-stage").count() == len(SPEND)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#job-cost").screenshot(path=str(ARTIFACTS / "job-cost.png"))
+    page.goto(live_server.url + reverse("console:review", args=[job.pk]))
+    page.locator("#lineage").wait_for()
+    assert "ThisIsEngineering" in page.locator("#lineage").inner_text()
+    page.locator("#lineage").screenshot(path=str(ARTIFACTS / "lineage.png"))

@@ -72,6 +72,14 @@ def test_a_permanent_failure_records_its_usage_too(ledger, theme, call_log, tmp_
     assert run.cost == Decimal("0.75") and run.usage["elevenlabs"]["tts_characters"] == 1000
 
 
+def test_a_timed_out_or_cancelled_attempt_keeps_its_usage(ledger, theme, call_log, tmp_path):
+    ledger.TRENDREEL_STAGE_POLICY["trend_collection"].update(time_limit=0.5, max_attempts=1)
+    job = orchestrator.run_inline(start(theme, call_log, tmp_path, spend=SPEND, trend_collection=["sleep:5"]).pk)
+    run = job.runs.get()
+    assert (run.status, run.error_kind) == (RS.FAILED, "timeout")
+    assert run.usage["elevenlabs"] == {"tts_characters": 1000} and run.cost == Decimal("0.75")
+
+
 def test_requests_through_stages_http_count_as_api_calls_and_upload_bytes(ledger, theme, call_log, tmp_path):
     with FakeServer() as srv:
         srv.route("POST", "/v1/x", [Reply(503), Reply(200, json={"ok": True})])
