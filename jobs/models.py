@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Sum
 from django.db.models.functions import Coalesce, TruncDate
@@ -56,6 +57,7 @@ class Theme(models.Model):
         decimal_places=2,
         null=True,
         blank=True,
+        validators=[MinValueValidator(0)],
         help_text="US dollars the theme's jobs may spend per UTC day; once spent, new jobs are refused "
         "until 00:00 UTC (running jobs go on). Empty: no budget.",
     )

@@ -94,3 +94,12 @@ def test_a_budget_of_zero_allows_nothing(theme, django_assert_num_queries):
     theme.daily_budget = Decimal(0)
     with django_assert_num_queries(1), pytest.raises(orchestrator.BudgetSpent, match=r"spent \$0.00 of its \$0.00"):
         orchestrator.start_job(theme)
+
+
+def test_a_negative_budget_is_refused_by_the_theme_form(theme):
+    from django.core.exceptions import ValidationError
+
+    theme.daily_budget = Decimal("-1")
+    with pytest.raises(ValidationError) as exc:
+        theme.full_clean()
+    assert "daily_budget" in exc.value.message_dict
