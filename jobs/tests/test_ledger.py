@@ -72,7 +72,7 @@ def test_a_permanent_failure_records_its_usage_too(ledger, theme, call_log, tmp_
     assert run.cost == Decimal("0.75") and run.usage["elevenlabs"]["tts_characters"] == 1000
 
 
-def test_a_timed_out_or_cancelled_attempt_keeps_its_usage(ledger, theme, call_log, tmp_path):
+def test_a_timed_out_attempt_keeps_its_usage(ledger, theme, call_log, tmp_path):
     ledger.TRENDREEL_STAGE_POLICY["trend_collection"].update(time_limit=0.5, max_attempts=1)
     job = orchestrator.run_inline(start(theme, call_log, tmp_path, spend=SPEND, trend_collection=["sleep:5"]).pk)
     run = job.runs.get()
