@@ -27,6 +27,7 @@ import re
 import threading
 import time
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import wraps
 from typing import Annotated, Any, Literal
 
@@ -482,6 +483,19 @@ class StageRunOut(Schema):
     sources: list[SourceOut] | None = Field(
         None, description="trend_collection runs: what each source gave, and which failed and why"
     )
+    usage: dict[str, dict[str, float]] = Field(
+        {},
+        description="what the attempt consumed, {provider: {metric: amount}}; metrics: llm_tokens_in, "
+        "llm_tokens_out, tts_characters, api_calls, upload_bytes, render_cpu_seconds",
+    )
+    cost: Decimal = Field(
+        Decimal(0), description="US dollars the usage cost at the price table of the time the attempt ended"
+    )
+
+
+class JobCostOut(Schema):
+    total: Decimal = Field(..., description="US dollars, every attempt of the job (failed ones too)")
+    by_stage: dict[str, Decimal] = Field(..., description="US dollars per stage")
 
 
 class ReviewOut(Schema):
@@ -527,6 +541,7 @@ class JobDetailOut(JobOut):
     runs: list[StageRunOut]
     reviews: list[ReviewOut]
     edits: list[EditRecordOut] = Field([], description="targeted edits, oldest first")
+    cost: JobCostOut
 
 
 Text = Annotated[str, Field(min_length=1, max_length=4 * editing.MAX_NARRATION, pattern=r"^[^\x00]*$")]
@@ -710,6 +725,8 @@ def _job_detail(request: HttpRequest, job: Job) -> dict:
             "superseded": run.superseded_at is not None,
             "artifacts": artifacts.get(run.pk, []),
             "sources": _sources(run.output, secrets),
+            "usage": run.usage or {},
+            "cost": run.cost,
         }
         for run in job.runs.all()
     ]
@@ -743,7 +760,13 @@ def _job_detail(request: HttpRequest, job: Job) -> dict:
         "runs": runs,
         "reviews": reviews,
         "edits": edits,
+        "cost": _job_cost(job),
     }
+
+
+def _job_cost(job: Job) -> dict[str, Any]:
+    by_stage = job.runs.cost_by_stage()
+    return {"total": sum(by_stage.values(), Decimal(0)), "by_stage": by_stage}
 
 
 def _sources(output: Any, secrets: set[str]) -> list[dict] | None:
@@ -827,7 +850,8 @@ def generate(
         description="Retrying with the same key returns the same job (200) instead of starting another.",
     ),
 ):
-    """Start one job for a theme (202). With an Idempotency-Key, a repeat returns the first job (200)."""
+    """Start one job for a theme (202). With an Idempotency-Key, a repeat returns the first job (200).
+    409 when the theme spent its daily budget today (``Theme.daily_budget``, UTC day)."""
     theme = _theme(payload.theme)
     params = payload.params or {}
     if not idempotency_key:
@@ -862,9 +886,12 @@ def _replay(request: HttpRequest, claimed: IdempotencyKey, body_hash: str):
     return Status(200, _created(request, Job.objects.get(pk=claimed.job_id)))
 
 
-@api.post("/batches", auth=needs("jobs.add_job"), response={202: BatchOut, **_errors(400, 404)}, url_name="batches")
+@api.post(
+    "/batches", auth=needs("jobs.add_job"), response={202: BatchOut, **_errors(400, 404, 409)}, url_name="batches"
+)
 def batches(request: HttpRequest, payload: BatchIn):
-    """Start ``count`` jobs for the theme's top ``count`` topics (one per topic)."""
+    """Start ``count`` jobs for the theme's top ``count`` topics (one per topic); 409 when the theme
+    spent its daily budget today."""
     theme = _theme(payload.theme)
     jobs = orchestrator.start_batch(theme, payload.count, user=request.auth)
     return Status(202, {"jobs": [_created(request, job) for job in jobs]})
@@ -1199,5 +1226,100 @@ def job_analysis(request: HttpRequest, job_id: int = JobId):
 
 
 # URLconf for ``path("api/", include("console.api"))``: the namespace is "api".
+
+
+# --- lineage ----------------------------------------------------------------------------------
+
+
+class LineageCodeOut(Schema):
+    commit: str | None = Field(None, description="the git commit the worker ran, when known")
+    version: str = Field(..., description="the commit's short form (-dirty with local changes), or the set version")
+    source: Literal["git", "env", "package"] = Field(..., description="where the version came from")
+
+
+class LineageTrendOut(Schema):
+    role: Literal["topic", "related"]
+    title: str
+    url: str | None
+    source: str | None
+    trend_id: int | None
+
+
+class LineageScriptOut(Schema):
+    title: str | None
+    provider: str | None = Field(None, description="the writer that produced it (openai, template...)")
+    model: str | None = Field(None, description="e.g. openai:gpt-4o-mini, template")
+    prompt_version: str | None
+
+
+class LineageVoiceOut(Schema):
+    provider: str | None
+    engine: str | None
+    voice: str | None
+
+
+class LineageFootageOut(Schema):
+    index: int = Field(..., description="the scene's segment number, from 1")
+    segment: str | None
+    source: str = Field(..., description="pexels, card, or an upload")
+    provider: str | None
+    id: str | None = Field(None, description="the stock provider's id")
+    media: str | None
+    url: str | None
+    credit: str | None = Field(None, description="the photographer or author")
+    credit_url: str | None
+    upload: str | None
+    text: str | None
+
+
+class LineageMusicOut(Schema):
+    bed: str | None
+    mood: str | None
+    sha256: str | None
+    license: str | None
+    gain_db: float | None
+
+
+class LineageSettingsOut(Schema):
+    target_seconds: int | None
+    voice: str | None
+    stages: dict[str, Any] = Field(..., description="the theme's settings per stage, secrets masked")
+    params: dict[str, Any] = Field(..., description="the job's params, secrets masked")
+
+
+class LineageOut(Schema):
+    format: int
+    job_id: int
+    theme: str
+    generated_at: datetime
+    code: LineageCodeOut
+    trends: list[LineageTrendOut]
+    script: LineageScriptOut | None
+    voice: LineageVoiceOut | None
+    footage: list[LineageFootageOut]
+    credits: list[str]
+    music: LineageMusicOut | None
+    settings: LineageSettingsOut
+    overrides: dict[str, Any] = Field(..., description="the job's cumulative edit state (Job.overrides)")
+    edits: list[dict[str, Any]] = Field(..., description="each recorded edit, oldest first")
+
+
+@api.get(
+    "/jobs/{job_id}/lineage",
+    auth=needs("jobs.view_job"),
+    response={200: LineageOut, **_errors(404)},
+    url_name="job_lineage",
+)
+def job_lineage(request: HttpRequest, job_id: int = JobId):
+    """What shaped the video: trends, script model and prompt version, voice, footage with credits,
+    music bed, the settings that applied (secrets masked), the code version and the edits made."""
+    from jobs import lineage
+
+    job = Job.objects.select_related("theme").filter(pk=job_id).first()
+    if job is None:
+        raise HttpError(404, f"no job with id {job_id}")
+    return lineage.for_job(job)
+
+
 urlpatterns = api.urls[0]
 app_name = api.urls_namespace

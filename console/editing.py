@@ -49,7 +49,7 @@ def panel(request: HttpRequest, job: Job, checkpoints: dict) -> dict:
 
 def history(job: Job) -> list[JobEdit]:
     """The job's edits, oldest first, each with ``described``: one line per edit for people."""
-    records = list(job.edits.select_related("user"))
+    records = job.edit_records()
     for record in records:
         record.described = [editing.describe(e) for e in record.edits or []]
     return records

@@ -328,6 +328,59 @@ TRENDREEL_ANALYTICS_MINUTES = env_int("TRENDREEL_ANALYTICS_MINUTES", 60, minimum
 TRENDREEL_ANALYTICS_DAYS = env_int("TRENDREEL_ANALYTICS_DAYS", 30, minimum=1)
 
 
+# The cost ledger's price table (jobs/prices.py): {provider: {metric: US dollars}}, each price per
+# 1M tokens (llm_tokens_in/out), per 1M characters (tts_characters), per call (api_calls), per GB
+# (upload_bytes) or per CPU hour (render_cpu_seconds). TRENDREEL_PRICES (JSON) is merged over these
+# defaults metric by metric ({"openai/gpt-4o-mini": {"llm_tokens_in": 0.2}}, 0 to make one free).
+# A usage key without a price costs nothing: self-hosted models ("localhost:11434/llama3.1:8b")
+# and offline engines are free; the children's CPU of every attempt is "local" render CPU.
+# The defaults are public list prices as of 2025 (check them against your own contract):
+# * OpenAI (openai.com/api/pricing): gpt-4o-mini $0.15 in / $0.60 out per 1M tokens, gpt-4o
+#   $2.50 / $10.00, gpt-4.1 $2.00 / $8.00, gpt-4.1-mini $0.40 / $1.60, gpt-4.1-nano $0.10 / $0.40;
+#   speech tts-1 $15 and tts-1-hd $30 per 1M characters; gpt-4o-mini-tts is billed by tokens, about
+#   $0.015 a minute of speech, which at ~1000 characters a minute is about $15 per 1M characters.
+# * ElevenLabs (elevenlabs.io/pricing): Creator plan's extra characters, $0.30 per 1000 (= $300
+#   per 1M); a plan's included characters cost less, so set your own.
+# * Pexels, YouTube Data API, TikTok Content Posting, Instagram Graph API, Reddit, Hacker News:
+#   no charge per call (quotas instead); uploads cost your host's egress, 0 by default.
+# * Render CPU: AWS c7i.large on-demand, $0.08925 an hour for 2 vCPUs, ~$0.045 per CPU hour.
+TRENDREEL_PRICE_DEFAULTS: dict[str, dict[str, float]] = {
+    "openai/gpt-4o-mini": {"llm_tokens_in": 0.15, "llm_tokens_out": 0.60},
+    "openai/gpt-4o": {"llm_tokens_in": 2.50, "llm_tokens_out": 10.00},
+    "openai/gpt-4.1": {"llm_tokens_in": 2.00, "llm_tokens_out": 8.00},
+    "openai/gpt-4.1-mini": {"llm_tokens_in": 0.40, "llm_tokens_out": 1.60},
+    "openai/gpt-4.1-nano": {"llm_tokens_in": 0.10, "llm_tokens_out": 0.40},
+    "openai/tts-1": {"tts_characters": 15.00},
+    "openai/tts-1-hd": {"tts_characters": 30.00},
+    "openai/gpt-4o-mini-tts": {"tts_characters": 15.00},
+    "openai": {"api_calls": 0},
+    "elevenlabs": {"tts_characters": 300.00, "api_calls": 0},
+    "pexels": {"api_calls": 0},
+    "feed": {"api_calls": 0},
+    "youtube": {"api_calls": 0, "upload_bytes": 0},
+    "tiktok": {"api_calls": 0, "upload_bytes": 0},
+    "instagram": {"api_calls": 0, "upload_bytes": 0},
+    "webhook": {"api_calls": 0, "upload_bytes": 0},
+    "piper": {"tts_characters": 0},
+    "espeak-ng": {"tts_characters": 0},
+    "local": {"render_cpu_seconds": 0.045},
+}
+
+
+def _prices() -> dict[str, dict[str, Any]]:
+    from jobs.prices import PriceError, parse
+
+    raw = env_json("TRENDREEL_PRICES", {})
+    try:
+        table = parse(raw, base=TRENDREEL_PRICE_DEFAULTS)
+    except PriceError as exc:
+        raise ImproperlyConfigured(f"TRENDREEL_PRICES: {exc}") from None
+    return {provider: {metric: str(price) for metric, price in row.items()} for provider, row in table.items()}
+
+
+TRENDREEL_PRICES = _prices()
+
+
 # Outbound requests and local inputs (stages/egress.py, stages/feeds/sources.py): comma-separated.
 def _host_list(name: str) -> list[str]:
     from stages.egress import AllowList

@@ -342,7 +342,7 @@ def theme_run(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             if count > 1
             else [orchestrator.start_job(theme, user=request.user)]
         )
-    except ValueError as exc:
+    except (orchestrator.BudgetSpent, ValueError) as exc:
         messages.error(request, f"Not started: {exc}")
         return redirect("console:dashboard")
     messages.success(request, f"Started job {', '.join(str(j.pk) for j in jobs)} for {theme.name}.")

@@ -113,12 +113,17 @@ class ThemeAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "slug", "keywords", "sources"]}),
         ("Video", {"fields": ["target_seconds", "voice", "settings"]}),
         ("Schedule", {"fields": ["schedule_cron", "schedule_batch"]}),
+        ("Budget", {"fields": ["daily_budget"]}),
     ]
 
     @admin.action(description="Run now (start a job for each selected theme)", permissions=["run"])
     def run_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         for theme in queryset:
-            job = orchestrator.start_job(theme, user=request.user)
+            try:
+                job = orchestrator.start_job(theme, user=request.user)
+            except orchestrator.BudgetSpent as exc:
+                self.message_user(request, f"Not started: {exc}", messages.ERROR)
+                continue
             self.message_user(request, f"Started job {job.pk} for {theme.slug}", messages.SUCCESS)
 
     def has_run_permission(self, request: HttpRequest) -> bool:
@@ -182,6 +187,7 @@ class StageRunInline(admin.TabularInline):
         "started_at",
         "finished_at",
         "superseded_at",
+        "cost",
     ]
     readonly_fields = fields
     ordering = ["queued_at", "id"]

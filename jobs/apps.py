@@ -31,3 +31,6 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         post_migrate.connect(_sweep_schedule, sender=self, dispatch_uid="trendreel-sweep-schedule")
         post_migrate.connect(_analytics_schedule, sender=self, dispatch_uid="trendreel-analytics-schedule")
+        from jobs.lineage import code_version
+
+        code_version()  # at start-up: what this process runs, whatever the checkout becomes later

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import connection, models
-from django.db.models.functions import Extract, RowNumber
+from django.db.models import Sum
+from django.db.models.functions import Coalesce, Extract, RowNumber, TruncDate
 from django.utils import timezone
 
+from jobs.prices import QUANTUM
 from jobs.validation import batch_count
 from stages.pipeline import STAGE_CHOICES, STAGE_KEYS
 
@@ -46,6 +52,15 @@ class Theme(models.Model):
         default=1, help_text="Jobs per scheduled run (one per top topic)."
     )
     created = models.DateTimeField(default=timezone.now)
+    daily_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="US dollars the theme's jobs may spend per UTC day; once spent, new jobs are refused "
+        "until 00:00 UTC (running jobs go on). Empty: no budget.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -87,6 +102,10 @@ class Theme(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    def spent_today(self, now: datetime | None = None) -> Decimal:
+        """The cost of the theme's attempts that finished today (UTC), one query."""
+        return StageRun.objects.filter(job__theme_id=self.pk).finished_since(utc_midnight(now)).cost_total()
+
     def as_input(self) -> dict:
         """The theme as stages see it (plain data, no ORM objects)."""
         return {
@@ -123,6 +142,20 @@ class Trend(models.Model):
         return self.title
 
 
+def utc_midnight(now: datetime | None = None) -> datetime:
+    """The start of ``now``'s UTC day (the budget's day)."""
+    now = (now or timezone.now()).astimezone(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+MONEY = models.DecimalField(max_digits=14, decimal_places=6)
+
+
+def _money(value: Decimal | None) -> Decimal:
+    """A database sum as money (SQLite's sums come back with extra digits)."""
+    return Decimal(value or 0).quantize(QUANTUM)
+
+
 class JobQuerySet(models.QuerySet):
     def active(self) -> JobQuerySet:
         return self.filter(status__in=Job.ACTIVE)
@@ -138,6 +171,10 @@ class JobQuerySet(models.QuerySet):
         """Each job's queued and running attempts, newest first, as ``job.open_runs`` (one more query)."""
         runs = StageRun.objects.filter(status__in=[StageRun.Status.RUNNING, StageRun.Status.QUEUED]).order_by("-id")
         return self.prefetch_related(models.Prefetch("runs", queryset=runs, to_attr="open_runs"))
+
+    def with_cost(self) -> JobQuerySet:
+        """Each job with ``total_cost``: the sum of its attempts' recorded cost (0 without any)."""
+        return self.annotate(total_cost=Coalesce(Sum("runs__cost"), Decimal(0), output_field=MONEY))
 
 
 class Job(models.Model):
@@ -181,6 +218,14 @@ class Job(models.Model):
     skip_stages = models.JSONField(default=_list, blank=True)
 
     objects = JobQuerySet.as_manager()
+
+    def edit_records(self) -> list[JobEdit]:
+        """The job's targeted edits, oldest first, with their users: one query per Job instance,
+        shared by the pages' edit history and the lineage panel."""
+        cached = getattr(self, "_edit_records", None)
+        if cached is None:
+            cached = self._edit_records = list(self.edits.select_related("user"))
+        return cached
 
     class Meta:
         ordering = ["-created"]
@@ -270,6 +315,33 @@ class StageRunQuerySet(models.QuerySet):
                 raw.setdefault(stage, {})[label] = (sum(c.values()), c.get(ok, 0), medians.get(stage))
         return raw
 
+    # the cost ledger's sums, computed by the database
+
+    def finished_since(self, since: datetime) -> StageRunQuerySet:
+        return self.filter(finished_at__gte=since)
+
+    def cost_total(self) -> Decimal:
+        return _money(self.aggregate(total=Coalesce(Sum("cost"), Decimal(0), output_field=MONEY))["total"])
+
+    def cost_by_stage(self) -> dict[str, Decimal]:
+        """stage -> cost of its attempts (a job's runs: the job page's per-stage subtotal)."""
+        rows = self.order_by().values("stage").annotate(total=Sum("cost")).values_list("stage", "total")
+        return {stage: _money(total) for stage, total in rows}
+
+    def cost_by_theme_day(self, days: int = 14, now: datetime | None = None) -> list[dict]:
+        """``[{"theme", "name", "day", "total"}]``: the cost of attempts finished per theme and UTC
+        day, over the last ``days`` days (today included), days without cost left out."""
+        since = utc_midnight(now) - timedelta(days=days - 1)
+        rows = list(
+            self.finished_since(since)
+            .filter(cost__gt=0)
+            .order_by()
+            .values(theme=models.F("job__theme__slug"), name=models.F("job__theme__name"))
+            .annotate(day=TruncDate("finished_at", tzinfo=UTC), total=Sum("cost"))
+            .order_by("day", "theme")
+        )
+        return [{**row, "total": _money(row["total"])} for row in rows]
+
 
 class StageRun(models.Model):
     """One attempt of one stage of one job. Never deleted or rewritten by a retry."""
@@ -326,6 +398,10 @@ class StageRun(models.Model):
     # child processes the attempt started, as recorded by its watchdog ({"pid", "start", "boot"}):
     # the sweeper kills them, on their own host, when the worker died without them
     processes = models.JSONField(default=_list, blank=True)
+    # the cost ledger: what the attempt consumed ({provider: {metric: amount}}, stages.base.Usage)
+    # and what that cost at the price table of the time it ended (jobs.prices), succeeded or not
+    usage = models.JSONField(default=_dict, blank=True)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0), help_text="US dollars.")
 
     objects = StageRunQuerySet.as_manager()
 

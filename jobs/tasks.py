@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from jobs import orchestrator
+
+log = logging.getLogger("trendreel.schedules")
 
 
 def run_stage(run_id: int) -> str:
@@ -20,7 +24,11 @@ def run_theme(theme_id: int, count: int = 1) -> str:
     from jobs.models import Theme
 
     theme = Theme.objects.get(pk=theme_id)
-    jobs = orchestrator.start_batch(theme, count) if count > 1 else [orchestrator.start_job(theme)]
+    try:
+        jobs = orchestrator.start_batch(theme, count) if count > 1 else [orchestrator.start_job(theme)]
+    except orchestrator.BudgetSpent as exc:  # the next run (or tomorrow's) tries again
+        log.warning("scheduled run of theme %s skipped: %s", theme.slug, exc)
+        return f"skipped: {exc}"
     return "started " + ", ".join(str(j.pk) for j in jobs)
 
 

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from stages import metering
 from stages.base import PermanentStageError
 
 ALLOW_SETTING = "TRENDREEL_FETCH_ALLOW"
@@ -307,9 +308,11 @@ class GuardedTransport(httpx.HTTPTransport):
         self._pool._network_backend = GuardedBackend(resolver)
         self.secrets = secrets  # live: the provider may add one (a refreshed token) later
         self.provider = provider or "request"
+        self.usage = metering.current()  # the attempt this client was made in counts its requests
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         for secret in carried(request, self.secrets):
             if not secret.allows(request.url):
                 raise secret.refusal(request.url, self.provider)
+        metering.count_request(self.usage, self.provider, request)
         return super().handle_request(request)

@@ -43,6 +43,15 @@ _QUOTA = re.compile(
 )
 
 
+def usage_key(provider: str, base_url: str, home: str, model: str = "") -> str:
+    """Who bills a provider's usage in the cost ledger (``jobs.prices``): ``provider`` on its own
+    ``home`` host, else the host it was pointed at (a self-hosted server, a gateway), then
+    ``/model``: ``openai/gpt-4o-mini``, ``localhost:11434/llama3.1:8b``."""
+    host = (httpx.URL(base_url).netloc.decode("ascii", "replace") or "").lower()
+    who = provider if host in ("", home) else host
+    return f"{who}/{model}" if model else who
+
+
 def masked(text: str, secrets: Iterable[str | None]) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:

@@ -62,6 +62,7 @@ from stages.payload import as_dict, as_int
 
 METADATA_NAME = "metadata.json"  # the outbox's file names, also read back by ``describe``
 VIDEO_NAME = "video.mp4"
+LINEAGE_NAME = "lineage.json"
 UPLOADING = "uploading"
 PUBLISHED = "published"
 # How a post's caption opens (TikTok, Instagram): the spoken hook, the title, or the description's
@@ -80,6 +81,9 @@ class Package:
     # Destinations delivered before this one in the run, by name (list the webhook last to send
     # it the YouTube link).
     published: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What shaped the video (``jobs.lineage``): trends, script model and prompt, voice, footage and
+    # credits, music, settings, code version, edits. The outbox writes it as ``lineage.json``.
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     def session_store(self, destination: str) -> PublicationSessionStore:
         """Where a resumable destination keeps its upload session between attempts."""
@@ -199,7 +203,27 @@ def build_package(ctx: StageContext) -> Package:
         raise PermanentStageError("composition output names no video", hint="re-run from composition")
     video = ctx.input_path("composition", str(video_name))
     thumbnail = ctx.input_path("composition", str(composition["thumbnail"])) if composition.get("thumbnail") else None
-    return Package(job_id=ctx.job_id, video=video, thumbnail=thumbnail, metadata=build_metadata(ctx, composition))
+    return Package(
+        job_id=ctx.job_id,
+        video=video,
+        thumbnail=thumbnail,
+        metadata=build_metadata(ctx, composition),
+        lineage=build_lineage(ctx),
+    )
+
+
+def build_lineage(ctx: StageContext) -> dict[str, Any]:
+    """The video's lineage from the checkpoints this publish run sees (``jobs.lineage``)."""
+    from jobs import lineage
+
+    return lineage.build(
+        job_id=ctx.job_id,
+        theme=ctx.theme,
+        params=ctx.params,
+        outputs=ctx.upstream,
+        overrides=ctx.overrides,
+        edits=lineage.job_edits(ctx.job_id),
+    )
 
 
 def build_metadata(ctx: StageContext, composition: dict[str, Any]) -> dict[str, Any]:

@@ -33,13 +33,15 @@ def operator(big_db, db, client):
         # stage stats: one percentile query on PostgreSQL, counts + median per window on SQLite;
         # every page: one query for the user's second-factor devices (console.two_factor); the dashboard
         # page (not its live part) adds the best videos (one query, cached), the job page its
-        # publications and their readings; the job and review pages their targeted edits (one query)
-        ("console:dashboard", [], {"postgresql": 10, "sqlite": 13}),
+        # publications and their readings; the job and review pages their targeted edits (one query);
+        # the cost ledger: the dashboard's spend chart (one grouped query), the job page's cost table
+        # (stage sums, usage), the review page's lineage (checkpoints)
+        ("console:dashboard", [], {"postgresql": 11, "sqlite": 14}),
         ("console:dashboard_live", [], {"postgresql": 9, "sqlite": 12}),
-        ("console:job_detail", ["job"], 10),
+        ("console:job_detail", ["job"], 12),
         # the poll after a status change re-renders the job's records, its edit history included (+1)
         ("console:job_live", ["job"], 8),
-        ("console:review", ["job"], 8),
+        ("console:review", ["job"], 9),
         ("admin:jobs_job_changelist", [], 10),
     ],
 )

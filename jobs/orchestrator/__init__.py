@@ -22,6 +22,7 @@ Retries, backoff, crash counting and time limits are decided here, never by djan
 from __future__ import annotations
 
 from jobs.orchestrator.actions import (
+    BudgetSpent,
     UnknownStage,
     cancel_job,
     edit_job,
@@ -37,6 +38,7 @@ from jobs.orchestrator.sweeper import SweepReport, stalled, sweep
 from jobs.orchestrator.transitions import InvalidState
 
 __all__ = [
+    "BudgetSpent",
     "InvalidState",
     "SweepReport",
     "UnknownStage",

@@ -16,6 +16,7 @@ from jobs.models import Job, JobEdit, ReviewDecision, StageRun, Theme
 from jobs.orchestrator import clock, gate, lifecycle, transitions
 from jobs.orchestrator.lifecycle import lock_job, who
 from jobs.orchestrator.transitions import InvalidState
+from jobs.prices import money
 from jobs.validation import batch_count
 from stages import pipeline
 
@@ -28,11 +29,34 @@ class UnknownStage(ValueError):
     pass
 
 
+class BudgetSpent(InvalidState):
+    """The theme's jobs spent its daily budget: no new job until the next UTC day (the API's 409)."""
+
+
+def check_budget(theme: Theme) -> None:
+    """Refuse a new job of a theme whose attempts finished today (UTC) cost its ``daily_budget``.
+
+    One query, only for a theme with a budget. Running jobs are not stopped: an attempt's cost is
+    known when it ends, so a day's spend may pass the budget by what was running when it was reached.
+    """
+    if theme.daily_budget is None:
+        return
+    spent = theme.spent_today()
+    if spent >= theme.daily_budget:
+        raise BudgetSpent(
+            f"theme {theme.slug} spent {money(spent)} of its {money(theme.daily_budget)} daily budget today; "
+            "raise Theme.daily_budget or wait until 00:00 UTC"
+        )
+
+
 def start_job(theme: Theme, *, params: dict | None = None, user=None) -> Job:
-    """Create a job and queue its first stage, atomically (enqueue included).
+    """Create a job and queue its first stage, atomically (enqueue included). Every route that
+    starts jobs (console, API, admin, commands, schedules) comes here: ``BudgetSpent`` when the
+    theme spent its daily budget.
 
     (The API's idempotency keys are per user and live in ``console.models.IdempotencyKey``.)
     """
+    check_budget(theme)
     with transaction.atomic():
         first = pipeline.STAGE_KEYS[0]
         job = transitions.create_job(
@@ -49,6 +73,7 @@ def start_job(theme: Theme, *, params: dict | None = None, user=None) -> Job:
 def start_batch(theme: Theme, count: int, *, user=None) -> list[Job]:
     """N jobs for the theme's top N topics: job i asks trend analysis for the i-th best topic."""
     count = batch_count(count)
+    check_budget(theme)
     batch = clock.now().strftime("%Y%m%d%H%M%S") + f"-{random.randrange(16**4):04x}"
     with transaction.atomic():
         return [

@@ -181,9 +181,13 @@ def end_attempt(
     permanent: bool = False,
     retry_after: float | None = None,
     where: dict[str, Any] | None = None,
+    spent: dict[str, Any] | None = None,
 ) -> bool:
     """Record the end of a running attempt that did not succeed (``fail`` or ``crash``), then retry
-    or fail the job. False if the attempt was not running (or ``where`` no longer held)."""
+    or fail the job. False if the attempt was not running (or ``where`` no longer held).
+
+    ``spent`` is the attempt's ``usage`` and ``cost`` (the cost ledger): money a failed attempt
+    spent is still spent."""
     with transaction.atomic():
         job_id = StageRun.objects.values_list("job_id", flat=True).get(pk=run_id)
         job = lock_job(job_id)
@@ -198,6 +202,7 @@ def end_attempt(
             error_traceback=tb[-20000:],
             log_tail=log_tail[-8000:],
             message=message[:500],
+            **(spent or {}),
         )
         if not moved:
             return False

@@ -17,11 +17,13 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import socket
 import time
 import traceback
 from collections import deque
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, IntegrityError, transaction
 
+from jobs import prices
 from jobs.models import Artifact, Job, StageRun
 from jobs.orchestrator import clock, gate, lifecycle, routing, transitions
 from jobs.orchestrator.statements import Claim
@@ -46,6 +49,7 @@ from stages.base import (
     disk_full,
     normalise_result,
 )
+from stages.metering import metering
 
 log = logging.getLogger("trendreel.orchestrator")
 JS = Job.Status
@@ -101,32 +105,86 @@ def _attempt(claim: Claim, abort: AbortSignal, dog: Watchdog) -> str:
     run = claim.run
     tail = _TailHandler()
     ctx: StageContext | None = None
+    cpu = _children_cpu()
     try:
         ctx = _context(claim, abort, dog.report)
         ctx.logger.addHandler(tail)
-        result = normalise_result(pipeline.load(run.stage)(ctx))
+        try:
+            with metering(ctx.usage):  # every request the stage sends counts into its usage
+                result = normalise_result(pipeline.load(run.stage)(ctx))
+        finally:
+            _count_cpu(ctx, cpu)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded on the attempt
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, SystemExit: the worker is going away; the sweeper will see
+        spent = _spent(ctx, priced=False)
         if ctx is not None:  # a failed or stopped attempt's files help nobody and may fill the disk
             shutil.rmtree(ctx.work_dir, ignore_errors=True)
         if abort.reason is not None or isinstance(exc, StageAborted):
             # the watchdog already recorded why (timeout), or someone else did (cancel, sweep)
+            _keep_spent(run.pk, spent)
             return f"aborted:{abort.reason or 'unknown'}"
         dog.record_started()
-        _fail(run, exc, tail.text)
+        _fail(run, exc, tail.text, spent=spent)
         return "failed"
     finally:
         if ctx is not None:
             ctx.logger.removeHandler(tail)
     if abort.reason is not None:
         shutil.rmtree(ctx.work_dir, ignore_errors=True)
+        _keep_spent(run.pk, _spent(ctx, priced=False))
         return f"aborted:{abort.reason}"
     dog.record_started()
     return _record(run, ctx, result, tail.text, claim.skip_stages)
 
 
-def _fail(run: StageRun, exc: Exception, log_tail: str, *, recording: bool = False) -> None:
+# --- the cost ledger ------------------------------------------------------------------------
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (ffmpeg, Piper...). A
+    django-q2 worker process runs one attempt at a time, so the delta around an attempt is its own."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _count_cpu(ctx: StageContext, cpu_before: float) -> None:
+    cpu = round(_children_cpu() - cpu_before, 3)
+    if cpu > 0:
+        ctx.usage.add("local", render_cpu_seconds=cpu)
+
+
+def _spent(ctx: StageContext | None, *, priced: bool = True) -> dict[str, Any]:
+    """The attempt's ``usage`` and ``cost`` columns (nothing for an attempt that never started).
+
+    ``priced=False`` is for failed attempts: a price table broken at run time (settings are
+    checked at start-up) then costs the attempt 0 rather than hiding its failure behind another.
+    """
+    if ctx is None:
+        return {}
+    usage = ctx.usage.as_dict()
+    if not usage:
+        return {}
+    try:
+        cost = prices.cost_of(usage)
+    except prices.PriceError as exc:
+        if priced:
+            raise ImproperlyConfigured(f"TRENDREEL_PRICES: {exc}") from None
+        log.warning("run %s: usage not priced: TRENDREEL_PRICES: %s", ctx.run_id, exc)
+        cost = Decimal(0)
+    return {"usage": usage, "cost": cost}
+
+
+def _keep_spent(run_id: int, spent: dict[str, Any]) -> None:
+    """Money spent by an attempt that was stopped (cancel, time limit) or discarded is still spent."""
+    if spent:
+        with contextlib.suppress(DatabaseError):
+            StageRun.objects.filter(pk=run_id).update(**spent)
+
+
+def _fail(
+    run: StageRun, exc: Exception, log_tail: str, *, recording: bool = False, spent: dict[str, Any] | None = None
+) -> None:
     """Record a failed attempt: what kind of failure, then the retry policy decides."""
     tb = "".join(traceback.format_exception(exc))
     prefix = "recording the result failed: " if recording else ""
@@ -134,12 +192,37 @@ def _fail(run: StageRun, exc: Exception, log_tail: str, *, recording: bool = Fal
         exc = disk_full(str(exc))  # not a bug: retried like any transient error
     if isinstance(exc, StageError):
         kind = EK.PERMANENT if exc.permanent else EK.TRANSIENT
-        _end(run, kind, prefix + exc.message, hint=exc.hint, tb=tb, log_tail=log_tail, retry_after=exc.retry_after)
+        _end(
+            run,
+            kind,
+            prefix + exc.message,
+            hint=exc.hint,
+            tb=tb,
+            log_tail=log_tail,
+            retry_after=exc.retry_after,
+            spent=spent,
+        )
     elif isinstance(exc, ImproperlyConfigured):
-        _end(run, EK.PERMANENT, prefix + str(exc), hint="fix the configuration, then retry", tb=tb, log_tail=log_tail)
+        _end(
+            run,
+            EK.PERMANENT,
+            prefix + str(exc),
+            hint="fix the configuration, then retry",
+            tb=tb,
+            log_tail=log_tail,
+            spent=spent,
+        )
     elif recording and isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
         # the database went away or a lock wait timed out: worth another attempt
-        _end(run, EK.TRANSIENT, prefix + f"{type(exc).__name__}: {exc}", hint=_RETRIED, tb=tb, log_tail=log_tail)
+        _end(
+            run,
+            EK.TRANSIENT,
+            prefix + f"{type(exc).__name__}: {exc}",
+            hint=_RETRIED,
+            tb=tb,
+            log_tail=log_tail,
+            spent=spent,
+        )
     else:
         permanent = lifecycle.unexpected_is_permanent(run)
         _end(
@@ -150,6 +233,7 @@ def _fail(run: StageRun, exc: Exception, log_tail: str, *, recording: bool = Fal
             tb=tb,
             log_tail=log_tail,
             permanent=permanent,
+            spent=spent,
         )
 
 
@@ -181,7 +265,9 @@ def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str
     """
     final = ctx.work_dir.with_name(f"attempt-{run.attempt}")
     rel_dir = final.relative_to(media_root()).as_posix()
+    spent: dict[str, Any] = {}
     try:
+        spent = _spent(ctx)  # priced now, at the table of the time (no query)
         json.dumps(result.output, cls=DjangoJSONEncoder)  # what the JSONField will need, checked early
         if final.exists():
             shutil.rmtree(final)
@@ -197,7 +283,11 @@ def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str
             if not path.is_file():
                 _remove(ctx, final)
                 _end(
-                    run, EK.PERMANENT, f"stage reported an artifact that does not exist: {spec.path}", log_tail=log_tail
+                    run,
+                    EK.PERMANENT,
+                    f"stage reported an artifact that does not exist: {spec.path}",
+                    log_tail=log_tail,
+                    spent=spent,
                 )
                 return "failed"
             artifacts.append((spec, path.relative_to(media_root()).as_posix(), path.stat().st_size, checksum(path)))
@@ -216,6 +306,7 @@ def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str
                     "output_dir": rel_dir,
                     "log_tail": log_tail[-8000:],
                     "message": "done",
+                    **spent,
                 },
             )
             if not recorded:
@@ -239,13 +330,14 @@ def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str
                 lifecycle.open_next(run.job_id, run.stage, skip)
     except _Discarded:
         _remove(ctx, final)
+        _keep_spent(run.pk, spent)
         return "discarded"
     except Exception as exc:  # noqa: BLE001 - recorded on the attempt, never a run left "running"
         if _committed(run.pk, rel_dir):
             return "succeeded"  # the commit went through; only its acknowledgement was lost
         _remove(ctx, final)
         log.warning("run %s: recording failed", run.pk, exc_info=True)
-        _fail(run, exc, log_tail, recording=True)
+        _fail(run, exc, log_tail, recording=True, spent=spent or _spent(ctx, priced=False))
         return "failed"
     return "succeeded"
 

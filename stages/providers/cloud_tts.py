@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 
 from stages.base import PermanentStageError, StageContext
-from stages.http import HttpProvider, float_setting, setting_path
+from stages.http import HttpProvider, float_setting, setting_path, usage_key
 from stages.payload import as_dict, as_float, as_list
 from stages.providers.llm import key_required
 from stages.providers.tts import Speech, WordTiming
@@ -279,6 +279,8 @@ class ElevenLabsProvider(HttpProvider):
         finally:
             if self.client is None:
                 client.close()
+        # billed by the characters of ``text`` (the neighbours only steer the intonation)
+        self.ctx.usage.add(usage_key(ELEVENLABS, self.base_url, "api.elevenlabs.io"), tts_characters=len(text))
         hint = "check base_url: it must be the ElevenLabs API (or a compatible one)"
         data, alignment = elevenlabs_answer(self.json(response, hint=hint))
         try:
@@ -355,6 +357,7 @@ class OpenAISpeechProvider(HttpProvider):
         finally:
             if self.client is None:
                 client.close()
+        self.ctx.usage.add(usage_key(OPENAI, self.base_url, "api.openai.com", self.model), tts_characters=len(text))
         data = response.content
         hint = "check the openai base_url and model: /audio/speech must return audio"
         try:

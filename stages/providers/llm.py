@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from stages.base import PermanentStageError, StageContext
-from stages.http import HttpProvider, float_setting, provider_setting, setting_path
-from stages.payload import MAX_DEPTH, PayloadError, as_dict, as_float, as_list, loads
+from stages.http import HttpProvider, float_setting, provider_setting, setting_path, usage_key
+from stages.payload import MAX_DEPTH, PayloadError, as_dict, as_float, as_int, as_list, loads
 from stages.scripts import (
     HEADLINE_MAX_CHARS,
     HEADLINE_MAX_WORDS,
@@ -396,7 +396,19 @@ class OpenAIWriter(HttpProvider):
             if self.client is None:
                 client.close()
         data = self.json(response, hint="check that base_url points at an OpenAI-compatible /v1 endpoint")
+        self._count_tokens(data)
         return _content(data)
+
+    def _count_tokens(self, data: Any) -> None:
+        """The answer's ``usage`` (prompt and completion tokens) into the attempt's cost ledger."""
+        usage = as_dict(as_dict(data).get("usage")) if as_dict(data) is not None else None
+        if usage is None:
+            return
+        tokens_in = as_int(usage.get("prompt_tokens"), high=10**9, default=0)
+        tokens_out = as_int(usage.get("completion_tokens"), high=10**9, default=0)
+        if tokens_in or tokens_out:
+            key = usage_key(PROVIDER, self.base_url, "api.openai.com", self.model)
+            self.ctx.usage.add(key, llm_tokens_in=tokens_in, llm_tokens_out=tokens_out)
 
     def _script(self, content: str, finish: str, *, target: int, wps: float) -> dict[str, Any]:
         if not content.strip():

@@ -1,7 +1,7 @@
 """The offline publish destination: a folder per job under ``settings.OUTBOX_DIR``.
 
-``<OUTBOX_DIR>/<job_id>/`` receives ``video.mp4``, ``thumbnail.<ext>`` (when composition made one)
-and ``metadata.json``. Whatever picks videos up from there (an uploader, a person, a sync job)
+``<OUTBOX_DIR>/<job_id>/`` receives ``video.mp4``, ``thumbnail.<ext>`` (when composition made one),
+``lineage.json`` (what shaped the video: ``jobs.lineage``) and ``metadata.json``. Whatever picks videos up from there (an uploader, a person, a sync job)
 should treat a folder as complete only once ``metadata.json`` exists: it is written last.
 
 Why these steps:
@@ -27,7 +27,7 @@ from pathlib import Path
 from django.conf import settings
 
 from stages.base import PermanentStageError, StageContext, TransientStageError
-from stages.publish import METADATA_NAME, VIDEO_NAME, Delivery, Package
+from stages.publish import LINEAGE_NAME, METADATA_NAME, VIDEO_NAME, Delivery, Package
 
 
 class OutboxPublisher:
@@ -69,6 +69,11 @@ class OutboxPublisher:
                 thumb_name = "thumbnail" + (package.thumbnail.suffix.lower() or ".jpg")
                 _copy_atomic(package.thumbnail, folder / thumb_name)
                 metadata["thumbnail"] = thumb_name
+            if package.lineage:  # what shaped the video, beside it
+                _write_atomic(
+                    folder / LINEAGE_NAME, json.dumps(package.lineage, ensure_ascii=False, indent=2).encode("utf-8")
+                )
+                metadata["lineage"] = LINEAGE_NAME
             # Last: its presence tells consumers the folder is complete.
             _write_atomic(metadata_path, json.dumps(metadata, ensure_ascii=False, indent=2).encode("utf-8"))
             _fsync_dir(folder)

@@ -123,7 +123,12 @@ def test_it_writes_the_video_and_metadata_to_the_outbox(tmp_path, job, rendered,
     assert out["destination"] == "outbox"
     assert out["already_published"] is False
     assert out["video"] == str(folder / "video.mp4") and out["metadata"] == str(folder / "metadata.json")
-    assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "thumbnail.jpg", "video.mp4"]  # no *.part left
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "lineage.json",
+        "metadata.json",
+        "thumbnail.jpg",
+        "video.mp4",
+    ]  # no *.part left
     assert (folder / "video.mp4").read_bytes() == (rendered / "video.mp4").read_bytes()
     assert (folder / "video.mp4").stat().st_mode & 0o777 == 0o644
 

@@ -25,7 +25,7 @@ class Command(BaseCommand):
             raise CommandError(f"--params is not valid JSON: {exc}", returncode=2) from None
         if not isinstance(job_params, dict):
             raise CommandError("--params must be a JSON object", returncode=2)
-        job = orchestrator.start_job(cli.get_theme(theme), params=job_params)
+        job = cli.act(orchestrator.start_job, cli.get_theme(theme), params=job_params)  # a spent budget: exit 1
         self.stdout.write(str(job.pk))
         if not (wait or inline):
             return
