@@ -177,9 +177,9 @@ def stalled(
     window: float | None = None,
     workers: Callable[[], Collection[str] | None] | None = None,
     cluster: str | None = None,
-) -> bool:
+) -> tuple[str, ...]:
     """Due runs of ``cluster``'s stages were pushed more than ``window`` seconds ago and nothing of
-    that cluster was claimed since.
+    that cluster was claimed since: the stages of those runs (empty, i.e. false, when not stalled).
 
     The signature of a wedged cluster (a SIGKILLed idle django-q2 worker leaves the shared task
     queue's read lock held, so every other worker waits forever) or of no cluster at all.
@@ -194,13 +194,14 @@ def stalled(
     waiting = StageRun.objects.filter(status=RS.QUEUED, stage__in=stages, enqueued_at__lt=since).filter(
         Q(not_before__isnull=True) | Q(not_before__lte=now)
     )
-    if not waiting.exists():
-        return False
+    waiting_stages = tuple(sorted(set(waiting.values_list("stage", flat=True)[:100])))
+    if not waiting_stages:
+        return ()
     names = workers() if workers is not None else None
     ours = StageRun.objects.filter(stage__in=stages)
     if names is not None:
         ours = ours.filter(worker__in=list(names))
     # busy workers (long renders) are not a stall: only idle-and-not-claiming is
     if ours.filter(status=RS.RUNNING).exists():
-        return False
-    return not ours.filter(started_at__gte=since).exists()
+        return ()
+    return () if ours.filter(started_at__gte=since).exists() else waiting_stages

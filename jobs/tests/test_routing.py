@@ -54,7 +54,7 @@ def test_stalled_judges_only_the_stages_its_cluster_serves(engine, theme, call_l
     job = orchestrator.start_job(theme, params=params(call_log, tmp_path))
     StageRun.objects.filter(job=job).update(stage="composition", enqueued_at=timezone.now() - timedelta(seconds=1))
     later = timezone.now() + timedelta(seconds=engine.TRENDREEL_STALL_SECONDS + 1)
-    assert orchestrator.stalled(now=later, cluster="render")
+    assert orchestrator.stalled(now=later, cluster="render") == ("composition",)
     assert not orchestrator.stalled(now=later, cluster=None)
 
 
@@ -84,4 +84,7 @@ def test_renders_run_only_on_the_render_worker_and_quick_stages_flow_without_it(
         )
     for run in StageRun.objects.filter(job__in=jobs, status=RS.SUCCEEDED).exclude(stage="review"):
         assert run.output["cluster"] == ("render" if run.stage == "composition" else ""), run
-    assert "stalled" not in default.log.read_text()  # waiting renders are not the default cluster's wedge
+    # waiting renders are never the default cluster's wedge (on a loaded machine its own quick stages
+    # may wait past the 2 s threshold and restart it, which is the stall rule working, not a render)
+    stalls = [line for line in default.log.read_text().splitlines() if line.startswith("stalled:")]
+    assert all("waiting:" in line and "composition" not in line for line in stalls), stalls

@@ -73,11 +73,12 @@ class Command(BaseCommand):
         while cluster.sentinel is not None and cluster.sentinel.is_alive():
             try:
                 orchestrator.sweep()
-                if orchestrator.stalled(
+                waiting = orchestrator.stalled(
                     workers=lambda cluster=cluster: self.worker_names(cluster),
                     cluster=settings.TRENDREEL_CLUSTER or None,
-                ):
-                    cluster = self.restart(cluster)
+                )
+                if waiting:
+                    cluster = self.restart(cluster, waiting)
             except Exception:  # a busy database must not stop the loop
                 log.exception("sweep failed")
             if time.monotonic() >= next_housekeeping:
@@ -111,11 +112,16 @@ class Command(BaseCommand):
         cluster.start()
         return cluster
 
-    def restart(self, cluster):
+    def restart(self, cluster, waiting: tuple[str, ...] = ()):
         """Due runs are not being claimed: replace the cluster and push every queued run again
         (tasks held by the old cluster are lost with it; a duplicate push is a no-op)."""
-        log.error("no queued run was claimed for %ss: restarting the stage workers", settings.TRENDREEL_STALL_SECONDS)
-        self.stdout.write("stalled: restarting the django-q2 cluster", ending="\n")
+        stages = ", ".join(waiting) or "?"
+        log.error(
+            "no queued run was claimed for %ss (waiting: %s): restarting the stage workers",
+            settings.TRENDREEL_STALL_SECONDS,
+            stages,
+        )
+        self.stdout.write(f"stalled: restarting the django-q2 cluster (waiting: {stages})", ending="\n")
         self.stdout.flush()
         cluster.stop_event.set()
         cluster.sentinel.join(timeout=10)
