@@ -11,7 +11,9 @@ plain subprocess.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -80,6 +82,15 @@ def run_ffmpeg(
         if full is not None:
             raise disk_full(f"ffmpeg: {full}")
     return code, lines
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """Put a file into a stage folder: a hard link when possible (no copy, same inode), else a copy."""
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
 
 
 # -- probe ---------------------------------------------------------------------------------------
