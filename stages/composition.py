@@ -126,8 +126,14 @@ def run(ctx: StageContext) -> StageResult:
     tone = ((ctx.theme.get("settings") or {}).get("script_generation") or {}).get("tone")
     bed = music.bed_for(look.music, tone)
     mix_key = _key(
-        {"v": 1, "voice": digest(audio), "duration": round(duration, 4), "bed": bed and digest(bed)}
-        | {"volume_db": look.music.volume_db, "target": media.TARGET_LUFS}
+        {
+            "v": 1,
+            "voice": media.file_digest(audio),
+            "duration": round(duration, 4),
+            "bed": media.file_digest(bed) if bed is not None else None,
+            "volume_db": look.music.volume_db,
+            "target": media.TARGET_LUFS,
+        }
     )
     mixed: dict[str, Any] = {}
     reused_mix = _reused_mix(ctx, mix_key, bed)
@@ -564,31 +570,18 @@ def plan_pieces(shots: list[Shot], transition: int) -> list[Piece]:
     return [p for p in out if p.frames > 0]
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def digest(path: Path) -> str:
-    """SHA-256 of a file (remembered per path, size and mtime: a scene is hashed once per process)."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
-
-
 def _key(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _shot_key(shot: Shot) -> dict[str, Any]:
     if shot.clip is None:
-        source: dict[str, Any] = {"image": digest(shot.image)}
+        source: dict[str, Any] = {"image": media.file_digest(shot.image)}
     else:
-        source = {"clip": digest(shot.clip), "overlay": digest(shot.overlay) if shot.overlay else None}
+        source = {
+            "clip": media.file_digest(shot.clip),
+            "overlay": media.file_digest(shot.overlay) if shot.overlay else None,
+        }
     return {**source, "frames": shot.frames, "path": shot.path}
 
 

@@ -29,6 +29,9 @@ def make_context(
     params: dict[str, Any] | None = None,
     review_notes: list[str] | None = None,
     progress_log: list[tuple[float, str]] | None = None,
+    overrides: dict[str, Any] | None = None,
+    base_output: dict[str, Any] | None = None,
+    base_dir: Path | None = None,
 ) -> StageContext:
     work = tmp_path / stage / "attempt-1.partial"
     work.mkdir(parents=True, exist_ok=True)
@@ -44,4 +47,7 @@ def make_context(
         work_dir=work,
         review_notes=review_notes or [],
         report=lambda f, m: log.append((f, m)),
+        overrides=overrides or {},
+        base_output=base_output,
+        base_dir=base_dir,
     )
