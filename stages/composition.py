@@ -5,23 +5,31 @@ and ``-loop 1`` make a 30 s short cost 2.5-3x a plain encode, so every still is 
 ONCE (to the scenes' ``max_zoom``, 108 %), repeated with the ``loop`` filter and panned by moving
 a crop window (a pointer offset, no per-frame resampling), only as far as the card's text stays
 inside the platforms' safe zone. Shots overlap by the transition's length and are joined with
-``xfade`` (fade, slide, zoom; per theme). Captions are one track of PNGs laid on by a single
-``overlay`` (``stages.captions``). The soundtrack is mixed and normalised before the encode in
+``xfade`` (fade, slide, zoom; per theme). Captions are PNGs played by the concat demuxer and laid
+on by a single ``overlay`` per piece (``stages.captions``). The soundtrack is mixed and normalised before the encode in
 audio-only passes (``stages.mix``), in a thread while the captions are drawn. Steps:
 
 1. Read the theme's look (``stages.look``), the voiceover (windows, words, WAV) and the scenes;
    match scenes to windows by segment.
 2. Mix the soundtrack in a thread (ffmpeg does the work) while the captions (karaoke by default)
-   and the thumbnail are drawn and the picture is encoded.
-3. Encode. Stills: one ffmpeg pass (pans, crosses, caption track), with a key frame on the middle
-   of each shot, from which the contact sheet (one frame per shot) is then cut. With stock clips (``clip`` + ``overlay``), memory is bounded by
-   rendering each shot, with the transition into it, as a segment of its own (at most two clips
-   open at once), then joining the segments with the concat demuxer for the caption pass.
-4. Mux the soundtrack, then QC the file (``stages.qc``): format, loudness and true peak, the bed
-   under the voice, no digital silence, word sync (against the voice's timings and against
-   speech onsets in the audio), every drawn box inside the safe zone, no duplicated on-screen
-   text, motion on every shot. A failed check raises PermanentStageError, so a broken video never
+   are planned, the thumbnail is drawn and the picture is rendered.
+3. Render the picture in pieces (each shot's body, and each cross of two shots' ends), every
+   piece with its captions burned in and the delivery encoder settings, two at a time; each piece
+   opens at most two shots' inputs (memory stays bounded with stock clips). Pieces are named by
+   a hash of their inputs and kept in the checkpoint (``pieces/``): a re-run after an edit
+   (``ctx.base_output``/``ctx.base_dir``) links every piece whose inputs did not change and the
+   mix when the voice did not change, and renders only the rest (a swapped scene: its body and
+   the two crosses). A key frame on the middle of each shot lets the contact sheet be cut fast.
+4. Join the pieces with the soundtrack (concat demuxer, no re-encode), then QC the file
+   (``stages.qc``): format, loudness and true peak, the bed under the voice, no digital silence,
+   word sync (against the voice's timings and against speech onsets in the audio), every drawn
+   box inside the safe zone, no duplicated on-screen text, motion on every shot. A failed check raises PermanentStageError, so a broken video never
    reaches review.
+
+Caption edits (``ctx.overrides["segments"][n]["caption"]``) replace the words shown for segment n,
+spread over the time it is spoken (``captions.apply_overrides``); QC does not hold those words to
+the voice's timings. The output records every piece (``pieces``: name, key, file, reused), what
+this run rendered and reused (``render``) and the mix's key and levels (``mix_state``).
 """
 
 from __future__ import annotations

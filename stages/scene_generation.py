@@ -23,16 +23,29 @@ Steps: read the script's segments and the provider chain (``theme.settings.scene
 
 Each card is saved as ``scene-01.png``, ``scene-02.png``... (cancel is checked between scenes).
 
+Targeted edits (issue 14): each scene has a ``key``, a hash of what it is made from (the card's
+key phrase, position, look and frame, the provider chain and its settings, the scene edit with its
+take). A re-run with ``ctx.base_output`` links every scene whose key is unchanged from
+``ctx.base_dir`` and makes only the others. Scene edits (``ctx.overrides["segments"][n]["scene"]``,
+n from 1): ``text`` re-renders the card with that text; ``upload`` (a path under MEDIA_ROOT,
+anything outside it refused; ``media`` image or video) uses the operator's picture, cover-fitted,
+or clip, normalised to the frame at 30 fps H.264 without sound (composition loops or trims it to
+the shot as it does stock clips); ``pick`` takes the next stock result not used before, or
+offline another background of the same look (the same for the same pick number).
+
 Output::
 
     {"scenes": [{"segment": <segment id>, "image": "scene-01.png", "width": 1080, "height": 1920,
-                 "source": "pexels" | "card", "provider": <chain name>,
+                 "source": "pexels" | "card" | "upload", "provider": <chain name> | "upload",
                  "text": <the key phrase as drawn>, "boxes": {"badge" | "headline" | ...: [x0, y0, x1, y1]},
                  # pexels scenes only:
                  "query": "...", "pexels": {"id", "media", "url", "file", "photographer",
                                             "photographer_url", "text"},
                  # videos only:
-                 "clip": "clip-01.mp4", "clip_seconds": 12.5, "overlay": "text-01.png"}],
+                 "clip": "clip-01.mp4", "clip_seconds": 12.5, "overlay": "text-01.png",
+                 # targeted edits:
+                 "key": "<sha256>", "reused": bool, "override": {<the scene edit>},
+                 "upload": "<path under MEDIA_ROOT>", "media": "image" | "video"}],
      "style": {"renderer", "palette", "font", "size", "safe_box", "safe_zone", "text_box", "caption_zone",
                "max_zoom"},
      "provider": "pexels" | "cards" | "pexels,cards",  # who produced the scenes, in order of first use
