@@ -192,9 +192,13 @@ def run(ctx: StageContext) -> StageResult:
 
     # A re-run after an edit: every scene whose key is unchanged is linked from the last checkpoint.
     reused = _reuse(ctx, keys)
-    for scene in reused.values():
+    # Stock footage the other scenes show, and what an edited "pick" scene showed before, is not
+    # picked again.
+    before = (ctx.base_output or {}).get("scenes") or []
+    taken = list(reused.values()) + [before[i] for i, e in edits.items() if e.get("pick") and i < len(before)]
+    for scene in taken:
         for renderer in renderers.values():
-            if isinstance(renderer, StockScenes) and scene.get("pexels"):
+            if isinstance(renderer, StockScenes) and isinstance(scene, dict) and scene.get("pexels"):
                 renderer.used.add(scene["pexels"].get("id"))
 
     scenes: list[dict[str, Any]] = []
@@ -454,8 +458,8 @@ class StockScenes:
         if not hits:
             raise SceneMiss(f"pexels has no {source.media} for {query!r}")
         fresh = [h for h in hits if h.id not in self.used]
-        if fresh and spec.variant:  # an operator's "another pick": the next results not used before
-            shift = spec.variant % len(fresh)
+        if fresh and spec.variant:  # an operator's "another pick": the next result not used before
+            shift = (spec.variant - 1) % len(fresh)
             fresh = fresh[shift:] + fresh[:shift]
         ordered = fresh + [h for h in hits if h.id in self.used]
         errors: list[str] = []

@@ -153,6 +153,25 @@ def test_a_caption_edit_replaces_the_words_shown_over_the_segments_spoken_time()
     assert qc.overridden_spans(edited) == [(pytest.approx(-0.1), pytest.approx(1.3))]
 
 
+def test_qc_leaves_an_operators_card_or_caption_text_to_the_operator():
+    def shot(segment: str, text: str, **scene) -> composition.Shot:
+        return composition.Shot(Path("x.png"), segment, 0, 30, ((0, 0), (1, 1)), scene={"text": text, **scene})
+
+    script = {"segments": [{"id": "beat1", "narration": "The new board runs small models offline."}]}
+    spoken = [captions.Word("The", 0.0, 0.2, "beat1", 0)]
+    assert qc.duplicated_text([shot("beat1", "The new board runs small models offline")], script, spoken)[0]
+    # the operator wrote the card text: reported, not failed
+    edited = shot("beat1", "The new board runs small models offline", override={"take": 1, "text": "..."})
+    repeats, chosen = qc.duplicated_text([edited], script, spoken)
+    assert repeats == [] and "repeats the captions" in chosen[0]
+    # a caption edit: the card is held to the words the captions now show, not the narration
+    shown = captions.apply_overrides(
+        spoken, {"segments": [{"id": "beat1"}]}, {"segments": {"1": {"caption": "Cheap AI"}}}
+    )
+    assert qc.duplicated_text([shot("beat1", "The new board runs small models offline")], script, shown) == ([], [])
+    assert qc.duplicated_text([shot("beat1", "Cheap AI")], script, shown)[0] == []
+
+
 # -- re-composition ------------------------------------------------------------------------------
 voiced = test_craft.voiced  # the fixture: the test script spoken by eSpeak NG over still scenes
 
