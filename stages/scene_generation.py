@@ -284,8 +284,18 @@ def _scene_edits(ctx: StageContext, total: int) -> dict[int, dict[str, Any]]:
             n = int(key)
         except (TypeError, ValueError):
             continue
-        if isinstance(scene, dict) and 1 <= n <= total:
-            out[n - 1] = dict(scene)
+        if not isinstance(scene, dict) or not 1 <= n <= total:
+            continue
+        pick, text, upload = scene.get("pick"), scene.get("text"), scene.get("upload")
+        if (
+            (pick is not None and (not isinstance(pick, int) or isinstance(pick, bool) or pick < 0))
+            or (text is not None and not isinstance(text, str))
+            or (upload is not None and scene.get("media") not in ("image", "video"))
+        ):
+            raise PermanentStageError(
+                f"scene edit {n} is malformed: {str(scene)[:200]}", hint="make the scene edit again"
+            )
+        out[n - 1] = dict(scene)
     return out
 
 

@@ -133,6 +133,13 @@ def test_an_upload_outside_media_root_is_refused(tmp_path, uploads, path):
         scenes(tmp_path, "evil", scene_edit(2, upload=path, media="image"))
 
 
+@pytest.mark.parametrize("edit", [{"pick": "next"}, {"pick": -1}, {"text": 5}, {"upload": "a.png", "media": "gif"}])
+def test_a_malformed_scene_edit_fails_the_stage_with_a_hint(tmp_path, edit):
+    with pytest.raises(PermanentStageError, match="scene edit 2 is malformed") as exc:
+        scenes(tmp_path, "bad", scene_edit(2, **edit))
+    assert exc.value.hint
+
+
 def test_a_caption_edit_replaces_the_words_shown_over_the_segments_spoken_time():
     words = [
         captions.Word("Chips", 0.0, 0.4, "hook", 0),
