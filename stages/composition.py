@@ -58,7 +58,7 @@ CAPTION_DIR = "captions"
 PIECE_DIR = "pieces"  # the rendered pieces, the mix and its stems: kept for a re-run after an edit
 PIECE_VERSION = 1  # bump when a piece's rendering changes, so old checkpoints' pieces are not reused
 PIECE_WORKERS = 2  # pieces rendered at once
-PIECE_THREADS = 1  # x264 threads a piece (0: x264's own choice)
+MAX_PIECE_FRAMES = 150  # a longer body is cut in parts (each starts with a key frame, as a 5 s GOP)
 FPS = media.VIDEO_FPS
 DEFAULT_ZOOM = 1.08  # overscan when the scenes do not say (scene style "max_zoom")
 MAX_PAN_SPEED = 10.0  # px/s: a slow drift; each 2 px step is a frame x264 must code
@@ -545,10 +545,11 @@ class Piece:
     frames: int
     key: str = ""
     reused: bool = False
+    part: int = 0  # a long body is cut in parts (1, 2, ...; 0: whole)
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-{self.shot + 1:02d}"
+        return f"{self.kind}-{self.shot + 1:02d}" + (f".{self.part}" if self.part else "")
 
     @property
     def file(self) -> str:
@@ -575,7 +576,13 @@ def plan_pieces(shots: list[Shot], transition: int) -> list[Piece]:
         tail = transition if k < len(shots) - 1 else 0
         if head:
             out.append(Piece("cross", k, shot.start, transition))
-        out.append(Piece("body", k, shot.start + head, shot.frames - head - tail))
+        frames = shot.frames - head - tail
+        parts = max(1, -(-frames // MAX_PIECE_FRAMES))
+        first = shot.start + head
+        for part in range(parts):  # even parts, so two cores can share a long shot
+            count = frames // parts + (1 if part < frames % parts else 0)
+            out.append(Piece("body", k, first, count, part=part + 1 if parts > 1 else 0))
+            first += count
     return [p for p in out if p.frames > 0]
 
 
@@ -687,8 +694,8 @@ class PieceRenderer:
                 media.link_or_copy(source, self.folder / piece.file)
                 piece.reused = True
 
-    def args(self, piece: Piece) -> list[str]:
-        """The ffmpeg arguments (without the binary) that render one piece."""
+    def args(self, piece: Piece, threads: int = 1) -> list[str]:
+        """The ffmpeg arguments (without the binary) that render one piece (``threads`` 0: x264's choice)."""
         shots, k, transition = self.shots, piece.shot, self.transition
         shot = shots[k]
         args = ["-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
@@ -720,10 +727,8 @@ class PieceRenderer:
         keyframes = [f for f in self._keyframes(piece) if f > 0]
         if keyframes:  # the contact sheet is cut from key frames only (a hair early: the frame is >= it)
             args += ["-force_key_frames", ",".join(f"{(f - 0.25) / FPS:.4f}" for f in keyframes)]
-        # One x264 thread a piece, two pieces at a time: frame threads cost more CPU than they save
-        # (a 10-frame cross 0.30 -> 0.15 s, a 331-frame body 4.5 -> 3.9 s; both cores stay busy).
         args += ["-profile:v", "high", "-pix_fmt", "yuv420p", "-r", str(FPS), "-an"]
-        args += ["-threads", str(PIECE_THREADS)] if PIECE_THREADS else []
+        args += ["-threads", str(threads)] if threads else []
         return args + [str(self.folder / piece.file)]
 
     def _picture(self, n: int) -> Path:
@@ -734,7 +739,15 @@ class PieceRenderer:
     def render(self) -> None:
         """Render the pieces not reused, two at a time (short pieces leave x264's threads idle)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        todo = [(piece, self.args(piece)) for piece in self.pieces if not piece.reused]
+        # Longest first. One x264 thread a piece while other pieces keep the second core busy
+        # (frame threads cost more CPU than they save: a 10-frame cross 0.30 -> 0.15 s, a
+        # 331-frame body 4.5 -> 3.9 s); x264's own threads for a body with little else to do
+        # (a swapped scene: its body and two crosses).
+        pending = sorted((p for p in self.pieces if not p.reused), key=lambda p: -p.frames)
+        todo = []
+        for n, piece in enumerate(pending):
+            alone = piece.kind == "body" and sum(p.frames for p in pending[n + 1 :]) < piece.frames / 2
+            todo.append((piece, self.args(piece, threads=0 if alone else 1)))
         total = sum(p.frames for p, _ in todo) or 1
         done = 0
         with ThreadPoolExecutor(max_workers=PIECE_WORKERS) as pool:

@@ -179,6 +179,25 @@ def test_qc_leaves_an_operators_card_or_caption_text_to_the_operator():
     assert qc.duplicated_text([shot("beat1", "Cheap AI")], script, shown)[0] == []
 
 
+def test_pieces_tile_the_video_and_a_long_shot_is_cut_in_parts():
+    def shot(start: int, end: int) -> composition.Shot:
+        return composition.Shot(Path("x.png"), "s", start, end, ((0, 0), (1, 1)))
+
+    shots = [shot(0, 105), shot(95, 505), shot(495, 600)]  # 10-frame crosses; the middle shot is long
+    pieces = composition.plan_pieces(shots, 10)
+    assert [p.name for p in pieces] == [
+        "body-01",
+        "cross-02",
+        "body-02.1",
+        "body-02.2",
+        "body-02.3",
+        "cross-03",
+        "body-03",
+    ]
+    assert [p.start for p in pieces] == [0, 95, 105, 235, 365, 495, 505]
+    assert sum(p.frames for p in pieces) == 600 and max(p.frames for p in pieces) <= composition.MAX_PIECE_FRAMES
+
+
 # -- re-composition ------------------------------------------------------------------------------
 voiced = test_craft.voiced  # the fixture: the test script spoken by eSpeak NG over still scenes
 
