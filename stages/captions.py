@@ -43,6 +43,7 @@ class Word:
     end: float
     segment: str
     sentence: int
+    override: bool = False  # words an operator put in place of the spoken ones (caption edit)
 
 
 @dataclass
@@ -96,6 +97,48 @@ def words_from(voice: dict[str, Any]) -> list[Word]:
         for i, c in enumerate(voice.get("captions") or [])
         if isinstance(c, dict) and str(c.get("text", "")).strip()
     ]
+
+
+def apply_overrides(words: list[Word], script: dict[str, Any], overrides: dict[str, Any] | None) -> list[Word]:
+    """Caption edits (``overrides["segments"][n]["caption"]``, n counted from 1 over the script's
+    segments): the words shown for segment n replace its spoken words, spread over the time they
+    are spoken (each word's share of it by its length). The replacements are marked ``override``:
+    QC does not hold them to the voice's word timings (they differ from the speech on purpose)."""
+    edits = (overrides or {}).get("segments") or {}
+    segments = [s for s in script.get("segments") or [] if isinstance(s, dict)]
+    replaced: dict[str, list[str]] = {}
+    for key, edit in edits.items():
+        text = edit.get("caption") if isinstance(edit, dict) else None
+        if not isinstance(text, str) or not text.split():
+            continue
+        try:
+            n = int(key)
+        except (TypeError, ValueError):
+            continue
+        if 1 <= n <= len(segments):
+            replaced[str(segments[n - 1].get("id"))] = text.split()
+    if not replaced:
+        return words
+    out: list[Word] = []
+    i = 0
+    while i < len(words):
+        segment = words[i].segment
+        j = i
+        while j < len(words) and words[j].segment == segment:
+            j += 1
+        tokens = replaced.get(segment) if segment else None
+        if not tokens:
+            out += words[i:j]
+        else:
+            start, end = words[i].start, words[j - 1].end
+            weights = [len(t) + 1 for t in tokens]
+            total, at = float(sum(weights)), start
+            for token, weight in zip(tokens, weights, strict=True):
+                length = (end - start) * weight / total
+                out.append(Word(token, at, at + length, segment, words[i].sentence, override=True))
+                at += length
+        i = j
+    return out
 
 
 def display(text: str, style: CaptionStyle) -> str:
@@ -278,33 +321,23 @@ def _sentences(words: list[Word]) -> list[list[int]]:
 
 
 # -- rendering ----------------------------------------------------------------------------------
-def render(track: Track, style: CaptionStyle, zone: Box, folder: Path) -> Path | None:
-    """Draw every picture at one canvas size, centred in ``zone``; write the concat list.
-
-    Returns the ``.ffconcat`` path (None without captions). Fills ``track.canvas``,
-    ``track.boxes`` (each picture's drawn block in frame coordinates) and ``track.sizes``.
-    """
-    from PIL import Image
-
+def layout(track: Track, style: CaptionStyle, zone: Box) -> None:
+    """Where every picture lands, without drawing one: fills ``track.canvas`` (one canvas size for
+    all, centred in ``zone``), ``track.boxes`` (each picture's block in frame coordinates) and
+    ``track.sizes``. Block sizes come from the font metrics, as ``draw_block`` draws them."""
+    track.boxes = []
     if not track.pictures or track.size == 0:
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
+        return
     shown = [display(w.text, style) for w in track.words]
-    blocks = []
+    sizes: list[tuple[int, int] | None] = []
     for picture in track.pictures:
         if not picture.words:
-            blocks.append(None)
+            sizes.append(None)
             continue
-        lines = [[shown[i] for i in line] for line in picture.lines]
-        highlight = None
-        if picture.highlight is not None:
-            for r, line in enumerate(picture.lines):
-                if picture.highlight in line:
-                    highlight = (r, line.index(picture.highlight))
-        blocks.append(draw_block(lines, highlight, style, track.size))
+        sizes.append(block_size([[shown[i] for i in line] for line in picture.lines], style, track.size))
         track.sizes.add(track.size)
-    canvas_w = max((b.width for b in blocks if b is not None), default=2)
-    canvas_h = max((b.height for b in blocks if b is not None), default=2)
+    canvas_w = max((s[0] for s in sizes if s is not None), default=2)
+    canvas_h = max((s[1] for s in sizes if s is not None), default=2)
     canvas_w += canvas_w % 2
     canvas_h += canvas_h % 2
     cx = (zone[0] + zone[2]) // 2
@@ -315,24 +348,92 @@ def render(track: Track, style: CaptionStyle, zone: Box, folder: Path) -> Path |
     x0 = max(min(x0, zone[2] - canvas_w), zone[0])
     y0 = max(min(y0, zone[3] - canvas_h), zone[1])
     track.canvas = (x0, y0, x0 + canvas_w, y0 + canvas_h)
-    lines = ["ffconcat version 1.0"]
-    empty = folder / "empty.png"
-    Image.new("RGBA", (canvas_w, canvas_h), (0, 0, 0, 0)).save(empty, compress_level=1)
-    track.boxes = []
-    for n, (picture, block) in enumerate(zip(track.pictures, blocks, strict=True)):
-        if block is None:
-            path = empty
+    for size in sizes:
+        if size is None:
             track.boxes.append(None)
         else:
-            path = folder / f"caption-{n + 1:04d}.png"
-            canvas = Image.new("RGBA", (canvas_w, canvas_h), (0, 0, 0, 0))
-            left, top = (canvas_w - block.width) // 2, (canvas_h - block.height) // 2
-            canvas.paste(block, (left, top))
-            canvas.save(path, compress_level=0)  # stored, not deflated: 4x faster to write, read once
-            track.boxes.append((x0 + left, y0 + top, x0 + left + block.width, y0 + top + block.height))
+            left, top = (canvas_w - size[0]) // 2, (canvas_h - size[1]) // 2
+            track.boxes.append((x0 + left, y0 + top, x0 + left + size[0], y0 + top + size[1]))
+
+
+def picture_key(track: Track, n: int, style: CaptionStyle) -> list[Any] | None:
+    """What picture ``n`` shows (its lines as drawn, the highlighted word, the style, size and
+    place): equal keys draw equal pictures. None for an empty picture."""
+    picture = track.pictures[n]
+    if not picture.words:
+        return None
+    shown = [[display(track.words[i].text, style) for i in line] for line in picture.lines]
+    highlight = None
+    if picture.highlight is not None:
+        highlight = next(
+            ([r, line.index(picture.highlight)] for r, line in enumerate(picture.lines) if picture.highlight in line),
+            None,
+        )
+    look = [style.style, style.font.name, style.color, style.highlight, style.outline, style.box, style.uppercase]
+    return [shown, highlight, look, track.size, list(track.canvas), list(track.boxes[n] or [])]
+
+
+def draw_picture(track: Track, n: int, style: CaptionStyle, folder: Path) -> Path:
+    """Picture ``n`` on the track's canvas as a stored PNG (the empty canvas for no words)."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = track.canvas
+    canvas = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 0))
+    picture = track.pictures[n]
+    folder.mkdir(parents=True, exist_ok=True)
+    if not picture.words:
+        path = folder / "empty.png"
+        if not path.is_file():
+            canvas.save(path, compress_level=1)
+        return path
+    shown = [display(w.text, style) for w in track.words]
+    lines = [[shown[i] for i in line] for line in picture.lines]
+    highlight = None
+    if picture.highlight is not None:
+        for r, line in enumerate(picture.lines):
+            if picture.highlight in line:
+                highlight = (r, line.index(picture.highlight))
+    block = draw_block(lines, highlight, style, track.size)
+    box = track.boxes[n]
+    assert box is not None
+    canvas.paste(block, (box[0] - x0, box[1] - y0))
+    path = folder / f"caption-{n + 1:04d}.png"
+    canvas.save(path, compress_level=0)  # stored, not deflated: 4x faster to write, read once
+    return path
+
+
+def spans(track: Track, first: int, count: int) -> list[tuple[int, int, int]]:
+    """(picture index, first local frame, one past the last) of the pictures shown on frames
+    ``first`` .. ``first + count`` of the video (a picture lasts until the next one)."""
+    out = []
+    for n, picture in enumerate(track.pictures):
+        end = track.pictures[n + 1].frame if n + 1 < len(track.pictures) else first + count
+        a, b = max(picture.frame, first), min(end, first + count)
+        if a < b:
+            out.append((n, a - first, b - first))
+    return out
+
+
+def write_track(entries: list[tuple[Path, int]], out: Path) -> Path:
+    """A concat list playing each picture for its frame count (the last one until the end)."""
+    lines = ["ffconcat version 1.0"]
+    for k, (path, frames) in enumerate(entries):
         lines += [f"file '{path.name}'", f"option framerate {FPS}"]
-        if n + 1 < len(track.pictures):
-            lines.append(f"duration {(track.pictures[n + 1].frame - picture.frame) / FPS:.6f}")
-    out = folder / TRACK_NAME
+        if k + 1 < len(entries):
+            lines.append(f"duration {frames / FPS:.6f}")
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def render(track: Track, style: CaptionStyle, zone: Box, folder: Path) -> Path | None:
+    """Draw every picture at one canvas size, centred in ``zone``; write the concat list.
+
+    Returns the ``.ffconcat`` path (None without captions). Fills ``track.canvas``,
+    ``track.boxes`` (each picture's drawn block in frame coordinates) and ``track.sizes``.
+    """
+    if not track.pictures or track.size == 0:
+        return None
+    layout(track, style, zone)
+    last = track.pictures[-1].frame + 1
+    entries = [(draw_picture(track, n, style, folder), b - a) for n, a, b in spans(track, 0, last)]
+    return write_track(entries, folder / TRACK_NAME)

@@ -55,6 +55,28 @@ class Mix:
     second_pass: dict[str, Any] = field(default_factory=dict)
     stems: tuple[Path, Path | None] | None = None
 
+    def state(self) -> dict[str, Any]:
+        """What ``from_state`` needs to stand for this mix again (a re-run reusing its files)."""
+        return {
+            "bed_gain_db": self.bed_gain_db,
+            "voice_lufs": self.voice_lufs,
+            "first_pass": self.first_pass,
+            "second_pass": self.second_pass,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], folder: Path, bed: Path | None) -> Mix:
+        """The mix whose files (``MIX_NAME`` and the stems) are in ``folder``, as ``state`` recorded it."""
+        return cls(
+            audio=folder / MIX_NAME,
+            bed=bed,
+            bed_gain_db=state.get("bed_gain_db"),
+            voice_lufs=float(state.get("voice_lufs") or 0.0),
+            first_pass=dict(state.get("first_pass") or {}),
+            second_pass=dict(state.get("second_pass") or {}),
+            stems=(folder / VOICE_STEM, folder / BED_STEM if bed is not None else None),
+        )
+
     def report(self) -> dict[str, Any]:
         return {
             "bed": self.bed.name if self.bed else None,

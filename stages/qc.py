@@ -136,12 +136,11 @@ def check(
     )
 
     # -- craft --------------------------------------------------------------------------------
-    repeated = duplicated_text(shots, script)
-    add(
-        "no duplicated text",
-        not repeated,
-        "cards show key phrases, captions the words" if not repeated else "; ".join(repeated),
-    )
+    repeated, chosen = duplicated_text(shots, script, words)
+    detail = "cards show key phrases, captions the words" if not repeated else "; ".join(repeated)
+    if chosen:  # an operator's own card or caption text: reported, theirs to decide
+        detail += "; operator's edits: " + "; ".join(chosen)
+    add("no duplicated text", not repeated, detail)
     still = [s for s in shots if s.clip is None]
     moves = [_pan_length(s, motion) for s in still]
     add(
@@ -176,8 +175,19 @@ def _stats(errors: list[float]) -> dict[str, Any]:
 
 # -- sync -------------------------------------------------------------------------------------------
 def sync_errors(track: Track, words: list[Word]) -> list[float]:
-    """Drawn start minus the voice's start, per highlighted word (karaoke) or line (phrase)."""
-    return [shown - words[index].start for index, shown in track.starts()]
+    """Drawn start minus the voice's start, per highlighted word (karaoke) or line (phrase). Words
+    an operator's caption edit put in place of the spoken ones are not held to the speech."""
+    return [shown - words[index].start for index, shown in track.starts() if not words[index].override]
+
+
+def overridden_spans(words: list[Word], margin: float = 0.1) -> list[tuple[float, float]]:
+    """The stretches of the voice whose captions an operator replaced (caption edits)."""
+    spans: dict[str, tuple[float, float]] = {}
+    for word in words:
+        if word.override:
+            a, b = spans.get(word.segment, (word.start, word.end))
+            spans[word.segment] = (min(a, word.start), max(b, word.end))
+    return [(a - margin, b + margin) for a, b in spans.values()]
 
 
 def onset_errors_for(track: Track, words: list[Word], voice: Path) -> tuple[list[float], int]:
@@ -185,7 +195,8 @@ def onset_errors_for(track: Track, words: list[Word], voice: Path) -> tuple[list
     starts a word there. Karaoke: every onset. Phrase: the onsets that open a sentence (a comma
     pause inside a line changes no caption by design). Returns (errors, onsets found)."""
     samples, rate = read_wav(voice)
-    onsets = speech_onsets(samples, rate)
+    edited = overridden_spans(words)
+    onsets = [o for o in speech_onsets(samples, rate) if not any(a <= o <= b for a, b in edited)]
     starts = np.array([t for _, t in track.starts()])
     if starts.size == 0:
         return [], len(onsets)
@@ -315,18 +326,29 @@ def bed_under_voice(stems: tuple[Path, Path | None] | None) -> tuple[float, floa
 
 
 # -- craft ---------------------------------------------------------------------------------------------
-def duplicated_text(shots: list[Shot], script: dict[str, Any]) -> list[str]:
-    """Cards whose text repeats their segment's narration (what the captions show meanwhile)."""
-    narration = {
+def duplicated_text(
+    shots: list[Shot], script: dict[str, Any], words: list[Word] | None = None
+) -> tuple[list[str], list[str]]:
+    """Cards whose text repeats what the captions show meanwhile (the narration, or an operator's
+    caption edit). Returns (repeats, repeats an operator chose: their card or caption edit)."""
+    shown = {
         str(s.get("id")): str(s.get("narration") or "") for s in script.get("segments") or [] if isinstance(s, dict)
     }
-    out = []
+    edited: set[str] = set()
+    for word in words or []:
+        if word.override:
+            if word.segment not in edited:
+                shown[word.segment] = ""
+                edited.add(word.segment)
+            shown[word.segment] += " " + word.text
+    out, chosen = [], []
     for shot in shots:
         text = str(shot.scene.get("text") or "")
-        spoken = narration.get(shot.segment, "")
-        if text and spoken and duplicates(text, spoken):
-            out.append(f"{shot.segment}: card {text!r} repeats the narration")
-    return out
+        caption = shown.get(shot.segment, "").strip()
+        if text and caption and duplicates(text, caption):
+            operator = shot.segment in edited or (shot.scene.get("override") or {}).get("text") is not None
+            (chosen if operator else out).append(f"{shot.segment}: card {text!r} repeats the captions")
+    return out, chosen
 
 
 def video_kbps(video: Path, duration: float) -> int:

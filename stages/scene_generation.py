@@ -23,16 +23,29 @@ Steps: read the script's segments and the provider chain (``theme.settings.scene
 
 Each card is saved as ``scene-01.png``, ``scene-02.png``... (cancel is checked between scenes).
 
+Targeted edits (issue 14): each scene has a ``key``, a hash of what it is made from (the card's
+key phrase, position, look and frame, the provider chain and its settings, the scene edit with its
+take). A re-run with ``ctx.base_output`` links every scene whose key is unchanged from
+``ctx.base_dir`` and makes only the others. Scene edits (``ctx.overrides["segments"][n]["scene"]``,
+n from 1): ``text`` re-renders the card with that text; ``upload`` (a path under MEDIA_ROOT,
+anything outside it refused; ``media`` image or video) uses the operator's picture, cover-fitted,
+or clip, normalised to the frame at 30 fps H.264 without sound (composition loops or trims it to
+the shot as it does stock clips); ``pick`` takes the next stock result not used before, or
+offline another background of the same look (the same for the same pick number).
+
 Output::
 
     {"scenes": [{"segment": <segment id>, "image": "scene-01.png", "width": 1080, "height": 1920,
-                 "source": "pexels" | "card", "provider": <chain name>,
+                 "source": "pexels" | "card" | "upload", "provider": <chain name> | "upload",
                  "text": <the key phrase as drawn>, "boxes": {"badge" | "headline" | ...: [x0, y0, x1, y1]},
                  # pexels scenes only:
                  "query": "...", "pexels": {"id", "media", "url", "file", "photographer",
                                             "photographer_url", "text"},
                  # videos only:
-                 "clip": "clip-01.mp4", "clip_seconds": 12.5, "overlay": "text-01.png"}],
+                 "clip": "clip-01.mp4", "clip_seconds": 12.5, "overlay": "text-01.png",
+                 # targeted edits:
+                 "key": "<sha256>", "reused": bool, "override": {<the scene edit>},
+                 "upload": "<path under MEDIA_ROOT>", "media": "image" | "video"}],
      "style": {"renderer", "palette", "font", "size", "safe_box", "safe_zone", "text_box", "caption_zone",
                "max_zoom"},
      "provider": "pexels" | "cards" | "pexels,cards",  # who produced the scenes, in order of first use
@@ -45,7 +58,10 @@ Output::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -149,64 +165,93 @@ def run(ctx: StageContext) -> StageResult:
     total = len(segments)
     ctx.progress(0.0, f"making {total} scenes ({', '.join(names)})")
 
+    edits = _scene_edits(ctx, total)
+    specs: list[CardSpec] = []
+    keys: list[str] = []
+    for i, seg in enumerate(segments):
+        footer = f"via {source}" if seg["id"] == "hook" and source and look.credit else ""
+        spec = CardSpec(
+            headline=card_text(seg),
+            index=i,
+            total=total,
+            seed=seed,
+            label=str(ctx.theme.get("name") or ""),
+            footer=footer,
+            counter=look.counter,
+            layout=layout,
+            search=seg["headline"],
+            **theme_style(ctx),
+        )
+        edit = edits.get(i) or {}
+        if isinstance(edit.get("text"), str):
+            spec = replace(spec, headline=edit["text"])
+        if edit.get("pick") is not None:
+            spec = replace(spec, variant=int(edit["pick"]))
+        specs.append(spec)
+        keys.append(scene_key(ctx, spec, names, edit))
+
+    # A re-run after an edit: every scene whose key is unchanged is linked from the last checkpoint.
+    reused = _reuse(ctx, keys)
+    # Stock footage the other scenes show, and what an edited "pick" scene showed before, is not
+    # picked again.
+    before = (ctx.base_output or {}).get("scenes") or []
+    taken = list(reused.values()) + [before[i] for i, e in edits.items() if e.get("pick") and i < len(before)]
+    for scene in taken:
+        for renderer in renderers.values():
+            if isinstance(renderer, StockScenes) and isinstance(scene, dict) and scene.get("pexels"):
+                renderer.used.add(scene["pexels"].get("id"))
+
     scenes: list[dict[str, Any]] = []
     artifacts: list[ArtifactSpec] = []
     failures: list[dict[str, Any]] = []
     used: list[str] = []
     try:
-        for i, seg in enumerate(segments):
+        for i, (seg, spec, key) in enumerate(zip(segments, specs, keys, strict=True)):
             ctx.check_cancelled()
-            footer = f"via {source}" if seg["id"] == "hook" and source and look.credit else ""
-            spec = CardSpec(
-                headline=card_text(seg),
-                index=i,
-                total=total,
-                seed=seed,
-                label=str(ctx.theme.get("name") or ""),
-                footer=footer,
-                counter=look.counter,
-                layout=layout,
-                search=seg["headline"],
-                **theme_style(ctx),
-            )
             name = f"scene-{i + 1:02d}.png"
-            scene: dict[str, Any] = {
-                "segment": seg["id"],
-                "image": name,
-                "width": layout.width,
-                "height": layout.height,
-            }
+            edit = edits.get(i) or {}
+            if i in reused:
+                scene = reused[i]
+                how = "reused"
+            elif edit.get("upload"):
+                scene = _upload_scene(ctx, edit, i, layout)
+                how = f"upload ({edit.get('media')})"
+            else:
+                scene = {"segment": seg["id"], "image": name, "width": layout.width, "height": layout.height}
 
-            def attempt(provider: str, spec=spec) -> Card:
-                return renderers[provider].render(spec)
+                def attempt(provider: str, spec=spec) -> Card:
+                    return renderers[provider].render(spec)
 
-            card, report = run_chain(
-                ctx,
-                names,
-                attempt,
-                subject=f" for {seg['id']}",
-                unavailable=lambda name: renderers[name].off if isinstance(renderers[name], StockScenes) else None,
-                unwrap_single=False,
-            )
-            failures += [{**f, "segment": seg["id"]} for f in report["failures"]]
-            if card.image.size != layout.size:
-                raise PermanentStageError(
-                    f"scene renderer drew {card.image.size[0]}x{card.image.size[1]}, "
-                    f"expected {layout.width}x{layout.height}"
+                card, report = run_chain(
+                    ctx,
+                    names,
+                    attempt,
+                    subject=f" for {seg['id']}",
+                    unavailable=lambda name: renderers[name].off if isinstance(renderers[name], StockScenes) else None,
+                    unwrap_single=False,
                 )
-            card.image.convert("RGB").save(ctx.work_dir / name, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-            scene.update({"source": "card", **card.meta, "provider": report["provider"]})
-            # What was drawn over the picture, and where: composition's QC checks it against the
-            # platforms' UI and the narration.
-            scene["text"] = card.headline
-            scene["boxes"] = {key: [int(v) for v in box] for key, box in card.boxes.items()}
+                failures += [{**f, "segment": seg["id"]} for f in report["failures"]]
+                if card.image.size != layout.size:
+                    raise PermanentStageError(
+                        f"scene renderer drew {card.image.size[0]}x{card.image.size[1]}, "
+                        f"expected {layout.width}x{layout.height}"
+                    )
+                card.image.convert("RGB").save(ctx.work_dir / name, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+                scene.update({"source": "card", **card.meta, "provider": report["provider"]})
+                # What was drawn over the picture, and where: composition's QC checks it against the
+                # platforms' UI and the narration.
+                scene["text"] = card.headline
+                scene["boxes"] = {k: [int(v) for v in box] for k, box in card.boxes.items()}
+                how = f"pexels {scene['pexels']['id']}" if scene["source"] == "pexels" else "card"
+            scene.update(segment=seg["id"], key=key, reused=i in reused)
+            if edit:
+                scene["override"] = edit
             scenes.append(scene)
             if scene["provider"] not in used:
                 used.append(scene["provider"])
             artifacts.append(ArtifactSpec(path=name, kind="image", label=f"Scene {i + 1}: {seg['id']}"))
             if scene.get("clip"):
                 artifacts.append(ArtifactSpec(path=scene["clip"], kind="video", label=f"Clip {i + 1}: {seg['id']}"))
-            how = f"pexels {scene['pexels']['id']}" if scene["source"] == "pexels" else "card"
             ctx.progress((i + 1) / total, f"scene {i + 1}/{total} ({seg['id']}): {seg['headline'][:60]} [{how}]")
     finally:
         for renderer in renderers.values():
@@ -223,6 +268,149 @@ def run(ctx: StageContext) -> StageResult:
         "credits": credits,
     }
     return StageResult(output=output, artifacts=artifacts)
+
+
+# -- targeted edits (issue 14) -------------------------------------------------------------------
+SCENE_KEY_VERSION = 1
+MAX_UPLOAD_SECONDS = 60.0  # an uploaded clip is cut to this; composition loops/trims it to its shot
+
+
+def _scene_edits(ctx: StageContext, total: int) -> dict[int, dict[str, Any]]:
+    """Scene edits by 0-based segment position (``overrides["segments"]["n"]["scene"]``, n from 1)."""
+    out: dict[int, dict[str, Any]] = {}
+    for key, edit in ((ctx.overrides or {}).get("segments") or {}).items():
+        scene = edit.get("scene") if isinstance(edit, dict) else None
+        try:
+            n = int(key)
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(scene, dict) or not 1 <= n <= total:
+            continue
+        pick, text, upload = scene.get("pick"), scene.get("text"), scene.get("upload")
+        if (
+            (pick is not None and (not isinstance(pick, int) or isinstance(pick, bool) or pick < 0))
+            or (text is not None and not isinstance(text, str))
+            or (upload is not None and scene.get("media") not in ("image", "video"))
+        ):
+            raise PermanentStageError(
+                f"scene edit {n} is malformed: {str(scene)[:200]}", hint="make the scene edit again"
+            )
+        out[n - 1] = dict(scene)
+    return out
+
+
+def scene_key(ctx: StageContext, spec: CardSpec, providers: list[str], edit: dict[str, Any]) -> str:
+    """What a scene is made from: the card (key phrase, position, look, frame), the provider chain
+    and its settings, the scene edit (its take included; an upload by its content)."""
+    conf = {k: v for k, v in ctx.stage_settings.items() if k != "pexels"}
+    pexels = {k: v for k, v in (ctx.stage_settings.get("pexels") or {}).items() if k != "api_key"}
+    data: dict[str, Any] = {
+        "v": SCENE_KEY_VERSION,
+        "spec": asdict(spec),
+        "providers": providers,
+        "settings": conf,
+        "pexels": pexels,
+        "edit": edit,
+    }
+    if edit.get("upload"):
+        data["upload"] = media.file_digest(upload_path(edit["upload"]))
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _reuse(ctx: StageContext, keys: list[str]) -> dict[int, dict[str, Any]]:
+    """Scenes of the last checkpoint with the same key, linked into this run's folder under this
+    run's names (``scene-03.png``...): {position: scene record}."""
+    base = ctx.base_output or {}
+    if ctx.base_dir is None or not isinstance(base.get("scenes"), list):
+        return {}
+    by_key = {s.get("key"): s for s in base["scenes"] if isinstance(s, dict) and s.get("key")}
+    out: dict[int, dict[str, Any]] = {}
+    for i, key in enumerate(keys):
+        old = by_key.get(key)
+        if old is None:
+            continue
+        names = {"image": f"scene-{i + 1:02d}.png", "clip": f"clip-{i + 1:02d}.mp4", "overlay": f"text-{i + 1:02d}.png"}
+        files = {f: str(old[f]) for f in names if old.get(f)}
+        sources = {f: (ctx.base_dir / name).resolve() for f, name in files.items()}
+        if "image" not in files or not all(
+            src.is_file() and ctx.base_dir.resolve() in src.parents for src in sources.values()
+        ):
+            continue
+        scene = dict(old)
+        for f, src in sources.items():
+            media.link_or_copy(src, ctx.work_dir / names[f])
+            scene[f] = names[f]
+        out[i] = scene
+    return out
+
+
+def upload_path(relative: Any) -> Path:
+    """An uploaded file, named relative to MEDIA_ROOT; anything that resolves outside it (``..``,
+    an absolute path, a symlink out) is refused."""
+    from django.conf import settings
+
+    root = Path(settings.MEDIA_ROOT).resolve()
+    if not isinstance(relative, str) or not relative.strip() or "\x00" in relative:
+        raise PermanentStageError(f"scene upload {relative!r} is not a path", hint="upload the file again")
+    path = (root / relative).resolve()
+    if Path(relative).is_absolute() or root not in path.parents:
+        raise PermanentStageError(
+            f"scene upload {relative[:120]!r} is outside MEDIA_ROOT: refused", hint="upload the file again"
+        )
+    if not path.is_file():
+        raise PermanentStageError(f"scene upload {relative[:120]!r} is missing", hint="upload the file again")
+    return path
+
+
+def _upload_scene(ctx: StageContext, edit: dict[str, Any], i: int, layout: Layout) -> dict[str, Any]:
+    """An operator's image (cover-fitted to the frame) or clip (normalised to the frame, 30 fps,
+    H.264, no sound; composition loops or trims it to the shot as it does stock clips)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    source = upload_path(edit.get("upload"))
+    name = f"scene-{i + 1:02d}.png"
+    scene: dict[str, Any] = {
+        "image": name,
+        "width": layout.width,
+        "height": layout.height,
+        "source": "upload",
+        "provider": "upload",
+        "upload": edit["upload"],
+        "media": "video" if edit.get("media") == "video" else "image",
+        "text": "",  # nothing drawn over an operator's own picture: the captions carry the words
+        "boxes": {},
+    }
+    if scene["media"] == "image":
+        try:
+            with Image.open(source) as picture:
+                image = ImageOps.exif_transpose(picture).convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise PermanentStageError(f"scene upload {source.name} is not a readable image: {exc}") from None
+        image = ImageOps.fit(image, layout.size, method=Image.Resampling.LANCZOS)
+        image.save(ctx.work_dir / name, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        return scene
+    clip = f"clip-{i + 1:02d}.mp4"
+    w, h = layout.size
+    fit = f"fps={media.VIDEO_FPS},scale={w}:{h}:force_original_aspect_ratio=increase:flags=bicubic,crop={w}:{h}"
+    code, lines = media.run_ffmpeg(
+        ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-i", str(source), "-t", f"{MAX_UPLOAD_SECONDS:g}"]
+        + ["-an", "-vf", f"{fit},setsar=1,format=yuv420p", "-c:v", "libx264", "-preset", "superfast", "-crf", "18"]
+        + ["-profile:v", "high", "-pix_fmt", "yuv420p", "-r", str(media.VIDEO_FPS), str(ctx.work_dir / clip)],
+        ctx,
+    )
+    info = media.probe(ctx.work_dir / clip, ctx) if code == 0 else None
+    if info is None or info.video_codec != "h264" or not info.duration:
+        raise PermanentStageError(f"scene upload {source.name} could not be used as a clip: {' | '.join(lines[-3:])}")
+    at = min(1.0, info.duration / 2)
+    code, lines = media.run_ffmpeg(
+        ["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-ss", f"{at:.2f}", "-i", str(ctx.work_dir / clip)]
+        + ["-frames:v", "1", str(ctx.work_dir / name)],
+        ctx,
+    )
+    if code != 0 or not (ctx.work_dir / name).is_file():
+        raise PermanentStageError(f"no frame could be taken from scene upload {source.name}: {' | '.join(lines[-3:])}")
+    scene.update(clip=clip, clip_seconds=round(info.duration, 3))
+    return scene
 
 
 def _style(renderer: Any, seed: str, layout: Layout) -> dict[str, Any]:
@@ -279,7 +467,11 @@ class StockScenes:
         hits = self.searches[query]
         if not hits:
             raise SceneMiss(f"pexels has no {source.media} for {query!r}")
-        ordered = [h for h in hits if h.id not in self.used] + [h for h in hits if h.id in self.used]
+        fresh = [h for h in hits if h.id not in self.used]
+        if fresh and spec.variant:  # an operator's "another pick": the next result not used before
+            shift = (spec.variant - 1) % len(fresh)
+            fresh = fresh[shift:] + fresh[:shift]
+        ordered = fresh + [h for h in hits if h.id in self.used]
         errors: list[str] = []
         for hit in ordered[: self.MAX_HITS]:
             self.ctx.check_cancelled()

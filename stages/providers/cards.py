@@ -126,6 +126,7 @@ class CardSpec:
     counter: bool = False  # the theme's style: draw a "2/5" pill before the badge
     layout: Layout = DEFAULT_LAYOUT
     search: str = ""  # what stock media to look for (the segment's headline as written); "" = headline
+    variant: int = 0  # an operator's "another pick": another stock result, or another background (same look)
 
 
 @dataclass
@@ -350,8 +351,10 @@ class CardRenderer:
 
     def render(self, spec: CardSpec, *, with_text: bool = True) -> Card:
         pal = palette_for(spec.seed, spec.index, spec.hue, spec.accent)
-        rng = random.Random(_seed_int(spec.seed, f"shapes-{spec.index}"))
-        image = self._background(pal, rng, spec.layout.size)
+        salt = f"shapes-{spec.index}" + (f"-pick-{spec.variant}" if spec.variant else "")
+        image = self._background(pal, random.Random(_seed_int(spec.seed, salt)), spec.layout.size)
+        if spec.variant % 2:  # another pick: other shapes, and the gradient and layout mirrored
+            image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         card = Card(image=image)
         if with_text:
             self._draw_text(card, spec, pal)

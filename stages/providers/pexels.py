@@ -38,7 +38,6 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 import tempfile
 import time
 import warnings
@@ -492,8 +491,6 @@ def _short(url: str) -> str:
 
 def copy_into(src: Path, dest: Path) -> None:
     """Put a cached file into the stage folder: a hard link when possible (no copy), else a copy."""
-    dest.unlink(missing_ok=True)
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
+    from stages import media
+
+    media.link_or_copy(src, dest)

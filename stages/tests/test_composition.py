@@ -145,7 +145,7 @@ def test_it_composes_a_vertical_short_that_passes_qc(composed, inputs):
     assert not (ctx.work_dir / "captions").exists()  # scratch PNGs do not stay in the checkpoint
     fractions = [f for f, _ in composed["log"]]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert sum(m.startswith("encoding frame") for _, m in composed["log"]) >= 2
+    assert sum(m.startswith("rendered ") for _, m in composed["log"]) >= 2  # progress per piece
 
 
 @pytest.mark.slow
@@ -233,7 +233,7 @@ def test_it_lays_a_music_bed_under_the_voice(tmp_path, inputs):
 
 
 def _encoder_pid(work_dir: Path) -> int | None:
-    target = str(work_dir / "video-only.mp4").encode()  # the picture is encoded before the mux
+    target = str(work_dir / "pieces").encode()  # the picture is encoded in pieces before the join
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue

@@ -483,3 +483,27 @@ def test_a_run_prunes_the_cache_and_marks_what_it_used(tmp_path, settings):
         scene_generation.run(ctx_for(tmp_path / "b", srv))  # a cache hit
     assert time.time() - kept.stat().st_mtime < 60  # used again: recent, so kept
     assert len(requests_to(srv, "/p/one.jpeg")) == 1
+
+
+def test_another_pick_is_the_next_photo_not_used_before(tmp_path):
+    paths = [f"/p/{c}.jpeg" for c in "abcdefg"]  # 7 hits for 6 scenes: one never used
+    with FakeServer() as srv:
+        srv.route("GET", SEARCH, Reply(200, json=photos_payload(srv, *paths)))
+        for i, path in enumerate(paths):
+            body = jpeg_bytes(color=(30 * i, 90, 40))
+            srv.route("GET", path, Reply(200, body=body, headers={"Content-Type": "image/jpeg"}))
+        first = ctx_for(tmp_path / "first", srv)
+        base = scene_generation.run(first).output
+        assert [s["pexels"]["id"] for s in base["scenes"]] == [1000, 1001, 1002, 1003, 1004, 1005]
+        picks = []
+        for run in ("pick", "pick-again"):
+            ctx = ctx_for(tmp_path / run, srv)
+            ctx.overrides = {"segments": {"2": {"scene": {"take": 1, "pick": 1}}}}
+            ctx.base_output, ctx.base_dir = base, first.work_dir
+            picks.append(scene_generation.run(ctx).output)
+
+    for out in picks:  # the same pick for the same pick number
+        assert [s["pexels"]["id"] for s in out["scenes"]] == [1000, 1006, 1002, 1003, 1004, 1005]
+        assert [s["reused"] for s in out["scenes"]] == [True, False, True, True, True, True]
+        assert out["scenes"][1]["pexels"]["photographer"] == "Jane Doe"
+        assert any("raspberry-board-1006" in credit for credit in out["credits"])
