@@ -426,53 +426,39 @@ SWAP_TEXT = "Nine tokens a second, offline"
 
 
 def scene_swap(job_id: int) -> dict:
-    """One scene edit on the finished job: scene ``SWAP_SCENE`` re-rendered with new text, then
-    scene_generation and composition re-run as the engine runs them: each stage's context built
-    like the runner builds it, with the job's overrides and the stage's own last checkpoint as
-    ``base_output``/``base_dir``, its new checkpoint in a folder of its own."""
-    from jobs.models import Job
-    from jobs.orchestrator.runner import job_dir, media_root
-    from stages import composition, scene_generation
-    from stages.base import StageContext
+    """One scene edit on the finished job, through the engine as an operator makes it
+    (``orchestrator.edit_job``, then the job run in this process until it waits for review again):
+    scene ``SWAP_SCENE`` re-rendered with new text; the plan re-runs scene_generation and
+    composition on their base checkpoints and skips voiceover."""
+    from django.contrib.auth import get_user_model
 
-    job = Job.objects.get(pk=job_id)
-    runs = {r.stage: r for r in job.runs.filter(status="succeeded").order_by("id")}
-    upstream = {stage: dict(r.output or {}) for stage, r in runs.items()}
-    dirs = {stage: media_root() / r.output_dir for stage, r in runs.items() if r.output_dir}
-    overrides = {"segments": {str(SWAP_SCENE): {"scene": {"take": 1, "text": SWAP_TEXT}}}}
-    figures: dict = {}
+    from jobs import orchestrator
+    from jobs.models import Job
+    from jobs.orchestrator.runner import media_root
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-editor", defaults={"is_superuser": True})
+    before = set(Job.objects.get(pk=job_id).runs.values_list("pk", flat=True))
+    edit = [{"kind": "scene", "index": SWAP_SCENE, "text": SWAP_TEXT}]
     t0, c0 = time.perf_counter(), _cpu()
-    for stage, run in (("scene_generation", scene_generation.run), ("composition", composition.run)):
-        work = job_dir(job.pk) / stage / "attempt-swap"
-        work.mkdir(parents=True)
-        ctx = StageContext(
-            job_id=job.pk,
-            stage=stage,
-            attempt=runs[stage].attempt + 1,
-            theme=job.theme.as_input(),
-            params=dict(job.params or {}),
-            upstream={k: v for k, v in upstream.items() if k != stage},
-            upstream_dirs={k: v for k, v in dirs.items() if k != stage},
-            work_dir=work,
-            overrides=overrides,
-            base_output=upstream[stage],
-            base_dir=dirs[stage],
-        )
-        s0, sc0 = time.perf_counter(), _cpu()
-        upstream[stage] = run(ctx).output
-        dirs[stage] = work
-        figures[stage] = (time.perf_counter() - s0, _cpu() - sc0)
-    figures["wall"], figures["cpu"] = time.perf_counter() - t0, _cpu() - c0
-    out = upstream["composition"]
+    record = orchestrator.edit_job(job_id, edit, notes="bench: swap one scene", user=user)
+    job = orchestrator.run_inline(job_id)
+    figures: dict = {"wall": time.perf_counter() - t0, "cpu": _cpu() - c0}
+    assert job.status == Job.Status.AWAITING_REVIEW, job.error_message
+    assert record.stages == ["scene_generation", "composition"], record.stages
+    new = {r.stage: r for r in job.runs.exclude(pk__in=before).exclude(stage="review")}
+    assert set(new) == {"scene_generation", "composition"}, sorted(new)  # voiceover skipped, its checkpoint reused
+    for stage, run in new.items():
+        figures[stage] = (run.duration or 0.0, sum((run.usage or {}).get("local", {}).values()) or 0.0)
+    out = new["composition"].output
     assert out["qc"]["passed"], [c for c in out["qc"]["checks"] if not c["ok"]]
-    scene = upstream["scene_generation"]["scenes"][SWAP_SCENE - 1]
+    scene = new["scene_generation"].output["scenes"][SWAP_SCENE - 1]
     assert scene["text"] == SWAP_TEXT and not scene["reused"]
     pieces = {p["name"]: p for p in out["pieces"]}
     figures["rendered"] = out["render"]["rendered"]
     figures["frames"] = sum(pieces[name]["frames"] for name in figures["rendered"])
     figures["total_frames"] = sum(p["frames"] for p in out["pieces"])
     figures["mix_reused"] = out["render"]["mix_reused"]
-    figures["video"] = dirs["composition"] / out["video"]
+    figures["video"] = media_root() / new["composition"].output_dir / out["video"]
     return figures
 
 
@@ -514,12 +500,13 @@ def main() -> int:
     swap = scene_swap(job_id)
     ratio, cpu_ratio = swap["wall"] / wall, swap["cpu"] / cpu
     print(
-        f"\nscene swap on the finished job (scene {SWAP_SCENE} re-rendered with new text, then scene_generation + "
-        f"composition re-run on their base checkpoints): {swap['wall']:.2f} s (cpu {swap['cpu']:.2f} s)  "
+        f"\nscene swap on the finished job (orchestrator.edit_job: scene {SWAP_SCENE} re-rendered with new text; "
+        f"scene_generation + composition re-run on their base checkpoints, voiceover skipped), edit to "
+        f"awaiting_review: {swap['wall']:.2f} s (cpu {swap['cpu']:.2f} s)  "
         f"load {os.getloadavg()[0]:.1f}"
     )
     for stage in ("scene_generation", "composition"):
-        print(f"  {stage:<18} {swap[stage][0]:6.2f} s  cpu {swap[stage][1]:6.2f} s")
+        print(f"  {stage:<18} {swap[stage][0]:6.2f} s  (render cpu {swap[stage][1]:6.2f} s, the ledger's figure)")
     print(
         f"  rendered {', '.join(swap['rendered'])}: {swap['frames']} of {swap['total_frames']} frames; "
         f"mix {'reused' if swap['mix_reused'] else 'mixed again'}"
