@@ -45,7 +45,7 @@ from stages.scripts import (
 from stages.text import clean_text, count_words, shorten, strip_emoji
 
 PROVIDER = "openai"
-PROMPT_VERSION = "script-llm-2025.1"
+PROMPT_VERSION = "script-llm-2026.1"  # 2026.1: the hook style the feedback loop chose
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_TIMEOUT = 90.0  # generation of ~150 words of JSON; local models on a CPU are slow
@@ -146,6 +146,14 @@ def _story(topic: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The hook styles trend analysis chooses from past videos' results (stages.feedback), as the
+# template writer's pools define them: "subject" names what the story is about, "plain" does not.
+HOOK_STYLES = {
+    "subject": "name the story's subject (the product, project, company or person in the title) in the hook.",
+    "plain": "do not name the subject in the hook; make the viewer curious about what comes next.",
+}
+
+
 def build_messages(
     topic: dict[str, Any], theme: dict[str, Any], notes: list[str], *, target: int, wps: float, beats: int
 ) -> list[dict[str, str]]:
@@ -170,6 +178,11 @@ def build_messages(
         f"Channel theme: {theme.get('name') or 'general news'}"
         + (f" (keywords: {theme_keywords})" if theme_keywords else ""),
         f"Target duration: {target} seconds, about {budget} words of narration.",
+    ]
+    style = HOOK_STYLES.get(topic.get("hook_style")) if isinstance(topic.get("hook_style"), str) else None
+    if style:
+        user.append(f"Hook style: {style}")
+    user += [
         "",
         "<story>",
         _story(topic),
@@ -443,6 +456,9 @@ class OpenAIWriter(HttpProvider):
         )
         beats = min(MAX_BEATS, max(MIN_BEATS, int(settings.get("beats") or round(target / 10))))
         messages = build_messages(topic, theme, notes, target=target, wps=wps, beats=beats)
+        # what the video is made with, for the feedback loop: the hook style the model was asked for
+        style = topic.get("hook_style")
+        self.hook_style = style if isinstance(style, str) and style in HOOK_STYLES else None
 
         content, finish = self._complete(messages)
         try:

@@ -9,6 +9,7 @@ import pytest
 
 from stages import script_generation
 from stages.base import PermanentStageError, TransientStageError
+from stages.providers import llm
 from stages.providers.llm import PROMPT_VERSION, build_script, key_required, parse_json
 from stages.scripts import FIELDS
 from stages.tests.fakeserver import FakeServer, Reply
@@ -145,6 +146,30 @@ def test_operator_notes_are_in_the_prompt(tmp_path):
     assert "1. Mention the $80 price in the hook" in user
     assert "2. tone: casual" in user
     assert out["notes_applied"] == ["price in the hook", "casual tone"]
+
+
+@pytest.mark.parametrize("style", ["subject", "plain"])
+def test_the_hook_style_chosen_from_past_results_is_asked_for_and_recorded(tmp_path, style):
+    """Trend analysis picks a hook style from how past videos did (stages.feedback); the LLM writer
+    asks for it, and the script's patterns say which style the video carries."""
+    ctx = ctx_for(tmp_path)
+    ctx.upstream["trend_analysis"]["patterns"] = {"chosen": {"hook": style}}
+    with FakeServer() as srv:
+        ctx.theme["settings"]["script_generation"]["openai"]["base_url"] = srv.url("/v1")
+        srv.route("POST", PATH, chat(GOOD))
+        out = script_generation.run(ctx).output
+    user = srv.requests[0].json()["messages"][1]["content"]
+    assert f"Hook style: {llm.HOOK_STYLES[style]}" in user
+    assert out["patterns"]["hook"] == style
+    assert out["prompt_version"] == PROMPT_VERSION
+
+
+def test_without_a_chosen_style_the_prompt_names_none(tmp_path):
+    with FakeServer() as srv:
+        srv.route("POST", PATH, chat(GOOD))
+        out = script_generation.run(ctx_for(tmp_path, srv)).output
+    assert "Hook style" not in srv.requests[0].json()["messages"][1]["content"]
+    assert out["patterns"]["hook"] is None
 
 
 def test_a_length_note_moves_the_target_like_the_template_writer(tmp_path):
