@@ -1,11 +1,11 @@
-"""Pexels stock media for scene_generation: search, pick a portrait file, download, probe, cache.
+"""Pexels stock media for scene_generation: search, pick a file of the frame's shape, download, probe, cache.
 
 Settings (``theme.settings["scene_generation"]["pexels"]``, all optional but the key)::
 
     {"api_key": "...",            # or the PEXELS_API_KEY environment variable
      "base_url": "https://api.pexels.com",
      "media": "photos" | "videos",  # default "photos": composition takes stills today
-     "orientation": "portrait",     # passed to the search
+     "orientation": "portrait",     # passed to the search (default: the frame's, from the aspect)
      "per_page": 5,                 # hits per search (1-20)
      "max_mb": 50,                  # a file bigger than this is skipped / aborted
      "timeout": 20,                 # seconds per HTTP read
@@ -21,7 +21,7 @@ Why it is shaped this way:
   ``TRENDREEL_PROVIDER_HOSTS``).
 * The search answer is read for what it is: a hit without a usable id or files, a photographer
   that is not text, sizes of ``1e999`` are skipped or clamped, never an exception.
-* From each hit the file closest to 1080x1920 is chosen (portrait first, "hd" preferred, nothing
+* From each hit the file closest to the frame (1080x1920 by default) is chosen (its orientation first, "hd" preferred, nothing
   over ``max_mb``); it is streamed to a ``.part`` file, **probed** (Pillow ``verify`` + decode for
   photos; ``stages.media.probe`` for videos: a video stream, a sane duration and size), and only
   then moved into the cache (``MEDIA_ROOT/cache/pexels/<sha256(url)>.<ext>``, atomic rename), so a
@@ -52,6 +52,7 @@ from django.conf import settings
 from stages import egress
 from stages.base import PermanentStageError, StageContext, StageError, TransientStageError
 from stages.http import HttpProvider, masked, new_client
+from stages.look import look_for
 from stages.payload import as_dict, as_float, as_http_url, as_int, as_list
 from stages.text import STOPWORDS, plain_text
 
@@ -161,7 +162,12 @@ class PexelsSource(HttpProvider):
             self.media += "s"
         if self.media not in MEDIA:
             raise PermanentStageError(f"pexels: media {self.media!r} is unknown", hint='use "photos" or "videos"')
-        self.orientation = str(conf.get("orientation") or "portrait").lower()
+        # the frame the scenes fill (theme.settings.composition.aspect): the search asks for that
+        # orientation and each hit's file closest to that size is chosen
+        frame = look_for(ctx.theme.get("settings")).frame
+        self.target = (frame.width, frame.height)
+        shape = "portrait" if frame.height > frame.width else "landscape" if frame.width > frame.height else "square"
+        self.orientation = str(conf.get("orientation") or shape).lower()
         if self.orientation not in ORIENTATIONS:
             raise PermanentStageError(
                 f"pexels: orientation {self.orientation!r} is unknown", hint=f"use one of {', '.join(ORIENTATIONS)}"
@@ -213,7 +219,7 @@ class PexelsSource(HttpProvider):
                 f"{masked(' '.join(response.text.split())[:120], [self.key])}",
                 hint=hint,
             ) from None
-        return parse_search(data, self.media, self.max_bytes, hint=hint)
+        return parse_search(data, self.media, self.max_bytes, hint=hint, target=self.target)
 
     # -- download --------------------------------------------------------------------------------
     def fetch(self, hit: Hit) -> Fetched:
@@ -375,14 +381,16 @@ def probe_video(path: Path, ctx: StageContext | None = None) -> tuple[int, int, 
 
 
 # -- response parsing ----------------------------------------------------------------------------
-def parse_search(data: Any, media: str, max_bytes: int, *, hint: str = "") -> list[Hit]:
+def parse_search(
+    data: Any, media: str, max_bytes: int, *, hint: str = "", target: tuple[int, int] = TARGET
+) -> list[Hit]:
     """The usable hits of a search answer (at most 80); ``PermanentStageError`` when it has no list."""
     key = "videos" if media == "videos" else "photos"
     records = as_list(data.get(key)) if isinstance(data, dict) else None
     if records is None:
         raise PermanentStageError(f"pexels search answered JSON without a {key!r} list", hint=hint)
     parse = _video_hit if media == "videos" else _photo_hit
-    return [h for h in (parse(r, max_bytes) for r in records[:80] if isinstance(r, dict)) if h and h.files]
+    return [h for h in (parse(r, max_bytes, target) for r in records[:80] if isinstance(r, dict)) if h and h.files]
 
 
 def _hit_id(value: Any) -> int | str | None:
@@ -400,7 +408,7 @@ def _user(record: dict[str, Any]) -> tuple[str, str]:
     return name, url
 
 
-def _photo_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
+def _photo_hit(record: dict[str, Any], max_bytes: int, target: tuple[int, int] = TARGET) -> Hit | None:
     hit_id = _hit_id(record.get("id"))
     if hit_id is None:
         return None
@@ -412,9 +420,9 @@ def _photo_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
         sep = "&" if "?" in original else "?"
         files.append(
             {
-                "url": f"{original}{sep}auto=compress&cs=tinysrgb&fit=crop&w={TARGET[0]}&h={TARGET[1]}",
-                "width": TARGET[0],
-                "height": TARGET[1],
+                "url": f"{original}{sep}auto=compress&cs=tinysrgb&fit=crop&w={target[0]}&h={target[1]}",
+                "width": target[0],
+                "height": target[1],
             }
         )
     for name in ("large2x", "portrait", "large"):
@@ -433,7 +441,7 @@ def _photo_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
     )
 
 
-def _video_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
+def _video_hit(record: dict[str, Any], max_bytes: int, target: tuple[int, int] = TARGET) -> Hit | None:
     hit_id = _hit_id(record.get("id"))
     if hit_id is None:
         return None
@@ -450,7 +458,7 @@ def _video_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
             continue
         quality = f.get("quality") if isinstance(f.get("quality"), str) else None
         files.append({"url": url, "width": _int(f.get("width")), "height": _int(f.get("height")), "quality": quality})
-    files.sort(key=_video_rank)
+    files.sort(key=lambda f: _video_rank(f, target))
     author, author_url = _user(record)
     return Hit(
         id=hit_id,
@@ -462,13 +470,15 @@ def _video_hit(record: dict[str, Any], max_bytes: int) -> Hit | None:
     )
 
 
-def _video_rank(f: dict[str, Any]) -> tuple[int, int, int]:
-    """Portrait first, then "hd" (720p-1080p: big enough, not a 4K download), then closest to 1080x1920."""
+def _video_rank(f: dict[str, Any], target: tuple[int, int] = TARGET) -> tuple[int, int, int]:
+    """The frame's orientation first (portrait for 9:16), then "hd" (720p-1080p: big enough, not a 4K
+    download), then closest to the frame's size."""
     w, h = f.get("width") or 0, f.get("height") or 0
-    portrait = 0 if h > w else 1
+    shape = (w > h) - (h > w)  # 1 landscape, -1 portrait, 0 square
+    same_shape = 0 if w and h and shape == (target[0] > target[1]) - (target[1] > target[0]) else 1
     hd = 0 if f.get("quality") == "hd" else 1
-    distance = abs(w - TARGET[0]) + abs(h - TARGET[1]) if w and h else 10**6
-    return (portrait, hd, distance)
+    distance = abs(w - target[0]) + abs(h - target[1]) if w and h else 10**6
+    return (same_shape, hd, distance)
 
 
 def _photo_ext(url: str) -> str:

@@ -221,6 +221,37 @@ def test_photos_search_download_and_compose(tmp_path):
     assert out["style"]["text_box"]  # composition's pan limits still come with the scenes
 
 
+@pytest.mark.parametrize(
+    "aspect, orientation, size", [("16:9", "landscape", (1920, 1080)), ("1:1", "square", (1080, 1080))]
+)
+def test_a_wide_or_square_theme_searches_and_crops_for_its_frame(tmp_path, aspect, orientation, size):
+    """The frame comes from the theme's composition aspect: the search asks for that orientation,
+    the crop for that size, and the scenes fill that frame."""
+    with FakeServer() as srv:
+        srv.route("GET", SEARCH, Reply(200, json=photos_payload(srv, "/p/one.jpeg", "/p/two.png")))
+        srv.route("GET", "/p/one.jpeg", Reply(200, body=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}))
+        srv.route("GET", "/p/two.png", Reply(200, body=png_bytes(), headers={"Content-Type": "image/png"}))
+        ctx = ctx_for(tmp_path, srv)
+        ctx.theme["settings"]["composition"] = {"aspect": aspect}
+        out = scene_generation.run(ctx).output
+    assert parse_qs(requests_to(srv, SEARCH)[0].query)["orientation"] == [orientation]
+    crop = parse_qs(requests_to(srv, "/p/one.jpeg")[0].query)
+    assert (int(crop["w"][0]), int(crop["h"][0])) == size
+    for scene in out["scenes"]:
+        with Image.open(ctx.work_dir / scene["image"]) as image:
+            assert image.size == size
+
+
+def test_video_files_rank_the_frames_orientation_first():
+    files = [
+        {"width": 1080, "height": 1920, "quality": "hd"},
+        {"width": 1280, "height": 720, "quality": "hd"},
+        {"width": 3840, "height": 2160, "quality": "uhd"},
+    ]
+    ranked = sorted(files, key=lambda f: pexels._video_rank(f, (1920, 1080)))
+    assert [(f["width"], f["height"]) for f in ranked] == [(1280, 720), (3840, 2160), (1080, 1920)]
+
+
 def test_videos_pick_the_portrait_hd_file_and_keep_the_clip(tmp_path, mp4_bytes):
     with FakeServer() as srv:
         srv.route("GET", VSEARCH, Reply(200, json=videos_payload(srv)))
