@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/trendreel
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=20
 # Settings refuse to load with DEBUG off and no SECRET_KEY: the checks below run on a throwaway key
 # unless one is set (pytest sets its own, see pytest.ini).
 CHECK_ENV := SECRET_KEY="$${SECRET_KEY:-test-insecure-trendreel-check-not-for-production}"

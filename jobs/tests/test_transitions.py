@@ -48,6 +48,9 @@ def _could_be_a_status(value: ast.expr) -> bool:
     return isinstance(value, ast.Attribute | ast.Name | ast.Subscript | ast.IfExp)
 
 
+CONDITIONS = {"Q", "When"}  # query conditions: ``Q(status=…)`` reads, like ``filter(status=…)``
+
+
 def _status_writes(tree: ast.AST) -> list[int]:
     """Lines that set a ``status``: ``x.status = …``, ``….update(status=…)`` and the other writing
     query methods, ``Model(status=…)``, a values dict with a ``"status"`` key handed to a writer.
@@ -60,7 +63,7 @@ def _status_writes(tree: ast.AST) -> list[int]:
         elif isinstance(node, ast.Call):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-            if not (name in WRITERS or name[:1].isupper()) or name.endswith("Response"):
+            if not (name in WRITERS or name[:1].isupper()) or name.endswith("Response") or name in CONDITIONS:
                 continue
             values = [*node.args, *(k.value for k in node.keywords)]
             if any(k.arg == "status" and _could_be_a_status(k.value) for k in node.keywords) or any(
@@ -73,6 +76,23 @@ def _status_writes(tree: ast.AST) -> list[int]:
             ):
                 lines.append(node.lineno)
     return lines
+
+
+def test_the_status_write_detector_tells_writes_from_reads():
+    writes = """
+run.status = "failed"
+StageRun.objects.filter(pk=1).update(status="failed")
+StageRun(status="queued")
+StageRun.objects.bulk_create([StageRun(job=j, status=RS.QUEUED)])
+"""
+    reads = """
+StageRun.objects.filter(status="failed")
+StageRun.objects.exclude(status=RS.RUNNING).count()
+rows.annotate(n=Count("id", filter=Q(status=ok)))
+Case(When(status="failed", then=1), default=0)
+"""
+    assert _status_writes(ast.parse(writes)) == [2, 3, 4, 5]
+    assert _status_writes(ast.parse(reads)) == []
 
 
 def test_only_the_transitions_module_writes_a_status():
