@@ -294,7 +294,15 @@ def _level(samples: np.ndarray, spans: list[tuple[float, float]], rate: int = 16
 
 
 def quietest_window(samples: np.ndarray, rate: int = 16000) -> float:
-    """The level of the quietest 50 ms of the track (its first and last 50 ms excepted)."""
+    """The level of the quietest 50 ms of the track (its first and last 50 ms excepted).
+
+    Exact zeros before the first sound and after the last are the encoder's padding (AAC frames
+    of 1024 samples, the stream's end rounded up to them: 70-110 ms measured), not a pause of the
+    soundtrack: they are left out first, or a window that falls wholly in that tail reads as
+    digital silence on some durations and not others."""
+    sounding = np.flatnonzero(samples)
+    if sounding.size:
+        samples = samples[sounding[0] : sounding[-1] + 1]
     body = samples[int(WINDOW * rate) : len(samples) - int(WINDOW * rate)]
     levels = frame_db(body, rate, hop=WINDOW)
     return float(levels.min()) if levels.size else float("-inf")

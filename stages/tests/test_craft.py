@@ -331,6 +331,20 @@ def test_without_music_the_pauses_hold_room_tone_not_digital_silence(tmp_path, v
     assert abs(media.measure_audio(result.audio).lufs - media.TARGET_LUFS) <= 1.0
 
 
+def test_digital_silence_is_found_in_a_pause_but_not_in_the_encoders_end_padding():
+    """A pause of exact zeros inside the track is digital silence; the zeros an AAC stream ends
+    with (padding to its 1024-sample frames, 70-110 ms) are not a pause: a window falling wholly in
+    them failed QC on some durations (a clean-clone run)."""
+    rate = 16000
+    air = np.random.default_rng(3).normal(0, 10 ** (-60 / 20), 3 * rate).astype(np.float32)
+    padded = np.concatenate([air, np.zeros(int(0.16 * rate), np.float32)])
+    assert qc.quietest_window(padded, rate) > qc.DIGITAL_SILENCE_DB
+    gap = air.copy()
+    gap[rate : rate + int(0.12 * rate)] = 0.0
+    assert qc.quietest_window(gap, rate) < qc.DIGITAL_SILENCE_DB
+    assert qc.quietest_window(np.zeros(rate, np.float32), rate) < qc.DIGITAL_SILENCE_DB  # all silent
+
+
 def test_the_bundled_beds_are_the_ones_the_synthesiser_made():
     for bed in music.BEDS.values():
         path = music.MUSIC_DIR / bed.file
