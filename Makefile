@@ -31,10 +31,12 @@ test: venv chromium
 	$(PY) -m ruff format --check .
 	$(CHECK_ENV) $(PY) manage.py check --fail-level WARNING
 	$(CHECK_ENV) $(PY) manage.py makemigrations --check --dry-run >/dev/null
-	$(MAKE) --no-print-directory test-sqlite
+	@# Both databases at once: much of the suite waits on worker processes, schedules and
+	@# browsers, so the two runs overlap (each one's output is printed whole when it ends).
 	@if $(PY) -c "import psycopg,sys; psycopg.connect('$(PG_URL)'.rsplit('/',1)[0]+'/postgres', connect_timeout=3).close()" 2>/dev/null; then \
-		$(MAKE) --no-print-directory test-postgres; \
-	else echo "PostgreSQL not reachable at $(PG_URL): ran the suite on SQLite only"; fi
+		$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres; \
+	else echo "PostgreSQL not reachable at $(PG_URL): running the suite on SQLite only"; \
+		$(MAKE) --no-print-directory test-sqlite; fi
 
 test-sqlite: venv
 	@echo "== test suite on SQLite =="
