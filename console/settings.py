@@ -197,6 +197,11 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
 elif not _db["ENGINE"]:
     raise ImproperlyConfigured(f"DATABASE_URL scheme is not supported: {DATABASE_URL.split(':', 1)[0]}")
 DATABASES = {"default": _db}
+# The engine's hot-path statements (claim, record, next attempt, review gate) are prepared once per
+# PostgreSQL session: planning them cost the database more than running them (bench/RESULTS.md).
+# Turn off behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode
+# before 1.21, or without max_prepared_statements).
+DB_PREPARED = env_bool("DB_PREPARED", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
