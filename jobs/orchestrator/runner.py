@@ -373,9 +373,12 @@ def _context(claim: Claim, abort: AbortSignal, report) -> StageContext:
         else:
             base_output = None
     work = job_dir(run.job_id) / run.stage / f"attempt-{run.attempt}.partial"
-    if work.exists():
+    work.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir()
+    except FileExistsError:  # left by a killed worker's attempt of the same number
         shutil.rmtree(work)
-    work.mkdir(parents=True)
+        work.mkdir()
     return StageContext(
         job_id=run.job_id,
         run_id=run.pk,

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 
 from jobs.models import Job, ReviewDecision, StageRun, Theme
 
@@ -53,7 +53,6 @@ class Statements:
     THEME_FIELDS = ("id", "name", "slug", "keywords", "sources", "target_seconds", "voice", "settings")
 
     def __init__(self, conn) -> None:
-        self.conn = conn  # django.db.connection: each thread's own connection
         q = conn.ops.quote_name
         self.q = q
         run_t, job_t, theme_t = (q(m._meta.db_table) for m in (StageRun, Job, Theme))
@@ -180,6 +179,12 @@ class Statements:
         attempt, decision, after, may = row
         return Approval(attempt, decision, bool(after), bool(may))
 
+    @property
+    def conn(self):
+        """This thread's connection itself (bound once per call: through ``django.db.connection``,
+        a proxy, every attribute the fields' value adaptation reads was a thread-local lookup)."""
+        return connections[DEFAULT_DB_ALIAS]
+
     def cursor(self):
         """A cursor for the hot path's statements.
 
@@ -191,14 +196,15 @@ class Statements:
         ``CaptureQueriesContext``) the plain cursor runs them: Django cannot show the text of a
         prepared statement's execution, and a query log with holes would mislead.
         """
-        if self.conn.vendor != "postgresql" or not settings.DB_PREPARED or self.conn.queries_logged:
-            return self.conn.cursor()
-        self.conn.close_if_health_check_failed()
-        self.conn.ensure_connection()
-        raw = self.conn.connection
+        conn = self.conn
+        if conn.vendor != "postgresql" or not settings.DB_PREPARED or conn.queries_logged:
+            return conn.cursor()
+        conn.close_if_health_check_failed()
+        conn.ensure_connection()
+        raw = conn.connection
         if raw.prepare_threshold is None:  # Django turns psycopg's preparing off for the session
             raw.prepare_threshold = 1 << 30  # so only what asks (prepare=True) is prepared
-        return self.conn._prepare_cursor(_prepared_cursor_class()(raw))
+        return conn._prepare_cursor(_prepared_cursor_class()(raw))
 
     def execute(self, cur, sql: str, params: list[Any]) -> None:
         """``cur.execute``, once more after a prepared statement went stale outside a transaction.
@@ -219,8 +225,8 @@ class Statements:
                 plain.execute("DEALLOCATE ALL")  # psycopg forgets its own names on seeing this
             cur.execute(sql, params)
 
-    def _json(self, field, value):
-        return field.from_db_value(value, None, self.conn)
+    def _json(self, field, value, conn):
+        return field.from_db_value(value, None, conn)
 
     def claim(
         self, run_id: int, now: datetime, worker: str, *, source: str, target: str, checkpoint: str
@@ -228,7 +234,8 @@ class Statements:
         """``source -> target`` if due, committed at once, with what the stage needs (the job's
         runs in status ``checkpoint`` are its checkpoints); None if another delivery (or nobody,
         for a run not due or not in ``source``) has it. Statuses come from the transition table."""
-        at = self.conn.ops.adapt_datetimefield_value(now)
+        conn = self.conn
+        at = conn.ops.adapt_datetimefield_value(now)
         params = [target, at, at, worker, "started", run_id, source, at]
         with self.cursor() as cur:
             if len(self.claim_sql) == 1:
@@ -246,7 +253,7 @@ class Statements:
         input_f, params_f, notes_f, overrides_f, skip_f, *theme_json = self.json_fields
         theme_values = dict(zip(self.THEME_FIELDS, theme, strict=False))
         for f in theme_json:
-            theme_values[f.name] = self._json(f, theme_values[f.name])
+            theme_values[f.name] = self._json(f, theme_values[f.name], conn)
         if isinstance(checkpoints, str):
             checkpoints = json.loads(checkpoints)
         if isinstance(base, str):
@@ -262,21 +269,22 @@ class Statements:
                 stage=stage,
                 attempt=attempt,
                 retry_index=retry_index,
-                input=self._json(input_f, input_) or {},
+                input=self._json(input_f, input_, conn) or {},
                 started_at=now,
             ),
             job_status=job_status,
-            params=self._json(params_f, params_) or {},
-            review_notes=self._json(notes_f, notes) or [],
+            params=self._json(params_f, params_, conn) or {},
+            review_notes=self._json(notes_f, notes, conn) or [],
             theme=Theme(**theme_values),
             checkpoints={k: (output, folder) for k, (_, output, folder) in latest.items()},
-            overrides=self._json(overrides_f, overrides) or {},
-            skip_stages=self._json(skip_f, skip) or [],
+            overrides=self._json(overrides_f, overrides, conn) or {},
+            skip_stages=self._json(skip_f, skip, conn) or [],
             base=(base[0], base[1]) if base else None,
         )
 
     def insert_run(self, **values: Any) -> StageRun:
         """A new StageRun row; its attempt is the next free number of (job, stage)."""
+        conn = self.conn
         params: list[Any] = []
         for f in self.run_fields:
             if f.name == "attempt":
@@ -284,7 +292,7 @@ class Statements:
             else:
                 value = values[f.attname] if f.attname in values else f.get_default()
                 values[f.attname] = value
-                params.append(f.get_db_prep_save(value, self.conn))
+                params.append(f.get_db_prep_save(value, conn))
         with self.cursor() as cur:
             self.execute(cur, self.insert_sql, params)
             pk, values["attempt"] = cur.fetchone()
@@ -303,11 +311,12 @@ class Statements:
                 conds.append(f"{column} IN ({', '.join(['%s'] * len(v))})" if op == "in" else f"{column} = %s")
             sets = ", ".join(f"{q(meta.get_field(f).column)} = %s" for f in values)
             sql = self.updates[key] = f"UPDATE {q(meta.db_table)} SET {sets} WHERE {' AND '.join(conds)}"
-        params = [meta.get_field(f).get_db_prep_save(v, self.conn) for f, v in values.items()]
+        conn = self.conn
+        params = [meta.get_field(f).get_db_prep_save(v, conn) for f, v in values.items()]
         params.append(pk)
         for k, v in where.items():
             f = meta.get_field(k.partition("__")[0])
-            params += [f.get_db_prep_value(x, self.conn) for x in (v if k.endswith("__in") else [v])]
+            params += [f.get_db_prep_value(x, conn) for x in (v if k.endswith("__in") else [v])]
         with self.cursor() as cur:
             self.execute(cur, sql, params)
             return cur.rowcount
