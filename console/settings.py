@@ -23,7 +23,10 @@ VAR_DIR = Path(os.environ.get("TRENDREEL_VAR_DIR", BASE_DIR / "var"))
 
 
 def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
+    """A setting's text; set but empty (``MEDIA_ROOT=`` in an env file) means unset, as for the
+    numbers and switches below (an empty MEDIA_ROOT was the working directory, an empty
+    DATABASE_URL an error about a scheme called '://')."""
+    return os.environ.get(name) or default
 
 
 def env_bool(name: str, default: bool = False) -> bool:

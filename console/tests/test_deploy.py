@@ -101,3 +101,20 @@ def test_check_deploy_fails_on_the_development_secret_key(tmp_path):
     result = manage(env, "check", "--deploy")  # an error fails the check at its default level
     assert result.returncode != 0
     assert "console.E001" in result.stderr + result.stdout
+
+
+def test_a_setting_set_to_nothing_means_its_default(tmp_path):
+    """``KEY=`` in an env file (or a compose file's ``KEY: ""``) is an unset setting, not an empty
+    path or URL: the media folder is not the working directory, the database is the default."""
+    env = production_env(tmp_path)
+    env.update(DEBUG="1", MEDIA_ROOT="", DATABASE_URL="", TRENDREEL_OUTBOX="", TIME_ZONE="")
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.MEDIA_ROOT, s.OUTBOX_DIR, s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'], s.TIME_ZONE)"
+    )
+    result = manage(env, "shell", "-c", code)
+    assert result.returncode == 0, result.stdout + result.stderr
+    media, outbox, engine, name, tz = result.stdout.strip().splitlines()[-1].split()
+    var = tmp_path / "var"
+    assert (media, outbox, tz) == (str(var / "media"), str(var / "outbox"), "UTC")
+    assert engine == "django.db.backends.sqlite3" and name == str(var / "trendreel.sqlite3")
