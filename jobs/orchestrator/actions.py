@@ -190,27 +190,29 @@ def review_job(job_id: int, decision: str, *, user=None, notes: str = "", from_s
     }[decision]
     with transaction.atomic():
         job = lock_job(job_id)
-        run = job.runs.filter(stage=pipeline.GATE, status=RS.WAITING).order_by("-attempt").first()
-        if job.status != JS.AWAITING_REVIEW or run is None:
+        waiting, checkpoint = gate.review_rows(job.pk)
+        if job.status != JS.AWAITING_REVIEW or waiting is None:
             raise InvalidState(f"job {job.pk} is {job.get_status_display().lower()}, not awaiting review")
         now = clock.now()
         ReviewDecision.objects.create(
             job=job,
-            stage_run=run,
-            composition_run=gate.reviewed_checkpoint(job.pk),
+            stage_run_id=waiting,
+            composition_run_id=checkpoint,
             decision=decision,
             notes=notes,
             from_stage=from_stage or "",
             decided_by=user,
             decided_at=now,
         )
-        transitions.move_run(
-            run.pk,
+        transitions.move_run_fast(
+            waiting,
             "decide",
-            finished_at=now,
-            progress=1.0,
-            message=f"{decisions(decision).label.lower()} by {who(user)}",
-            output={"decision": decision, "by": who(user), "notes": notes, "from_stage": from_stage or ""},
+            {
+                "finished_at": now,
+                "progress": 1.0,
+                "message": f"{decisions(decision).label.lower()} by {who(user)}",
+                "output": {"decision": decision, "by": who(user), "notes": notes, "from_stage": from_stage or ""},
+            },
         )
         if decision == decisions.APPROVE:
             transitions.move_job(job, event, target, current_stage=pipeline.next_stage(pipeline.GATE), updated=now)

@@ -21,15 +21,15 @@ def may_review(user) -> bool:
     return bool(user is not None and getattr(user, "is_active", False) and user.has_perm(REVIEW_PERMISSION))
 
 
-def reviewed_checkpoint(job_id: int) -> StageRun | None:
-    """The current checkpoint of the stage the gate reviews (composition), or None."""
-    return (
-        StageRun.objects.filter(
-            job_id=job_id, stage=pipeline.REVIEWED, status=StageRun.Status.SUCCEEDED, superseded_at__isnull=True
-        )
-        .order_by("-attempt")
-        .only("pk", "attempt", "finished_at")
-        .first()
+def review_rows(job_id: int) -> tuple[int | None, int | None]:
+    """``(the gate's waiting run, the reviewed stage's current checkpoint)`` ids, None when missing:
+    a decision is recorded on the first and binds to the second."""
+    return statements.sql().review_rows(
+        job_id,
+        gate=pipeline.GATE,
+        waiting=StageRun.Status.WAITING,
+        reviewed=pipeline.REVIEWED,
+        checkpoint=StageRun.Status.SUCCEEDED,
     )
 
 

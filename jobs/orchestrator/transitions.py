@@ -128,7 +128,7 @@ def create_job(**fields: Any) -> Job:
 def move_job(job: Job, event: str, target: str | None = None, **values: Any) -> None:
     """An operator-driven move of a job whose row the caller holds locked: checked, then written."""
     move = check_job(job, event, target)
-    changed = Job.objects.filter(pk=job.pk, status__in=move.sources).update(status=move.target, **values)
+    changed = sql().update(Job, job.pk, {"status": move.target, **values}, status__in=move.sources)
     if not changed:  # only possible if the caller forgot the lock
         raise InvalidState(f"job {job.pk} changed while {move.event} was being applied")
     job.status = move.target
@@ -159,7 +159,8 @@ def claim_run(run_id: int, now: datetime, worker: str) -> Claim | None:
 
 
 def move_run_fast(run_id: int, event: str, values: dict[str, Any]) -> bool:
-    """A run's move on the hot path (the success record): one hand-built conditional UPDATE."""
+    """A run's move on the hot path (the success record, a review's decision): one hand-built
+    conditional UPDATE; ``values`` are plain field values (no expressions)."""
     move = run_move(event)
     return bool(sql().update(StageRun, run_id, {"status": move.target, **values}, status__in=move.sources))
 
