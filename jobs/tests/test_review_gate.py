@@ -111,6 +111,26 @@ def test_an_approval_binds_to_the_composition_it_saw(engine, in_review, reviewer
     assert [s for s, _ in calls(call_log)].count("publish") == 2
 
 
+def test_a_second_review_binds_to_the_new_composition(engine, in_review, reviewer, operator, call_log):
+    """Changes requested, the composition made again: the next decision is recorded on the gate's new
+    waiting run and binds to the new composition (not the superseded one), and publish runs."""
+    job = in_review
+    first = job.runs.get(stage="composition", status=RS.SUCCEEDED)
+    orchestrator.review_job(job.pk, "request_changes", user=reviewer, from_stage="composition", notes="again")
+    job = orchestrator.run_inline(job.pk)
+    assert job.status == Job.Status.AWAITING_REVIEW
+    second = job.runs.get(stage="composition", status=RS.SUCCEEDED, superseded_at__isnull=True)
+    assert second.pk != first.pk
+    orchestrator.review_job(job.pk, "approve", user=reviewer)
+    changes, approval = job.reviews.order_by("id")
+    assert (changes.composition_run_id, approval.composition_run_id) == (first.pk, second.pk)
+    waiting = job.runs.filter(stage="review").order_by("attempt")
+    assert [r.pk for r in waiting] == [changes.stage_run_id, approval.stage_run_id]
+    assert [r.status for r in waiting] == [RS.SUCCEEDED, RS.SUCCEEDED]
+    assert orchestrator.run_inline(job.pk).status == Job.Status.COMPLETED
+    assert [s for s, _ in calls(call_log)].count("publish") == 1
+
+
 @pytest.mark.parametrize(
     "who, may",
     [
