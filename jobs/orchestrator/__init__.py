@@ -12,7 +12,7 @@ Its parts, one module each:
   commits;
 * ``sweeper``: crashed attempts, due retries, lost pushes; one at a time, in every deployment;
 * ``routing``: which queue (cluster) a stage goes to, and the push to the broker;
-* ``lifecycle``: the steps those parts share (open an attempt, advance, end a failed attempt);
+* ``lifecycle``: the steps those parts share (open an attempt, record a success, end a failed attempt);
 * ``statements``: the hot path's hand-built SQL; ``clock``: the database's clock.
 
 Retries, backoff, crash counting and time limits are decided here, never by django-q2

@@ -13,7 +13,7 @@ import random
 from django.db import transaction
 
 from jobs.models import Job, JobEdit, ReviewDecision, StageRun, Theme
-from jobs.orchestrator import clock, gate, lifecycle, transitions
+from jobs.orchestrator import clock, gate, lifecycle, statements, transitions
 from jobs.orchestrator.lifecycle import lock_job, who
 from jobs.orchestrator.transitions import InvalidState
 from jobs.prices import money
@@ -194,15 +194,18 @@ def review_job(job_id: int, decision: str, *, user=None, notes: str = "", from_s
         if job.status != JS.AWAITING_REVIEW or waiting is None:
             raise InvalidState(f"job {job.pk} is {job.get_status_display().lower()}, not awaiting review")
         now = clock.now()
-        ReviewDecision.objects.create(
-            job=job,
-            stage_run_id=waiting,
-            composition_run_id=checkpoint,
-            decision=decision,
-            notes=notes,
-            from_stage=from_stage or "",
-            decided_by=user,
-            decided_at=now,
+        statements.sql().insert(
+            ReviewDecision,
+            {
+                "job_id": job.pk,
+                "stage_run_id": waiting,
+                "composition_run_id": checkpoint,
+                "decision": decision,
+                "notes": notes,
+                "from_stage": from_stage or "",
+                "decided_by_id": user.pk,
+                "decided_at": now,
+            },
         )
         transitions.move_run_fast(
             waiting,

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 
 from jobs.models import Job, StageRun
-from jobs.orchestrator import clock, routing, transitions
+from jobs.orchestrator import clock, routing, statements, transitions
 from stages import pipeline
 
 JS = Job.Status
@@ -29,52 +29,64 @@ def status_for_stage(stage: str) -> str:
 
 
 def lock_job(job_id: int) -> Job:
-    try:
-        return Job.objects.select_for_update().get(pk=job_id)
-    except Job.DoesNotExist:
-        raise Job.DoesNotExist(f"no job with id {job_id}") from None
+    """The job, its row locked until the transaction ends (one prepared statement: every operator
+    move and every review starts here)."""
+    job = statements.sql().lock_job(job_id)
+    if job is None:
+        raise Job.DoesNotExist(f"no job with id {job_id}")
+    return job
 
 
-def new_run(
+def new_run(job_id: int, stage: str, **options: Any) -> StageRun:
+    """Create the next attempt of ``stage`` (``options``: those of ``_opening``); push it now if
+    it is due (else the sweeper will).
+
+    Call with the job's row locked: the attempt number is the next free one for the stage.
+    """
+    event, values = _opening(job_id, stage, clock.now(), **options)
+    run = transitions.insert_run(event, **values)
+    _push_if_due(run)
+    return run
+
+
+def _opening(
     job_id: int,
     stage: str,
+    now: datetime,
     *,
     retry_index: int = 0,
     delay: float = 0.0,
     reason: str = "",
     input: dict | None = None,
-) -> StageRun:
-    """Create the next attempt of ``stage``; push it now if it is due (else the sweeper will).
-
-    Call with the job's row locked: the attempt number is the next free one for the stage.
-    """
-    now = clock.now()
+) -> tuple[str, dict[str, Any]]:
+    """A new attempt of ``stage`` as (event, values): the gate's waiting run, or a queued attempt
+    (due now, or after ``delay`` seconds of backoff)."""
     if stage == pipeline.GATE:
-        return transitions.insert_run(
-            "wait",
-            job_id=job_id,
-            stage=stage,
-            reason=reason or "waiting for review",
-            queued_at=now,
-            started_at=now,
-            message="waiting for an operator's decision",
-            input=input or {},
-        )
+        return "wait", {
+            "job_id": job_id,
+            "stage": stage,
+            "reason": reason or "waiting for review",
+            "queued_at": now,
+            "started_at": now,
+            "message": "waiting for an operator's decision",
+            "input": input or {},
+        }
     not_before = now + timedelta(seconds=delay) if delay > 0 else None
-    run = transitions.insert_run(
-        "queue",
-        job_id=job_id,
-        stage=stage,
-        retry_index=retry_index,
-        reason=reason,
-        queued_at=now,
-        not_before=not_before,
-        enqueued_at=None if not_before else now,
-        input=input or {},
-    )
-    if not_before is None:
+    return "queue", {
+        "job_id": job_id,
+        "stage": stage,
+        "retry_index": retry_index,
+        "reason": reason,
+        "queued_at": now,
+        "not_before": not_before,
+        "enqueued_at": None if not_before else now,
+        "input": input or {},
+    }
+
+
+def _push_if_due(run: StageRun) -> None:
+    if run.stage != pipeline.GATE and run.not_before is None:
         routing.push(run)
-    return run
 
 
 def enter_stage(job: Job, stage: str, event: str, *, skip: Sequence[str] = (), **kwargs: Any) -> StageRun:
@@ -107,22 +119,28 @@ def following(after: str, skip: Sequence[str] = ()) -> str | None:
     return nxt
 
 
-def advance(job_id: int, after: str, now: datetime, skip: Sequence[str] = ()) -> str | None:
-    """``after`` succeeded: move the job to the next stage, or complete it after the last one.
-
-    One conditional UPDATE of the job row, which is also the job's lock: call it before touching
-    the job's runs (every writer locks the job first). Returns the job's new status, or None when
-    the job is no longer where the move starts (cancelled, re-run): nothing changed. Then record
-    the run and ``open_next``. ``skip``: the job's ``skip_stages``, as the claim loaded them.
+def record_success(
+    run_id: int, job_id: int, after: str, now: datetime, values: dict[str, Any], skip: Sequence[str] = ()
+) -> str:
+    """``after`` succeeded: record the run (``values``), move the job to the next stage (or
+    complete it after the last one) and open that stage's first attempt, in the caller's
+    transaction; push it once that commits. ``skip``: the job's ``skip_stages``, as the claim
+    loaded them. Returns ``moved``, ``stopped`` (the job is no longer active: the run is recorded,
+    nothing starts) or ``discarded`` (the run is no longer running: the caller rolls back).
     """
     nxt = following(after, skip)
     if nxt is None:
-        event, target, values = "complete", JS.COMPLETED, {"finished": now, "updated": now}
+        event, target, job_values = "complete", JS.COMPLETED, {"finished": now, "updated": now}
+        opening = None
     else:
         target = status_for_stage(nxt)
         event = "reach_review" if nxt == pipeline.GATE else "advance"
-        values = {"current_stage": nxt, "updated": now}
-    return target if transitions.move_job_row(job_id, event, target, values) else None
+        job_values = {"current_stage": nxt, "updated": now}
+        opening = _opening(job_id, nxt, now, reason=f"after {after}")
+    outcome, run = transitions.record_success(job_id, event, target, job_values, run_id, values, opening)
+    if run is not None:
+        _push_if_due(run)
+    return outcome
 
 
 def open_next(job_id: int, after: str, skip: Sequence[str] = ()) -> None:

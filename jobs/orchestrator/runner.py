@@ -62,7 +62,13 @@ class _Discarded(Exception):
 
 
 def media_root() -> Path:
-    return Path(settings.MEDIA_ROOT)
+    root = settings.MEDIA_ROOT
+    if _root[0] != root:  # built once per setting (a stage's paths are all made from it)
+        _root[:] = [root, Path(root)]
+    return _root[1]
+
+
+_root: list = [None, None]
 
 
 def job_dir(job_id: int) -> Path:
@@ -293,12 +299,11 @@ def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str
             artifacts.append((spec, path.relative_to(media_root()).as_posix(), path.stat().st_size, checksum(path)))
         with transaction.atomic():
             now = clock.now()
-            moved = lifecycle.advance(run.job_id, run.stage, now, skip)  # the job's lock, taken first as everywhere
-            if moved is None:
-                lifecycle.lock_job(run.job_id)  # not active any more: record the run, start nothing
-            recorded = transitions.move_run_fast(
+            outcome = lifecycle.record_success(
                 run.pk,
-                "succeed",
+                run.job_id,
+                run.stage,
+                now,
                 {
                     "finished_at": now,
                     "progress": 1.0,
@@ -308,8 +313,9 @@ def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str
                     "message": "done",
                     **spent,
                 },
+                skip,
             )
-            if not recorded:
+            if outcome == "discarded":
                 raise _Discarded  # cancelled or swept meanwhile: roll the job's move back too
             if artifacts:
                 Artifact.objects.bulk_create(
@@ -326,8 +332,6 @@ def _record(run: StageRun, ctx: StageContext, result: StageResult, log_tail: str
                         for spec, rel, size, digest in artifacts
                     ]
                 )
-            if moved is not None:
-                lifecycle.open_next(run.job_id, run.stage, skip)
     except _Discarded:
         _remove(ctx, final)
         _keep_spent(run.pk, spent)

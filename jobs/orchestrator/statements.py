@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
+from django.db.transaction import TransactionManagementError
 
 from jobs.models import Job, ReviewDecision, StageRun, Theme
 
@@ -105,16 +106,28 @@ class Statements:
             self.claim_sql = [update, f"SELECT {select} FROM {run_t} r {joins} WHERE r.{col(StageRun, 'id')} = %s"]
         # every column but the key and those the database fills itself (db_default)
         self.run_fields = [f for f in StageRun._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
+        self.constant_defaults: dict[str, Any] = {}  # attname -> a constant default, adapted once
         next_attempt = (
             f"(SELECT COALESCE(MAX({col(StageRun, 'attempt')}), 0) + 1 FROM {run_t} "
             f"WHERE {col(StageRun, 'job_id')} = %s AND {col(StageRun, 'stage')} = %s)"
         )
-        self.insert_sql = (
-            f"INSERT INTO {run_t} ({', '.join(q(f.column) for f in self.run_fields)}) VALUES "
-            f"({', '.join(next_attempt if f.name == 'attempt' else '%s' for f in self.run_fields)}) "
-            f"RETURNING {col(StageRun, 'id')}, {col(StageRun, 'attempt')}"
+        # "INSERT INTO runs (columns) {VALUES (values) | SELECT values WHERE ...} RETURNING id, attempt"
+        self.insert_parts = (
+            f"INSERT INTO {run_t} ({', '.join(q(f.column) for f in self.run_fields)})",
+            ", ".join(next_attempt if f.name == "attempt" else "%s" for f in self.run_fields),
+            f"RETURNING {col(StageRun, 'id')}, {col(StageRun, 'attempt')}",
         )
+        into, values, returning = self.insert_parts
+        self.insert_sql = f"{into} VALUES ({values}) {returning}"
         self.updates: dict[tuple, str] = {}
+        self.inserts: dict[type, tuple[str, list]] = {}
+        # a job's row, locked for the rest of the transaction (every operator move, every review)
+        job_fields = Job._meta.concrete_fields
+        lock = " FOR UPDATE" if conn.features.has_select_for_update else ""  # SQLite: the write lock
+        self.lock_job_sql = (
+            f"SELECT {', '.join(q(f.column) for f in job_fields)} FROM {job_t} WHERE {col(Job, 'id')} = %s{lock}"
+        )
+        self.job_converters: list | None = None  # per field, as Django's compiler would convert it
         self.approval_sql = self._approval_sql(col)
         # a review's two rows: the gate's waiting run and the checkpoint the decision binds to
         waiting = (
@@ -209,15 +222,17 @@ class Statements:
         return connections[DEFAULT_DB_ALIAS]
 
     def cursor(self):
-        """A cursor for the hot path's statements.
+        """A cursor for the hot path's statements (use it as ``with sql().cursor() as cur``).
 
         On PostgreSQL (unless ``DB_PREPARED`` is off) a server-binding cursor whose statements are
         prepared once per session: each statement is planned once, not on every stage of every
         job (PostgreSQL CPU per transition 1.97 -> 1.16 ms, bench/RESULTS.md). Django's own cursors
         bind on the client and are never prepared, so nothing else changes. It is wrapped like
-        any Django cursor (execute wrappers, error translation). While queries are logged (DEBUG,
-        ``CaptureQueriesContext``) the plain cursor runs them: Django cannot show the text of a
-        prepared statement's execution, and a query log with holes would mislead.
+        any Django cursor (execute wrappers, error translation) and kept for the session's next
+        statements (one cursor per connection, as connections are per thread: building and
+        wrapping a cursor per statement was a tenth of a transition's CPU). While queries are
+        logged (DEBUG, ``CaptureQueriesContext``) the plain cursor runs them: Django cannot show
+        the text of a prepared statement's execution, and a query log with holes would mislead.
         """
         conn = self.conn
         if conn.vendor != "postgresql" or not settings.DB_PREPARED or conn.queries_logged:
@@ -225,9 +240,12 @@ class Statements:
         conn.close_if_health_check_failed()
         conn.ensure_connection()
         raw = conn.connection
-        if raw.prepare_threshold is None:  # Django turns psycopg's preparing off for the session
-            raw.prepare_threshold = 1 << 30  # so only what asks (prepare=True) is prepared
-        return conn._prepare_cursor(_prepared_cursor_class()(raw))
+        kept = conn.__dict__.get(_KEPT)
+        if kept is None or kept[0] is not raw or kept[1].cursor.closed:
+            if raw.prepare_threshold is None:  # Django turns psycopg's preparing off for the session
+                raw.prepare_threshold = 1 << 30  # so only what asks (prepare=True) is prepared
+            kept = conn.__dict__[_KEPT] = (raw, _Lent(conn._prepare_cursor(_prepared_cursor_class()(raw))))
+        return kept[1]
 
     def execute(self, cur, sql: str, params: list[Any]) -> None:
         """``cur.execute``, once more after a prepared statement went stale outside a transaction.
@@ -286,40 +304,171 @@ class Statements:
             if cp_stage not in latest or cp_attempt > latest[cp_stage][0]:
                 latest[cp_stage] = (cp_attempt, output, folder)
         return Claim(
-            run=StageRun(
-                id=run_id,
-                job_id=job_id,
-                stage=stage,
-                attempt=attempt,
-                retry_index=retry_index,
-                input=self._json(input_f, input_, conn) or {},
-                started_at=now,
+            run=instance(
+                StageRun,
+                {
+                    "id": run_id,
+                    "job_id": job_id,
+                    "stage": stage,
+                    "attempt": attempt,
+                    "retry_index": retry_index,
+                    "input": self._json(input_f, input_, conn) or {},
+                    "started_at": now,
+                },
             ),
             job_status=job_status,
             params=self._json(params_f, params_, conn) or {},
             review_notes=self._json(notes_f, notes, conn) or [],
-            theme=Theme(**theme_values),
+            theme=instance(Theme, theme_values),
             checkpoints={k: (output, folder) for k, (_, output, folder) in latest.items()},
             overrides=self._json(overrides_f, overrides, conn) or {},
             skip_stages=self._json(skip_f, skip, conn) or [],
             base=(base[0], base[1]) if base else None,
         )
 
-    def insert_run(self, **values: Any) -> StageRun:
-        """A new StageRun row; its attempt is the next free number of (job, stage)."""
-        conn = self.conn
+    def _run_params(self, values: dict[str, Any], conn) -> list[Any]:
+        """The insert's parameters for a new run (``values`` gains the defaults it lacked)."""
         params: list[Any] = []
         for f in self.run_fields:
-            if f.name == "attempt":
+            name = f.attname
+            if name == "attempt":
                 params += [values["job_id"], values["stage"]]
+            elif name in values:
+                params.append(f.get_db_prep_save(values[name], conn))
             else:
-                value = values[f.attname] if f.attname in values else f.get_default()
-                values[f.attname] = value
-                params.append(f.get_db_prep_save(value, conn))
+                value = values[name] = f.get_default()
+                if callable(f.default):  # a fresh value each time (dict, list, now)
+                    params.append(f.get_db_prep_save(value, conn))
+                else:
+                    adapted = self.constant_defaults.get(name, _MISSING)
+                    if adapted is _MISSING:
+                        adapted = self.constant_defaults[name] = f.get_db_prep_save(value, conn)
+                    params.append(adapted)
+        return params
+
+    def insert_run(self, **values: Any) -> StageRun:
+        """A new StageRun row; its attempt is the next free number of (job, stage)."""
+        params = self._run_params(values, self.conn)
         with self.cursor() as cur:
             self.execute(cur, self.insert_sql, params)
-            pk, values["attempt"] = cur.fetchone()
-        return StageRun(id=pk, **values)
+            values["id"], values["attempt"] = cur.fetchone()
+        return instance(StageRun, values)
+
+    @property
+    def records_in_one(self) -> bool:
+        """The success record is one statement (PostgreSQL: UPDATE and INSERT inside WITH)."""
+        return self.conn.vendor == "postgresql"
+
+    def record(
+        self,
+        *,
+        job_id: int,
+        job_values: dict[str, Any],
+        job_sources: tuple[str, ...],
+        run_id: int,
+        run_values: dict[str, Any],
+        run_sources: tuple[str, ...],
+        new_run: dict[str, Any] | None,
+    ) -> tuple[bool, bool, StageRun | None]:
+        """A success's three writes in one statement (``records_in_one``), each only if the one
+        before it happened: move the job (``job_values``, if its status is one of ``job_sources``;
+        this also locks its row, first, as every writer does), record the run (``run_values``, if
+        its status is one of ``run_sources``), insert ``new_run`` (the next attempt, its number
+        the next free one). Returns (job moved, run recorded, the new run or None).
+
+        Three statements became one: two round trips and two statements' work in PostgreSQL
+        less on every stage of every job (bench/RESULTS.md). The values are plain field values.
+        """
+        conn = self.conn
+        key = ("record", tuple(job_values), len(job_sources), tuple(run_values), len(run_sources), new_run is not None)
+        sql = self.updates.get(key)
+        if sql is None:
+            sql = self.updates[key] = self._record_sql(job_values, job_sources, run_values, run_sources, new_run)
+        params: list[Any] = self._set_params(Job, job_values, conn) + [job_id, *job_sources]
+        params += self._set_params(StageRun, run_values, conn) + [run_id, *run_sources]
+        if new_run is not None:
+            new_run = dict(new_run)
+            params += self._run_params(new_run, conn)
+        with self.cursor() as cur:
+            self.execute(cur, sql, params)
+            moved, recorded, *created = cur.fetchone()
+        made = None
+        if new_run is not None and created[0] is not None:
+            new_run["id"], new_run["attempt"] = created
+            made = instance(StageRun, new_run)
+        return bool(moved), bool(recorded), made
+
+    def _record_sql(self, job_values, job_sources, run_values, run_sources, new_run) -> str:
+        q = self.q
+        col = lambda model, name: q(model._meta.get_field(name).column)  # noqa: E731
+
+        def update(model, values, sources, after: str) -> str:
+            sets = ", ".join(f"{col(model, f)} = %s" for f in values)
+            gate = f" AND EXISTS (SELECT 1 FROM {after})" if after else ""
+            return (
+                f"UPDATE {q(model._meta.db_table)} SET {sets} WHERE {col(model, 'id')} = %s "
+                f"AND {col(model, 'status')} IN ({', '.join(['%s'] * len(sources))}){gate} RETURNING {col(model, 'id')}"
+            )
+
+        # "r" reads "j" and "n" reads "r": each runs after (and only if) the one before it wrote
+        sql = f"WITH j AS ({update(Job, job_values, job_sources, '')}), r AS ({update(StageRun, run_values, run_sources, 'j')})"
+        if new_run is None:
+            return sql + " SELECT (SELECT count(*) FROM j), (SELECT count(*) FROM r)"
+        into, values, returning = self.insert_parts
+        sql += f", n AS ({into} SELECT {values} WHERE EXISTS (SELECT 1 FROM r) {returning})"
+        return (
+            sql
+            + " SELECT (SELECT count(*) FROM j), (SELECT count(*) FROM r), n.* FROM (SELECT 1) one LEFT JOIN n ON true"
+        )
+
+    def lock_job(self, job_id: int) -> Job | None:
+        """The job's row as a ``Job``, locked until the transaction ends; None if there is none."""
+        conn = self.conn
+        if conn.get_autocommit():  # as Django's select_for_update: a lock that ends at once is a bug
+            raise TransactionManagementError("locking a job's row needs a transaction")
+        with self.cursor() as cur:
+            self.execute(cur, self.lock_job_sql, [job_id])
+            row = cur.fetchone()
+        if row is None:
+            return None
+        fields = Job._meta.concrete_fields
+        if self.job_converters is None:
+            cols = [f.get_col(Job._meta.db_table) for f in fields]
+            self.job_converters = [(c, conn.ops.get_db_converters(c) + c.get_db_converters(conn)) for c in cols]
+        values = []
+        for value, (c, converters) in zip(row, self.job_converters, strict=True):
+            for convert in converters:
+                value = convert(value, c, conn)
+            values.append(value)
+        return Job.from_db(conn.alias, [f.attname for f in fields], values)
+
+    def insert(self, model, values: dict[str, Any]):
+        """``model.objects.create(**values)`` as one prepared statement (no signals are sent)."""
+        conn = self.conn
+        built = self.inserts.get(model)
+        if built is None:
+            fields = [f for f in model._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
+            q = self.q
+            sql = (
+                f"INSERT INTO {q(model._meta.db_table)} ({', '.join(q(f.column) for f in fields)}) "
+                f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {q(model._meta.pk.column)}"
+            )
+            built = self.inserts[model] = (sql, fields)
+        sql, fields = built
+        values = dict(values)
+        params = []
+        for f in fields:
+            if f.attname not in values:
+                values[f.attname] = f.get_default()
+            params.append(f.get_db_prep_save(values[f.attname], conn))
+        with self.cursor() as cur:
+            self.execute(cur, sql, params)
+            values[model._meta.pk.attname] = cur.fetchone()[0]
+        return instance(model, values)
+
+    def _set_params(self, model, values: dict[str, Any], conn) -> list[Any]:
+        get = model._meta.get_field
+        return [get(f).get_db_prep_save(v, conn) for f, v in values.items()]
 
     def update(self, model, pk: int, values: dict[str, Any], **where: Any) -> int:
         """``UPDATE model SET values WHERE pk AND where`` (``f=v`` or ``f__in=(...)``): rows changed."""
@@ -335,7 +484,7 @@ class Statements:
             sets = ", ".join(f"{q(meta.get_field(f).column)} = %s" for f in values)
             sql = self.updates[key] = f"UPDATE {q(meta.db_table)} SET {sets} WHERE {' AND '.join(conds)}"
         conn = self.conn
-        params = [meta.get_field(f).get_db_prep_save(v, conn) for f, v in values.items()]
+        params = self._set_params(model, values, conn)
         params.append(pk)
         for k, v in where.items():
             f = meta.get_field(k.partition("__")[0])
@@ -343,6 +492,37 @@ class Statements:
         with self.cursor() as cur:
             self.execute(cur, sql, params)
             return cur.rowcount
+
+
+_MISSING = object()
+
+
+def instance(model, values: dict[str, Any]):
+    """``model(**values)`` (the rest at their defaults), built through the positional path of
+    ``Model.__init__``: a third of the cost of keyword arguments, and built on every stage."""
+    return model(*[values[f.attname] if f.attname in values else f.get_default() for f in model._meta.concrete_fields])
+
+
+_KEPT = "_trendreel_hot_cursor"  # on the connection wrapper: (its raw connection, the kept cursor)
+
+
+class _Lent:
+    """The kept cursor, lent for a ``with`` block that must not close it."""
+
+    __slots__ = ("wrapped",)
+
+    def __init__(self, wrapped) -> None:
+        self.wrapped = wrapped
+
+    @property
+    def cursor(self):  # the psycopg cursor underneath, as on Django's wrapper
+        return self.wrapped.cursor
+
+    def __enter__(self):
+        return self.wrapped
+
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 # 26000 invalid_sql_statement_name: the prepared statement is gone; 0A000 feature_not_supported:

@@ -165,6 +165,54 @@ def move_run_fast(run_id: int, event: str, values: dict[str, Any]) -> bool:
     return bool(sql().update(StageRun, run_id, {"status": move.target, **values}, status__in=move.sources))
 
 
+def record_success(
+    job_id: int,
+    job_event: str,
+    job_target: str,
+    job_values: dict[str, Any],
+    run_id: int,
+    run_values: dict[str, Any],
+    opening: tuple[str, dict[str, Any]] | None,
+) -> tuple[str, StageRun | None]:
+    """A succeeded attempt's record, inside the caller's transaction: the job's move
+    (``advance``, ``reach_review`` or ``complete``), the run's ``succeed`` and, when the job moved,
+    the next attempt ``opening`` (``(event, values)``: ``queue`` or ``wait``). Returns what
+    happened and the new run:
+
+    * ``("moved", run or None)``: all of it;
+    * ``("stopped", None)``: the job was no longer where the move starts (cancelled, re-run): the
+      run is recorded under the job's lock and nothing follows it;
+    * ``("discarded", None)``: the run was no longer running (cancelled, swept): roll back.
+    """
+    jm, rm = job_move(job_event, job_target), run_move("succeed")
+    new = None
+    if opening is not None:
+        event, values = opening
+        new = {**values, "status": run_move(event).target}
+    job_set, run_set = {"status": jm.target, **job_values}, {"status": rm.target, **run_values}
+    statements = sql()
+    if statements.records_in_one:
+        moved, recorded, made = statements.record(
+            job_id=job_id,
+            job_values=job_set,
+            job_sources=jm.sources,
+            run_id=run_id,
+            run_values=run_set,
+            run_sources=rm.sources,
+            new_run=new,
+        )
+        if moved:
+            return ("moved", made) if recorded else ("discarded", None)
+    elif statements.update(Job, job_id, job_set, status__in=jm.sources):
+        if not statements.update(StageRun, run_id, run_set, status__in=rm.sources):
+            return "discarded", None
+        return "moved", statements.insert_run(**new) if new is not None else None
+    statements.lock_job(job_id)  # not active any more: record the run under the job's lock
+    if not statements.update(StageRun, run_id, run_set, status__in=rm.sources):
+        return "discarded", None
+    return "stopped", None
+
+
 def move_run(run_id: int, event: str, *, where: dict[str, Any] | None = None, **values: Any) -> bool:
     """A run's move through the ORM; ``where`` adds conditions (e.g. the heartbeat is still stale)."""
     move = run_move(event)

@@ -11,7 +11,7 @@ from django.db import connection
 
 from jobs import orchestrator
 from jobs.models import Job, StageRun
-from jobs.orchestrator import clock, runner
+from jobs.orchestrator import clock, lifecycle, runner
 from jobs.tests.conftest import params, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -120,3 +120,45 @@ def test_a_run_cancelled_while_recording_leaves_no_files(engine, theme, call_log
     run.refresh_from_db()
     assert run.status == RS.CANCELLED and not run.output_dir
     assert attempt_dirs(engine, job, "trend_collection") == []
+
+
+def test_a_record_arriving_after_its_run_was_swept_moves_nothing(engine, theme, call_log, tmp_path, slow_record):
+    """The job is still running (the sweeper queued a retry) but this attempt is no longer
+    running: its record must leave the job where it was, start no next stage and leave no files;
+    the retry is the attempt that counts. (On PostgreSQL the record is one statement: the job's
+    move in it must come undone with the run's.)"""
+    entered, release = slow_record
+    job = start(theme, call_log, tmp_path)
+    run = job.runs.get()
+    thread, out = run_in_thread(run.pk)
+    assert entered.wait(30)
+    assert lifecycle.end_attempt(run.pk, event="crash", kind="crashed", message="swept for the test")
+    release.set()
+    thread.join(30)
+    assert out["result"] == "discarded"
+    job.refresh_from_db()
+    assert (job.status, job.current_stage) == (Job.Status.RUNNING, "trend_collection")
+    runs = list(job.runs.order_by("id").values_list("stage", "attempt", "status", "output_dir"))
+    assert runs == [("trend_collection", 1, RS.CRASHED, ""), ("trend_collection", 2, RS.QUEUED, "")]
+    assert attempt_dirs(engine, job, "trend_collection") == []
+    assert orchestrator.run_inline(job.pk).status == Job.Status.AWAITING_REVIEW  # the retry carries on
+
+
+def test_a_record_for_a_job_that_moved_away_is_kept_and_starts_nothing(engine, theme, call_log, tmp_path, slow_record):
+    """The job left ``running`` while its attempt was still running (here set by hand: no
+    operator action does that without ending the attempt): the work is recorded, under the job's
+    lock, and nothing follows it."""
+    entered, release = slow_record
+    job = start(theme, call_log, tmp_path)
+    run = job.runs.get()
+    thread, out = run_in_thread(run.pk)
+    assert entered.wait(30)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED)
+    release.set()
+    thread.join(30)
+    assert out["result"] == "succeeded"
+    job.refresh_from_db()
+    assert (job.status, job.current_stage) == (Job.Status.FAILED, "trend_collection")
+    run.refresh_from_db()
+    assert run.status == RS.SUCCEEDED and (engine.MEDIA_ROOT / run.output_dir / "out.json").exists()
+    assert list(job.runs.values_list("stage", flat=True)) == ["trend_collection"]
