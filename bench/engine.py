@@ -323,6 +323,21 @@ def reviewer():
     return User.objects.get(pk=user.pk)
 
 
+def job_statuses(pending: set[int]) -> list[tuple[int, str]]:
+    """(id, status) of the pending jobs: one plain statement over their id range. The bench's
+    poll is its instrument, not the engine: through the ORM (``pk__in`` of up to 200 ids, compiled
+    every 25 ms) it cost ~1.6 ms of CPU a poll, charged to the engine's side of the cost ratio."""
+    from django.db import connection
+
+    from jobs.models import Job
+
+    with connection.cursor() as cur:
+        cur.execute(
+            f"SELECT id, status FROM {Job._meta.db_table} WHERE id BETWEEN %s AND %s", [min(pending), max(pending)]
+        )
+        return [(pk, status) for pk, status in cur.fetchall() if pk in pending]
+
+
 def drive(job_ids: list[int], deadline: float, poll: float, on_tick=None) -> set[int]:
     """Approve jobs as soon as they wait for review; return the jobs still active at the deadline."""
     from jobs import orchestrator
@@ -330,7 +345,7 @@ def drive(job_ids: list[int], deadline: float, poll: float, on_tick=None) -> set
 
     pending = set(job_ids)
     while pending and time.monotonic() < deadline:
-        for pk, status in Job.objects.filter(pk__in=pending).values_list("pk", "status"):
+        for pk, status in job_statuses(pending):
             if status == Job.Status.AWAITING_REVIEW:
                 with _suppress():
                     orchestrator.review_job(pk, "approve", user=reviewer())
