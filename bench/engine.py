@@ -819,10 +819,12 @@ def classify_sql(sql: str) -> str:
         extra = " MAX(attempt)"
     elif verb == "UPDATE" and table == "jobs_stagerun":
         extra = " (claim)" if '"worker"' in sql else " (record)"
-    elif verb == "WITH" and "UPDATE" in sql.upper():
+    elif verb == "WITH" and '"worker"' in sql:
         return "UPDATE+SELECT jobs_stagerun (claim + load, one statement)"
+    elif verb == "WITH":
+        return "UPDATE job, UPDATE run, INSERT next (the record, one statement)"
     elif verb == "UPDATE" and table == "jobs_job":
-        extra = " (advance: the job row, also its lock)"
+        extra = " (start: a job's first claim)"
     elif verb == "SELECT" and table == "jobs_stagerun":
         extra = (
             " JOIN job, theme (load run)"
