@@ -104,8 +104,7 @@ class Statements:
             self.claim_sql = [f"WITH r AS ({update} RETURNING {run_cols}) SELECT {select} FROM r {joins}"]
         else:  # SQLite has no UPDATE inside WITH
             self.claim_sql = [update, f"SELECT {select} FROM {run_t} r {joins} WHERE r.{col(StageRun, 'id')} = %s"]
-        # every column but the key and those the database fills itself (db_default)
-        self.run_fields = [f for f in StageRun._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
+        self.run_fields = written_fields(StageRun)
         self.constant_defaults: dict[str, Any] = {}  # attname -> a constant default, adapted once
         next_attempt = (
             f"(SELECT COALESCE(MAX({col(StageRun, 'attempt')}), 0) + 1 FROM {run_t} "
@@ -399,19 +398,14 @@ class Statements:
         return bool(moved), bool(recorded), made
 
     def _record_sql(self, job_values, job_sources, run_values, run_sources, new_run) -> str:
-        q = self.q
-        col = lambda model, name: q(model._meta.get_field(name).column)  # noqa: E731
-
-        def update(model, values, sources, after: str) -> str:
-            sets = ", ".join(f"{col(model, f)} = %s" for f in values)
-            gate = f" AND EXISTS (SELECT 1 FROM {after})" if after else ""
-            return (
-                f"UPDATE {q(model._meta.db_table)} SET {sets} WHERE {col(model, 'id')} = %s "
-                f"AND {col(model, 'status')} IN ({', '.join(['%s'] * len(sources))}){gate} RETURNING {col(model, 'id')}"
-            )
-
+        shape = lambda sources: (("status__in", len(sources)),)  # noqa: E731
+        its_id = lambda model: f" RETURNING {self.q(model._meta.pk.column)}"  # noqa: E731
+        j = self._update_sql(Job, job_values, shape(job_sources), its_id(Job))
+        r = self._update_sql(
+            StageRun, run_values, shape(run_sources), " AND EXISTS (SELECT 1 FROM j)" + its_id(StageRun)
+        )
         # "r" reads "j" and "n" reads "r": each runs after (and only if) the one before it wrote
-        sql = f"WITH j AS ({update(Job, job_values, job_sources, '')}), r AS ({update(StageRun, run_values, run_sources, 'j')})"
+        sql = f"WITH j AS ({j}), r AS ({r})"
         if new_run is None:
             return sql + " SELECT (SELECT count(*) FROM j), (SELECT count(*) FROM r)"
         into, values, returning = self.insert_parts
@@ -447,8 +441,7 @@ class Statements:
         conn = self.conn
         built = self.inserts.get(model)
         if built is None:
-            fields = [f for f in model._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
-            q = self.q
+            fields, q = written_fields(model), self.q
             sql = (
                 f"INSERT INTO {q(model._meta.db_table)} ({', '.join(q(f.column) for f in fields)}) "
                 f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {q(model._meta.pk.column)}"
@@ -470,20 +463,26 @@ class Statements:
         get = model._meta.get_field
         return [get(f).get_db_prep_save(v, conn) for f, v in values.items()]
 
+    def _update_sql(self, model, fields, shape: tuple, tail: str = "") -> str:
+        """``UPDATE model SET fields WHERE pk = %s AND ...`` for a ``where`` of ``shape``
+        (``(lookup, n)``: ``f`` = one value, ``f__in`` = n values), then ``tail``."""
+        meta, q = model._meta, self.q
+        conds = [f"{q(meta.pk.column)} = %s"]
+        for k, n in shape:
+            name, _, op = k.partition("__")
+            column = q(meta.get_field(name).column)
+            conds.append(f"{column} IN ({', '.join(['%s'] * n)})" if op == "in" else f"{column} = %s")
+        sets = ", ".join(f"{q(meta.get_field(f).column)} = %s" for f in fields)
+        return f"UPDATE {q(meta.db_table)} SET {sets} WHERE {' AND '.join(conds)}{tail}"
+
     def update(self, model, pk: int, values: dict[str, Any], **where: Any) -> int:
         """``UPDATE model SET values WHERE pk AND where`` (``f=v`` or ``f__in=(...)``): rows changed."""
-        key = (model, tuple(values), tuple((k, len(v) if k.endswith("__in") else 0) for k, v in where.items()))
+        shape = tuple((k, len(v) if k.endswith("__in") else 0) for k, v in where.items())
+        key = (model, tuple(values), shape)
         sql = self.updates.get(key)
-        meta, q = model._meta, self.q
         if sql is None:
-            conds = [f"{q(meta.pk.column)} = %s"]
-            for k, v in where.items():
-                name, _, op = k.partition("__")
-                column = q(meta.get_field(name).column)
-                conds.append(f"{column} IN ({', '.join(['%s'] * len(v))})" if op == "in" else f"{column} = %s")
-            sets = ", ".join(f"{q(meta.get_field(f).column)} = %s" for f in values)
-            sql = self.updates[key] = f"UPDATE {q(meta.db_table)} SET {sets} WHERE {' AND '.join(conds)}"
-        conn = self.conn
+            sql = self.updates[key] = self._update_sql(model, values, shape)
+        meta, conn = model._meta, self.conn
         params = self._set_params(model, values, conn)
         params.append(pk)
         for k, v in where.items():
@@ -495,6 +494,11 @@ class Statements:
 
 
 _MISSING = object()
+
+
+def written_fields(model) -> list:
+    """The columns an INSERT writes: every one but the key and those the database fills (db_default)."""
+    return [f for f in model._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
 
 
 def instance(model, values: dict[str, Any]):
